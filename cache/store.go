@@ -1,0 +1,78 @@
+// Package cache is ldapgate's store: badger v4 under data_dir holding users,
+// API-created directories, sync runs with their audit lists and sessions,
+// with golang-lru caches in front of the hot reads (user by id, by name).
+// It is the only package that touches badger.
+package cache
+
+import (
+	"errors"
+	"time"
+)
+
+// Sentinel errors.
+var (
+	// ErrNotFound: no such record.
+	ErrNotFound = errors.New("not found")
+	// ErrNameTaken: another user already has that username.
+	ErrNameTaken = errors.New("username already taken")
+	// ErrLocked: the data directory is held by another process.
+	ErrLocked = errors.New("store is in use by another process")
+)
+
+// Run results.
+const (
+	RunRunning = "running"
+	RunSuccess = "success"
+	RunFailed  = "failed"
+	RunRefused = "refused"
+	RunDryRun  = "dry_run"
+)
+
+// Run is one sync of one directory (SPEC §4 audit).
+type Run struct {
+	ID          uint64    `json:"id"`
+	DirectoryID uint64    `json:"directory_id"`
+	Directory   string    `json:"directory"`
+	Trigger     string    `json:"trigger"` // schedule, api, start
+	DryRun      bool      `json:"dry_run"`
+	Forced      bool      `json:"forced"`
+	Result      string    `json:"result"`
+	Error       string    `json:"error,omitempty"`
+	StartedAt   time.Time `json:"started_at"`
+	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	// Counts is the number of planned (dry run) or applied changes by action.
+	Counts map[string]int `json:"counts"`
+	// DirectoryUsers is how many users the read returned.
+	DirectoryUsers int `json:"directory_users"`
+}
+
+// AuditEntry is one applied change of a run.
+type AuditEntry struct {
+	Seq      uint64    `json:"seq"`
+	At       time.Time `json:"at"`
+	Action   string    `json:"action"`
+	UserID   uint64    `json:"user_id"`
+	Username string    `json:"username"`
+	Reason   string    `json:"reason,omitempty"`
+	// Fields are the changed fields: name → [old, new].
+	Fields map[string][2]string `json:"fields,omitempty"`
+}
+
+// Session is a stored session. Only the SHA-256 of the token is kept.
+type Session struct {
+	TokenHash [32]byte  `json:"-"`
+	UserID    uint64    `json:"user_id"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	LastSeen  time.Time `json:"last_seen"`
+}
+
+// UserFilter selects users for listings. Zero values match everything.
+type UserFilter struct {
+	State       string
+	Role        string
+	Source      string
+	DirectoryID uint64 // 0: any
+	Limit       int    // 0: no limit
+	Offset      int
+}

@@ -1,0 +1,99 @@
+// Package metrics defines every Prometheus metric ldapgate exports (SPEC
+// §10), in one place so label sets stay bounded: directory names, results,
+// actions, cache names and a fixed set of routes. Never a username or a raw
+// path.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+const namespace = "ldapgate"
+
+// Metrics holds the collectors. Create one per process with New; tests use
+// their own registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	HTTPRequests        *prometheus.CounterVec   // route, code
+	HTTPRequestDuration *prometheus.HistogramVec // route
+	UpstreamDuration    prometheus.Histogram
+	Logins              *prometheus.CounterVec   // directory, result
+	LDAPOpDuration      *prometheus.HistogramVec // directory, op
+	SyncRuns            *prometheus.CounterVec   // directory, result
+	SyncDuration        *prometheus.HistogramVec // directory
+	SyncLastSuccess     *prometheus.GaugeVec     // directory
+	SyncChanges         *prometheus.CounterVec   // directory, action
+	Users               *prometheus.GaugeVec     // directory, state
+	SessionsActive      prometheus.Gauge
+	CacheRequests       *prometheus.CounterVec // cache, result
+}
+
+// New creates and registers every metric, with the Go and process collectors.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "http_requests_total",
+			Help: "HTTP requests served, by route (a fixed set) and status code.",
+		}, []string{"route", "code"}),
+		HTTPRequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "http_request_duration_seconds",
+			Help:    "Time to answer an HTTP request, by route.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"route"}),
+		UpstreamDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "upstream_request_duration_seconds",
+			Help:    "Time the upstream took to answer proxied requests (to response headers).",
+			Buckets: prometheus.DefBuckets,
+		}),
+		Logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "logins_total",
+			Help: "Login attempts by directory (or \"local\") and result.",
+		}, []string{"directory", "result"}),
+		LDAPOpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "ldap_operation_duration_seconds",
+			Help:    "Duration of LDAP operations by directory and operation (bind, search, read_users, read_groups).",
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"directory", "op"}),
+		SyncRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "sync_runs_total",
+			Help: "Sync runs by directory and result (success, failed, refused, dry_run).",
+		}, []string{"directory", "result"}),
+		SyncDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "sync_duration_seconds",
+			Help:    "Duration of sync runs by directory.",
+			Buckets: []float64{.1, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800},
+		}, []string{"directory"}),
+		SyncLastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "sync_last_success_timestamp_seconds",
+			Help: "Unix time of the last successful sync, by directory.",
+		}, []string{"directory"}),
+		SyncChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "sync_changes_total",
+			Help: "Applied sync changes by directory and action.",
+		}, []string{"directory", "action"}),
+		Users: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "users",
+			Help: "Users in the store by directory (\"local\" for local users) and state.",
+		}, []string{"directory", "state"}),
+		SessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "sessions_active",
+			Help: "Sessions currently valid.",
+		}),
+		CacheRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "cache_requests_total",
+			Help: "In-memory cache look-ups by cache (user, session, basic_auth) and result (hit, miss).",
+		}, []string{"cache", "result"}),
+	}
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.HTTPRequests, m.HTTPRequestDuration, m.UpstreamDuration, m.Logins,
+		m.LDAPOpDuration, m.SyncRuns, m.SyncDuration, m.SyncLastSuccess,
+		m.SyncChanges, m.Users, m.SessionsActive, m.CacheRequests,
+	)
+	return m
+}
