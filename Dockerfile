@@ -1,0 +1,24 @@
+# ldapgate: static binary on a minimal base, non-root, store on /data.
+# Build stage runs the same `go build` as scripts/build.sh and the tests.
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/ldapgate .
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/ldapgate /usr/local/bin/ldapgate
+COPY config.example.yaml /etc/ldapgate/config.example.yaml
+# The store (badger) lives here; mount a volume so users, sessions and the
+# sync audit survive restarts. One container per volume: badger locks it.
+VOLUME ["/data"]
+ENV LDAPGATE_DATA_DIR=/data
+USER nonroot:nonroot
+# 8080: login, proxy, admin API; 9090: /metrics, /healthz, /readyz
+EXPOSE 8080 9090
+HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["/usr/local/bin/ldapgate", "healthcheck", "-url", "http://127.0.0.1:9090/healthz"]
+ENTRYPOINT ["/usr/local/bin/ldapgate"]
+CMD ["serve", "-config", "/etc/ldapgate/config.yaml"]
