@@ -14,7 +14,7 @@ COPY config.example.yaml /etc/ldapgate/config.example.yaml
 # The store (badger) lives here; mount a volume so users, sessions and the
 # sync audit survive restarts. One container per volume: badger locks it.
 VOLUME ["/data"]
-ENV LDAPGATE_DATA_DIR=/data
+# config.yaml should say data_dir: /data
 USER nonroot:nonroot
 # 8080: login, proxy, admin API; 9090: /metrics, /healthz, /readyz
 EXPOSE 8080 9090
