@@ -1,0 +1,163 @@
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/metrics"
+)
+
+// Sizes chosen for a sidecar whose whole process must stay under 300 MiB
+// while a 100k-user sync runs (issue 3). Badger's defaults (64 MiB memtables
+// ×5, 256 MiB block cache) alone would exceed that.
+const (
+	memTableSize   = 32 << 20 // also bounds one transaction: 15% of it, see Update
+	numMemtables   = 2
+	blockCacheSize = 16 << 20
+	indexCacheSize = 8 << 20
+	vlogFileSize   = 64 << 20
+
+	// userCacheSize bounds the hot-user LRU (a User is well under 1 KiB).
+	userCacheSize = 8192
+	// idLease is how many ids one Sequence lease reserves. A crash loses at
+	// most that many numbers, which is allowed: ids must never be reused,
+	// not be dense.
+	idLease = 256
+)
+
+// Store is ldapgate's persistent state. All methods are safe for concurrent
+// use.
+type Store struct {
+	db  *badger.DB
+	log *slog.Logger
+
+	userSeq, dirSeq, runSeq *badger.Sequence
+
+	// byID and byName front the user records. fillMu and gen keep them
+	// coherent with writes: see fillUser.
+	byID   *lru.Cache[uint64, *account.User]
+	byName *lru.Cache[string, uint64]
+	fillMu sync.Mutex
+	gen    atomic.Uint64
+
+	hits, misses prometheus.Counter
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens (creating if needed) the store under dir. A directory held by
+// another process (or another Store in this one) gives ErrLocked. m may be
+// nil (tests).
+func Open(dir string, log *slog.Logger, m *metrics.Metrics) (*Store, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "store")
+	opts := badger.DefaultOptions(dir).
+		// WithLoggingLevel first: it replaces the logger with badger's own,
+		// so our adapter must be installed after it.
+		WithLoggingLevel(badger.WARNING).
+		WithLogger(badgerLogger{log}).
+		WithMemTableSize(memTableSize).
+		WithNumMemtables(numMemtables).
+		WithNumLevelZeroTables(numMemtables).
+		WithNumLevelZeroTablesStall(numMemtables * 4).
+		WithBlockCacheSize(blockCacheSize).
+		WithIndexCacheSize(indexCacheSize).
+		WithValueLogFileSize(vlogFileSize).
+		WithNumCompactors(2).
+		WithNumGoroutines(2).
+		WithCompression(options.Snappy).
+		WithMetricsEnabled(false)
+	db, err := badger.Open(opts)
+	if err != nil {
+		// Badger flattens the flock error into a string (its y.Wrapf keeps no
+		// %w outside debug builds), so the message is all there is to match.
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, fmt.Errorf("open store %s: %w (is another ldapgate running with the same data_dir?): %v", dir, ErrLocked, err)
+		}
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	s := &Store{db: db, log: log}
+	for _, sq := range []struct {
+		p   **badger.Sequence
+		key string
+	}{{&s.userSeq, keySeqUser}, {&s.dirSeq, keySeqDir}, {&s.runSeq, keySeqRun}} {
+		if *sq.p, err = db.GetSequence([]byte(sq.key), idLease); err != nil {
+			s.releaseSeqs()
+			db.Close()
+			return nil, fmt.Errorf("open store %s: id sequence %s: %w", dir, sq.key, err)
+		}
+	}
+	s.byID, _ = lru.New[uint64, *account.User](userCacheSize)
+	s.byName, _ = lru.New[string, uint64](userCacheSize)
+	if m != nil {
+		s.hits = m.CacheRequests.WithLabelValues("user", "hit")
+		s.misses = m.CacheRequests.WithLabelValues("user", "miss")
+	}
+	return s, nil
+}
+
+func (s *Store) releaseSeqs() error {
+	var errs []error
+	for _, sq := range []*badger.Sequence{s.userSeq, s.dirSeq, s.runSeq} {
+		if sq != nil {
+			errs = append(errs, sq.Release())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close releases the unused id leases and closes badger. Safe to call twice.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		seqErr := s.releaseSeqs()
+		dbErr := s.db.Close()
+		if err := errors.Join(seqErr, dbErr); err != nil {
+			s.closeErr = fmt.Errorf("close store: %w", err)
+		}
+	})
+	return s.closeErr
+}
+
+// nextID draws from seq, skipping 0: 0 means "not assigned yet" everywhere
+// (User.ID, Run.ID, Directory.ID, UserFilter.DirectoryID).
+func nextID(seq *badger.Sequence) (uint64, error) {
+	for {
+		id, err := seq.Next()
+		if err != nil {
+			return 0, fmt.Errorf("next id: %w", err)
+		}
+		if id != 0 {
+			return id, nil
+		}
+	}
+}
+
+// badgerLogger routes badger's own messages through slog. Badger is chatty
+// at info (every compaction, every flush); only warnings and errors are
+// worth an operator's attention.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) Errorf(f string, a ...any) {
+	l.log.Error(strings.TrimSpace(fmt.Sprintf(f, a...)), "source", "badger")
+}
+
+func (l badgerLogger) Warningf(f string, a ...any) {
+	l.log.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)), "source", "badger")
+}
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}
+
+var _ badger.Logger = badgerLogger{}

@@ -1,0 +1,167 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// CreateRun stores a new run (r.ID is ignored) and returns it with its id.
+// StartedAt is set if zero and Result defaults to RunRunning.
+func (s *Store) CreateRun(ctx context.Context, r Run) (Run, error) {
+	id, err := nextID(s.runSeq)
+	if err != nil {
+		return Run{}, fmt.Errorf("create run: %w", err)
+	}
+	r.ID = id
+	if r.StartedAt.IsZero() {
+		r.StartedAt = time.Now().UTC()
+	}
+	if r.Result == "" {
+		r.Result = RunRunning
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return Run{}, fmt.Errorf("create run: %w", err)
+	}
+	err = s.Update(ctx, func(tx *Tx) error {
+		if err := tx.set(key(pRun, id), b); err != nil {
+			return err
+		}
+		return tx.set(key(pRunDir, r.DirectoryID, id), nil)
+	})
+	if err != nil {
+		return Run{}, fmt.Errorf("create run: %w", err)
+	}
+	return r, nil
+}
+
+// FinishRun stores the final state of a run created by CreateRun
+// (FinishedAt set if zero). ErrNotFound.
+func (s *Store) FinishRun(ctx context.Context, r Run) error {
+	if r.FinishedAt.IsZero() {
+		r.FinishedAt = time.Now().UTC()
+	}
+	err := s.Update(ctx, func(tx *Tx) error {
+		v, err := tx.get(key(pRun, r.ID))
+		if err != nil {
+			return err
+		}
+		var old Run
+		if err := json.Unmarshal(v, &old); err != nil {
+			return err
+		}
+		if old.DirectoryID != r.DirectoryID {
+			return fmt.Errorf("run belongs to directory %d, not %d", old.DirectoryID, r.DirectoryID)
+		}
+		b, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		return tx.set(key(pRun, r.ID), b)
+	})
+	if err != nil {
+		return fmt.Errorf("finish run %d: %w", r.ID, err)
+	}
+	return nil
+}
+
+// Run returns one run. ErrNotFound.
+func (s *Store) Run(ctx context.Context, runID uint64) (Run, error) {
+	if err := ctx.Err(); err != nil {
+		return Run{}, err
+	}
+	var r Run
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(key(pRun, runID))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error { return json.Unmarshal(v, &r) })
+	})
+	if err != nil {
+		return Run{}, fmt.Errorf("run %d: %w", runID, err)
+	}
+	return r, nil
+}
+
+// Runs returns the runs of directory dirID (0: of all directories), newest
+// first, at most limit (0: all).
+func (s *Store) Runs(ctx context.Context, dirID uint64, limit int) ([]Run, error) {
+	var out []Run
+	err := s.db.View(func(txn *badger.Txn) error {
+		prefix := []byte(pRun)
+		if dirID != 0 {
+			prefix = key(pRunDir, dirID)
+		}
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = prefix
+		opts.Reverse = true
+		opts.PrefetchValues = false
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		// A reverse prefix scan must start past the last key of the prefix.
+		for it.Seek(append(append([]byte{}, prefix...), 0xff)); it.Valid(); it.Next() {
+			if limit > 0 && len(out) >= limit {
+				break
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			item := it.Item()
+			var r Run
+			if dirID == 0 {
+				if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &r) }); err != nil {
+					return err
+				}
+			} else {
+				ri, err := txn.Get(key(pRun, suffixID(item.Key())))
+				if err != nil {
+					return fmt.Errorf("run index: %w", err)
+				}
+				if err := ri.Value(func(v []byte) error { return json.Unmarshal(v, &r) }); err != nil {
+					return err
+				}
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("runs of directory %d: %w", dirID, err)
+	}
+	return out, nil
+}
+
+// RunChanges returns the audit entries of a run in Seq order. ErrNotFound
+// if the run does not exist.
+func (s *Store) RunChanges(ctx context.Context, runID uint64) ([]AuditEntry, error) {
+	out := []AuditEntry{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		if _, err := txn.Get(key(pRun, runID)); err != nil {
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return ErrNotFound
+			}
+			return err
+		}
+		return iterate(ctx, txn, key(pAudit, runID), func(_, v []byte) error {
+			var e AuditEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return err
+			}
+			out = append(out, e)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("changes of run %d: %w", runID, err)
+	}
+	return out, nil
+}

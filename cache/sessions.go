@@ -1,0 +1,175 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+type sessionRecord struct {
+	UserID    uint64    `json:"u"`
+	CreatedAt time.Time `json:"c"`
+	ExpiresAt time.Time `json:"e"`
+	LastSeen  time.Time `json:"l"`
+}
+
+// badgerExpiry converts an expiry to badger's whole unix seconds, rounding
+// up: badger drops an entry once now >= ExpiresAt, and rounding down would
+// end a session up to a second early. SessionByHash compares the exact time.
+func badgerExpiry(t time.Time) uint64 {
+	sec := t.Unix()
+	if t.Nanosecond() > 0 {
+		sec++
+	}
+	return uint64(sec)
+}
+
+// PutSession stores (or refreshes, e.g. LastSeen) a session under its token
+// hash; badger drops it at ExpiresAt. A session already expired is not
+// stored: ErrNotFound, so a refresh cannot bring an ended session back.
+func (s *Store) PutSession(ctx context.Context, sess Session) error {
+	if !time.Now().Before(sess.ExpiresAt) {
+		return fmt.Errorf("put session: already expired: %w", ErrNotFound)
+	}
+	if sess.UserID == 0 {
+		return errors.New("put session: no user")
+	}
+	b, err := json.Marshal(sessionRecord{sess.UserID, sess.CreatedAt, sess.ExpiresAt, sess.LastSeen})
+	if err != nil {
+		return fmt.Errorf("put session: %w", err)
+	}
+	exp := badgerExpiry(sess.ExpiresAt)
+	err = s.Update(ctx, func(tx *Tx) error {
+		if err := tx.txn.SetEntry(&badger.Entry{Key: sessionKey(sess.TokenHash), Value: b, ExpiresAt: exp}); err != nil {
+			return err
+		}
+		return tx.txn.SetEntry(&badger.Entry{Key: userSessionKey(sess.UserID, sess.TokenHash), ExpiresAt: exp})
+	})
+	if err != nil {
+		return fmt.Errorf("put session: %w", err)
+	}
+	return nil
+}
+
+// SessionByHash returns the session whose token hashes to h. ErrNotFound if
+// there is none or it has expired.
+func (s *Store) SessionByHash(ctx context.Context, h [32]byte) (Session, error) {
+	if err := ctx.Err(); err != nil {
+		return Session{}, err
+	}
+	var r sessionRecord
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(sessionKey(h))
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error { return json.Unmarshal(v, &r) })
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) || (err == nil && !time.Now().Before(r.ExpiresAt)) {
+		return Session{}, fmt.Errorf("session: %w", ErrNotFound)
+	}
+	if err != nil {
+		return Session{}, fmt.Errorf("session: %w", err)
+	}
+	return Session{TokenHash: h, UserID: r.UserID, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, LastSeen: r.LastSeen}, nil
+}
+
+// DeleteSession ends one session. Deleting an unknown session is not an
+// error (logout is idempotent).
+func (s *Store) DeleteSession(ctx context.Context, h [32]byte) error {
+	err := s.Update(ctx, func(tx *Tx) error {
+		v, err := tx.get(sessionKey(h))
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var r sessionRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return err
+		}
+		if err := tx.del(sessionKey(h)); err != nil {
+			return err
+		}
+		return tx.del(userSessionKey(r.UserID, h))
+	})
+	if err != nil {
+		return fmt.Errorf("delete session: %w", err)
+	}
+	return nil
+}
+
+// DeleteUserSessions ends every session of a user (SPEC §5: blocking a user
+// ends their sessions at once) and returns how many there were.
+func (s *Store) DeleteUserSessions(ctx context.Context, userID uint64) (int, error) {
+	var n int
+	err := s.Update(ctx, func(tx *Tx) error {
+		var err error
+		n, err = tx.deleteUserSessions(userID)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("delete sessions of user %d: %w", userID, err)
+	}
+	return n, nil
+}
+
+// DeleteUserSessions ends every session of a user inside the transaction,
+// so a block and the end of the user's sessions commit together.
+func (tx *Tx) DeleteUserSessions(userID uint64) (int, error) {
+	return tx.deleteUserSessions(userID)
+}
+
+func (tx *Tx) deleteUserSessions(userID uint64) (int, error) {
+	prefix := key(pUserSession, userID)
+	var keys [][]byte
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = prefix
+	opts.PrefetchValues = false
+	it := tx.txn.NewIterator(opts)
+	for it.Rewind(); it.Valid(); it.Next() {
+		keys = append(keys, it.Item().KeyCopy(nil))
+	}
+	it.Close()
+	for _, k := range keys {
+		var h [32]byte
+		copy(h[:], k[len(prefix):])
+		if err := tx.del(sessionKey(h)); err != nil {
+			return 0, err
+		}
+		if err := tx.del(k); err != nil {
+			return 0, err
+		}
+	}
+	return len(keys), nil
+}
+
+// CountSessions counts the sessions not yet expired (ldapgate_sessions_active).
+func (s *Store) CountSessions(ctx context.Context) (int, error) {
+	n := 0
+	err := s.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(pSession)
+		opts.PrefetchValues = false
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+			if n%1024 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count sessions: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,281 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/ldapgate/ldapgate/account"
+)
+
+// maxConflictRetries bounds Update's retries on badger.ErrConflict (two
+// writers read-modify-wrote the same keys); past it the conflict is returned.
+const maxConflictRetries = 10
+
+// ErrTxnTooBig is badger's limit on one transaction (15% of the memtable:
+// about 4.8 MiB or 50,000 keys here). Callers batching writes (the syncer)
+// split their work when they see it.
+var ErrTxnTooBig = badger.ErrTxnTooBig
+
+// Tx is one badger write transaction handed to the function given to
+// Update. It is not safe for concurrent use and must not escape fn.
+type Tx struct {
+	s   *Store
+	txn *badger.Txn
+	now time.Time
+
+	// assigned are user ids drawn from the sequence by earlier attempts of
+	// this Update (shared across conflict retries): a caller that reuses its
+	// *account.User across a retry comes back with the id already set.
+	assigned map[uint64]bool
+
+	// touched users and names, for cache invalidation after commit.
+	ids   []uint64
+	names []string
+}
+
+// Update runs fn in one badger write transaction and commits it. On
+// badger.ErrConflict it runs fn again in a fresh transaction, so fn must be
+// safe to repeat (read what it needs through tx). After commit (or a failed
+// commit) the user cache entries of every touched user are dropped, so a
+// reader never sees the old state of a user once Update has returned.
+func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
+	assigned := map[uint64]bool{}
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("store update: %w", err)
+		}
+		tx := &Tx{s: s, txn: s.db.NewTransaction(true), now: time.Now().UTC(), assigned: assigned}
+		err := fn(tx)
+		if err == nil {
+			err = tx.txn.Commit()
+		}
+		tx.txn.Discard()
+		s.invalidate(tx.ids, tx.names)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, badger.ErrConflict) && attempt < maxConflictRetries:
+			continue
+		case errors.Is(err, badger.ErrConflict), errors.Is(err, badger.ErrTxnTooBig):
+			return fmt.Errorf("store update: %w", err)
+		default:
+			return err
+		}
+	}
+}
+
+func (tx *Tx) get(k []byte) ([]byte, error) {
+	it, err := tx.txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return it.ValueCopy(nil)
+}
+
+func (tx *Tx) set(k, v []byte) error {
+	if err := tx.txn.Set(k, v); err != nil {
+		return fmt.Errorf("write %q: %w", k[:min(len(k), 3)], err)
+	}
+	return nil
+}
+
+func (tx *Tx) del(k []byte) error {
+	if err := tx.txn.Delete(k); err != nil {
+		return fmt.Errorf("delete %q: %w", k[:min(len(k), 3)], err)
+	}
+	return nil
+}
+
+// UserByID reads a user inside the transaction (sees its own writes).
+func (tx *Tx) UserByID(id uint64) (account.User, error) {
+	return txUserByID(tx.txn, id)
+}
+
+// UserByName reads a user by (normalised) name inside the transaction.
+func (tx *Tx) UserByName(name string) (account.User, error) {
+	return txUserByName(tx.txn, account.NormalizeName(name))
+}
+
+// UserByUUID reads a user by (directory, ldap_uuid) inside the transaction.
+func (tx *Tx) UserByUUID(dirID uint64, uuid string) (account.User, error) {
+	return txUserByIndex(tx.txn, userUUIDKey(dirID, uuid), fmt.Sprintf("user uuid %d/%s", dirID, uuid))
+}
+
+// PutUser creates (ID 0: a new id is assigned into u, CreatedAt set if
+// zero) or replaces a user, keeping the name, (directory, uuid) and listing
+// indexes in step. The username is normalised into u. UpdatedAt is set.
+// ErrNameTaken if another user holds the name, ErrUUIDTaken if another user
+// of the directory holds the ldap_uuid, ErrNotFound for an unknown non-zero
+// id (ids are only ever assigned here, never chosen by callers).
+func (tx *Tx) PutUser(u *account.User) error {
+	u.Username = account.NormalizeName(u.Username)
+	if u.Username == "" {
+		return fmt.Errorf("put user %d: empty username", u.ID)
+	}
+	var old *account.User
+	switch {
+	case u.ID == 0:
+		id, err := nextID(tx.s.userSeq)
+		if err != nil {
+			return fmt.Errorf("put user %q: %w", u.Username, err)
+		}
+		tx.assigned[id] = true
+		u.ID = id
+	default:
+		o, err := txUserByID(tx.txn, u.ID)
+		switch {
+		case err == nil:
+			old = &o
+		case errors.Is(err, ErrNotFound) && tx.assigned[u.ID]:
+			// assigned by an attempt that hit a conflict: still new.
+		default:
+			return fmt.Errorf("put user: %w", err)
+		}
+	}
+	if old == nil {
+		if u.CreatedAt.IsZero() {
+			u.CreatedAt = tx.now
+		}
+	} else if u.CreatedAt.IsZero() {
+		u.CreatedAt = old.CreatedAt
+	}
+	u.UpdatedAt = tx.now
+
+	if old == nil || old.Username != u.Username {
+		v, err := tx.get(userNameKey(u.Username))
+		switch {
+		case err == nil && bytesID(v) != u.ID:
+			return fmt.Errorf("put user %q: %w", u.Username, ErrNameTaken)
+		case err != nil && !errors.Is(err, ErrNotFound):
+			return fmt.Errorf("put user %q: name index: %w", u.Username, err)
+		}
+		if err := tx.set(userNameKey(u.Username), idBytes(u.ID)); err != nil {
+			return fmt.Errorf("put user %q: %w", u.Username, err)
+		}
+		if old != nil {
+			if err := tx.del(userNameKey(old.Username)); err != nil {
+				return fmt.Errorf("put user %q: %w", u.Username, err)
+			}
+		}
+	}
+	hasUUID := func(x *account.User) bool { return x.LDAPUUID != "" }
+	if hasUUID(u) && (old == nil || old.DirectoryID != u.DirectoryID || old.LDAPUUID != u.LDAPUUID) {
+		k := userUUIDKey(u.DirectoryID, u.LDAPUUID)
+		v, err := tx.get(k)
+		switch {
+		case err == nil && bytesID(v) != u.ID:
+			return fmt.Errorf("put user %q: uuid %s of directory %d: %w", u.Username, u.LDAPUUID, u.DirectoryID, ErrUUIDTaken)
+		case err != nil && !errors.Is(err, ErrNotFound):
+			return fmt.Errorf("put user %q: uuid index: %w", u.Username, err)
+		}
+		if err := tx.set(k, idBytes(u.ID)); err != nil {
+			return fmt.Errorf("put user %q: %w", u.Username, err)
+		}
+	}
+	if old != nil && hasUUID(old) && (old.DirectoryID != u.DirectoryID || old.LDAPUUID != u.LDAPUUID) {
+		if err := tx.del(userUUIDKey(old.DirectoryID, old.LDAPUUID)); err != nil {
+			return fmt.Errorf("put user %q: %w", u.Username, err)
+		}
+	}
+	lv := listValue(u)
+	if old == nil || old.DirectoryID != u.DirectoryID || !bytes.Equal(listValue(old), lv) {
+		if old != nil && old.DirectoryID != u.DirectoryID {
+			if err := tx.del(userListKey(old.DirectoryID, u.ID)); err != nil {
+				return fmt.Errorf("put user %q: %w", u.Username, err)
+			}
+		}
+		if err := tx.set(userListKey(u.DirectoryID, u.ID), lv); err != nil {
+			return fmt.Errorf("put user %q: %w", u.Username, err)
+		}
+	}
+	b, err := encodeUser(u)
+	if err != nil {
+		return err
+	}
+	if err := tx.set(userKey(u.ID), b); err != nil {
+		return fmt.Errorf("put user %q: %w", u.Username, err)
+	}
+	tx.ids = append(tx.ids, u.ID)
+	tx.names = append(tx.names, u.Username)
+	if old != nil && old.Username != u.Username {
+		tx.names = append(tx.names, old.Username)
+	}
+	return nil
+}
+
+// DeleteUser removes a user, its index entries and all its sessions.
+// ErrNotFound if there is no such user.
+func (tx *Tx) DeleteUser(id uint64) error {
+	u, err := txUserByID(tx.txn, id)
+	if err != nil {
+		return fmt.Errorf("delete user: %w", err)
+	}
+	keys := [][]byte{userKey(id), userNameKey(u.Username), userListKey(u.DirectoryID, id)}
+	if u.LDAPUUID != "" {
+		k := userUUIDKey(u.DirectoryID, u.LDAPUUID)
+		// Only if it still points here: never drop another user's entry.
+		if v, err := tx.get(k); err == nil && bytesID(v) == id {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
+		if err := tx.del(k); err != nil {
+			return fmt.Errorf("delete user %d: %w", id, err)
+		}
+	}
+	if _, err := tx.deleteUserSessions(id); err != nil {
+		return fmt.Errorf("delete user %d: %w", id, err)
+	}
+	tx.ids = append(tx.ids, id)
+	tx.names = append(tx.names, u.Username)
+	return nil
+}
+
+// AddAudit appends e to the audit list of run runID, assigning e.Seq (1,
+// 2, ...; in order of the calls, across transactions). At is set if zero.
+func (tx *Tx) AddAudit(runID uint64, e AuditEntry) error {
+	seqKey := key(pAuditSeq, runID)
+	var seq uint64
+	v, err := tx.get(seqKey)
+	switch {
+	case err == nil:
+		seq = bytesID(v)
+	case !errors.Is(err, ErrNotFound):
+		return fmt.Errorf("add audit to run %d: %w", runID, err)
+	}
+	seq++
+	e.Seq = seq
+	if e.At.IsZero() {
+		e.At = tx.now
+	}
+	b, err := encodeJSON(e)
+	if err != nil {
+		return fmt.Errorf("add audit to run %d: %w", runID, err)
+	}
+	if err := tx.set(key(pAudit, runID, seq), b); err != nil {
+		return fmt.Errorf("add audit to run %d: %w", runID, err)
+	}
+	if err := tx.set(seqKey, idBytes(seq)); err != nil {
+		return fmt.Errorf("add audit to run %d: %w", runID, err)
+	}
+	return nil
+}
+
+// SetNamingOverride records, in this transaction, that directory dirID now
+// uses naming (SPEC §3 migrate of a config-file directory), so the renames
+// and the switch commit together.
+func (tx *Tx) SetNamingOverride(dirID uint64, naming string) error {
+	k := key(pDirNaming, dirID)
+	if naming == "" {
+		return tx.del(k)
+	}
+	return tx.set(k, []byte(naming))
+}

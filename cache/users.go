@@ -1,0 +1,345 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/ldapgate/ldapgate/account"
+)
+
+// ErrUUIDTaken: another user of the same directory already has that
+// ldap_uuid. The syncer matches by uuid first (SPEC §2), so seeing this
+// means two store users claim one directory entry.
+var ErrUUIDTaken = errors.New("ldap uuid already taken")
+
+func encodeJSON(v any) ([]byte, error) { return json.Marshal(v) }
+
+func txUserByID(txn *badger.Txn, id uint64) (account.User, error) {
+	it, err := txn.Get(userKey(id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return account.User{}, fmt.Errorf("user %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return account.User{}, fmt.Errorf("user %d: %w", id, err)
+	}
+	var u account.User
+	err = it.Value(func(v []byte) error {
+		var err error
+		u, err = decodeUser(v)
+		return err
+	})
+	if err != nil {
+		return account.User{}, fmt.Errorf("user %d: %w", id, err)
+	}
+	return u, nil
+}
+
+func txUserByIndex(txn *badger.Txn, k []byte, what string) (account.User, error) {
+	it, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return account.User{}, fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	if err != nil {
+		return account.User{}, fmt.Errorf("%s: %w", what, err)
+	}
+	var id uint64
+	if err := it.Value(func(v []byte) error { id = bytesID(v); return nil }); err != nil {
+		return account.User{}, fmt.Errorf("%s: %w", what, err)
+	}
+	return txUserByID(txn, id)
+}
+
+func txUserByName(txn *badger.Txn, name string) (account.User, error) {
+	return txUserByIndex(txn, userNameKey(name), fmt.Sprintf("user %q", name))
+}
+
+// fillUser puts a user read from badger into the caches, unless a write
+// invalidated anything since gen0 was taken (before the read). Without that
+// check a reader that read the old record just before a block committed
+// could put it back after the invalidation, and the blocked user would be
+// served as active from cache indefinitely.
+func (s *Store) fillUser(gen0 uint64, u account.User) {
+	p := &u
+	s.fillMu.Lock()
+	defer s.fillMu.Unlock()
+	if s.gen.Load() != gen0 {
+		return
+	}
+	s.byID.Add(u.ID, p)
+	s.byName.Add(u.Username, u.ID)
+}
+
+func (s *Store) invalidate(ids []uint64, names []string) {
+	if len(ids) == 0 && len(names) == 0 {
+		return
+	}
+	s.fillMu.Lock()
+	defer s.fillMu.Unlock()
+	s.gen.Add(1)
+	for _, id := range ids {
+		s.byID.Remove(id)
+	}
+	for _, n := range names {
+		s.byName.Remove(n)
+	}
+}
+
+func (s *Store) countHit(hit bool) {
+	c := s.misses
+	if hit {
+		c = s.hits
+	}
+	if c != nil {
+		c.Inc()
+	}
+}
+
+// UserByID returns a copy of user id (ErrNotFound). Served from the LRU
+// when hot, without allocating. The Groups slice of the copy is shared with
+// the cache: read it, or slices.Clone it before changing elements
+// (appending is safe: it is clipped).
+func (s *Store) UserByID(ctx context.Context, id uint64) (account.User, error) {
+	if p, ok := s.byID.Get(id); ok {
+		s.countHit(true)
+		return *p, nil
+	}
+	s.countHit(false)
+	if err := ctx.Err(); err != nil {
+		return account.User{}, err
+	}
+	gen0 := s.gen.Load()
+	var u account.User
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		u, err = txUserByID(txn, id)
+		return err
+	})
+	if err != nil {
+		return account.User{}, err
+	}
+	s.fillUser(gen0, u)
+	return u, nil
+}
+
+// UserByName returns the user with that login name (normalised with
+// account.NormalizeName). ErrNotFound.
+func (s *Store) UserByName(ctx context.Context, name string) (account.User, error) {
+	name = account.NormalizeName(name)
+	if id, ok := s.byName.Get(name); ok {
+		// Both entries are dropped together on writes; the name check guards
+		// against a pair filled from different reads.
+		if p, ok := s.byID.Get(id); ok && p.Username == name {
+			s.countHit(true)
+			return *p, nil
+		}
+	}
+	s.countHit(false)
+	if err := ctx.Err(); err != nil {
+		return account.User{}, err
+	}
+	gen0 := s.gen.Load()
+	var u account.User
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		u, err = txUserByName(txn, name)
+		return err
+	})
+	if err != nil {
+		return account.User{}, err
+	}
+	s.fillUser(gen0, u)
+	return u, nil
+}
+
+// UserByUUID returns the user of directory dirID with that ldap_uuid.
+func (s *Store) UserByUUID(ctx context.Context, dirID uint64, uuid string) (account.User, error) {
+	if err := ctx.Err(); err != nil {
+		return account.User{}, err
+	}
+	var u account.User
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		u, err = txUserByIndex(txn, userUUIDKey(dirID, uuid), fmt.Sprintf("user uuid %d/%s", dirID, uuid))
+		return err
+	})
+	return u, err
+}
+
+// CreateUser stores a new user (u.ID is ignored) and returns it with its
+// id and timestamps. ErrNameTaken.
+func (s *Store) CreateUser(ctx context.Context, u account.User) (account.User, error) {
+	var out account.User
+	err := s.Update(ctx, func(tx *Tx) error {
+		out = u
+		out.ID = 0
+		return tx.PutUser(&out)
+	})
+	if err != nil {
+		return account.User{}, fmt.Errorf("create user: %w", err)
+	}
+	return out, nil
+}
+
+// UpdateUser applies fn to user id in one transaction and stores the
+// result (the id cannot change). fn may run more than once on conflicts.
+// ErrNotFound, ErrNameTaken on a rename clash, or fn's error.
+func (s *Store) UpdateUser(ctx context.Context, id uint64, fn func(*account.User) error) (account.User, error) {
+	var out account.User
+	err := s.Update(ctx, func(tx *Tx) error {
+		u, err := tx.UserByID(id)
+		if err != nil {
+			return err
+		}
+		if err := fn(&u); err != nil {
+			return err
+		}
+		u.ID = id
+		if err := tx.PutUser(&u); err != nil {
+			return err
+		}
+		out = u
+		return nil
+	})
+	if err != nil {
+		return account.User{}, fmt.Errorf("update user %d: %w", id, err)
+	}
+	return out, nil
+}
+
+// DeleteUser deletes user id and all its sessions. ErrNotFound.
+func (s *Store) DeleteUser(ctx context.Context, id uint64) error {
+	return s.Update(ctx, func(tx *Tx) error { return tx.DeleteUser(id) })
+}
+
+// ListUsers returns the page of users matching f, ordered by id, and the
+// number of all matching users. Filtering reads only the small listing
+// index; only the users of the page are decoded.
+func (s *Store) ListUsers(ctx context.Context, f UserFilter) ([]account.User, int, error) {
+	var (
+		page  []account.User
+		total int
+	)
+	err := s.db.View(func(txn *badger.Txn) error {
+		prefix := []byte(pUserList)
+		if f.DirectoryID != 0 {
+			prefix = key(pUserList, f.DirectoryID)
+		}
+		var ids []uint64
+		err := iterate(ctx, txn, prefix, func(k, v []byte) error {
+			if parseListValue(v).match(f) {
+				ids = append(ids, suffixID(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if f.DirectoryID == 0 {
+			// ul/ is ordered by directory first.
+			slices.Sort(ids)
+		}
+		total = len(ids)
+		lo := min(max(f.Offset, 0), len(ids))
+		hi := len(ids)
+		if f.Limit > 0 {
+			hi = min(lo+f.Limit, hi)
+		}
+		page = make([]account.User, 0, hi-lo)
+		for _, id := range ids[lo:hi] {
+			u, err := txUserByID(txn, id)
+			if err != nil {
+				return fmt.Errorf("listing index: %w", err)
+			}
+			page = append(page, u)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("list users: %w", err)
+	}
+	return page, total, nil
+}
+
+// UsersOfDirectory returns every user of directory dirID (0: the local
+// users), ordered by id.
+func (s *Store) UsersOfDirectory(ctx context.Context, dirID uint64) ([]account.User, error) {
+	var out []account.User
+	err := s.db.View(func(txn *badger.Txn) error {
+		return iterate(ctx, txn, key(pUserList, dirID), func(k, _ []byte) error {
+			u, err := txUserByID(txn, suffixID(k))
+			if err != nil {
+				return fmt.Errorf("listing index: %w", err)
+			}
+			out = append(out, u)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("users of directory %d: %w", dirID, err)
+	}
+	return out, nil
+}
+
+// ForEachUser calls fn with every user, ordered by id, from one consistent
+// snapshot; fn's error stops the walk and is returned.
+func (s *Store) ForEachUser(ctx context.Context, fn func(account.User) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		return iterate(ctx, txn, []byte(pUser), func(_, v []byte) error {
+			u, err := decodeUser(v)
+			if err != nil {
+				return err
+			}
+			return fn(u)
+		})
+	})
+}
+
+// CountUsers counts users by directory id (0: local users) and state, for
+// the ldapgate_users gauge.
+func (s *Store) CountUsers(ctx context.Context) (map[uint64]map[account.State]int, error) {
+	out := map[uint64]map[account.State]int{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		return iterate(ctx, txn, []byte(pUserList), func(k, v []byte) error {
+			dir := bytesID(k[len(pUserList) : len(pUserList)+8])
+			m := out[dir]
+			if m == nil {
+				m = map[account.State]int{}
+				out[dir] = m
+			}
+			m[account.State(parseListValue(v).state)]++
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count users: %w", err)
+	}
+	return out, nil
+}
+
+// iterate calls fn for every key under prefix with its value (valid only
+// during the call), checking ctx every 1024 keys.
+func iterate(ctx context.Context, txn *badger.Txn, prefix []byte, fn func(k, v []byte) error) error {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = prefix
+	opts.PrefetchValues = false
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	n := 0
+	for it.Rewind(); it.Valid(); it.Next() {
+		if n++; n%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		item := it.Item()
+		if err := item.Value(func(v []byte) error { return fn(item.Key(), v) }); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
