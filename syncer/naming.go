@@ -1,0 +1,101 @@
+package syncer
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/config"
+	"github.com/ldapgate/ldapgate/directory"
+)
+
+// normalizeDN gives the form two DNs compare equal in when RFC 4514 says they
+// are the same: attribute types and values lower-cased, spaces around
+// separators dropped, escapes decoded and re-encoded one way, multi-valued
+// RDNs sorted. Group member values and role_mapping keys are written by
+// different people and tools; "CN=Admins, OU=Groups" must match
+// "cn=admins,ou=groups".
+func normalizeDN(dn string) string {
+	if !strings.ContainsAny(dn, `\"+#;<>`) {
+		// Fast path for the plain DNs that make up nearly every directory:
+		// no escapes, so splitting on ',' and the first '=' is exact.
+		var b strings.Builder
+		b.Grow(len(dn))
+		for i, rdn := range strings.Split(dn, ",") {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			t, v, ok := strings.Cut(rdn, "=")
+			if !ok {
+				return slowNormalizeDN(dn)
+			}
+			b.WriteString(strings.ToLower(strings.TrimSpace(t)))
+			b.WriteByte('=')
+			b.WriteString(strings.ToLower(strings.TrimSpace(v)))
+		}
+		return b.String()
+	}
+	return slowNormalizeDN(dn)
+}
+
+func slowNormalizeDN(dn string) string {
+	parsed, err := ldap.ParseDN(dn)
+	if err != nil {
+		// Not a DN we can parse: still compare case-insensitively rather
+		// than dropping the value.
+		return strings.ToLower(strings.TrimSpace(dn))
+	}
+	rdns := make([]string, 0, len(parsed.RDNs))
+	for _, r := range parsed.RDNs {
+		avas := make([]string, 0, len(r.Attributes))
+		for _, a := range r.Attributes {
+			avas = append(avas, strings.ToLower(strings.TrimSpace(a.Type))+"="+
+				escapeDNValue(strings.ToLower(strings.TrimSpace(a.Value))))
+		}
+		slices.Sort(avas)
+		rdns = append(rdns, strings.Join(avas, "+"))
+	}
+	return strings.Join(rdns, ",")
+}
+
+func escapeDNValue(v string) string {
+	if !strings.ContainsAny(v, `\"+,;<>=#`) {
+		return v
+	}
+	var b strings.Builder
+	for _, r := range v {
+		if strings.ContainsRune(`\"+,;<>=#`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// rdnValue is the value of a DN's first RDN ("cn=Admins,ou=g" → "Admins"):
+// the group name to use when the group's own entry was not read.
+func rdnValue(dn string) string {
+	parsed, err := ldap.ParseDN(dn)
+	if err != nil || len(parsed.RDNs) == 0 || len(parsed.RDNs[0].Attributes) == 0 {
+		return ""
+	}
+	return parsed.RDNs[0].Attributes[0].Value
+}
+
+// canonicalName is a directory entry's store username (SPEC §3): the
+// lower-cased mail address under legacy naming, else login@domain. ok is
+// false when the entry has no value to build it from (rule 1 under legacy
+// naming).
+func canonicalName(dir *config.Directory, u *directory.User) (string, bool) {
+	if dir.Naming == config.NamingEmail {
+		n := account.NormalizeName(u.Email)
+		return n, n != ""
+	}
+	n := account.NormalizeName(u.Username)
+	if n == "" {
+		return "", false
+	}
+	return n + "@" + account.NormalizeName(dir.DomainName()), true
+}

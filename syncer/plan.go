@@ -1,0 +1,530 @@
+// Package syncer keeps the store's users in step with the LDAP directories
+// (SPEC §4). A sync reads a complete snapshot of one directory, turns it into
+// a plan with the pure Plan function, checks the plan against the safety
+// rules, and applies it in batched store transactions with an audit entry per
+// change. Preview, dry run and apply share the one planner.
+package syncer
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/config"
+	"github.com/ldapgate/ldapgate/directory"
+)
+
+// Snapshot is one complete, error-free read of a directory.
+type Snapshot struct {
+	Users  []directory.User
+	Groups []directory.Group
+}
+
+// Action is what a change does.
+type Action string
+
+const (
+	// ActionCreate makes a new store user (rules 3 and 6).
+	ActionCreate Action = "create"
+	// ActionConvertLocal turns a local user of the same name into this
+	// directory's user and deletes the local password hash (rule 4).
+	ActionConvertLocal Action = "convert_local"
+	// ActionUpdate changes fields, role, groups or the name (a rename in
+	// LDAP: same uuid, new name).
+	ActionUpdate Action = "update"
+	// ActionBlock makes an active user blocked (deleted_in_ldap,
+	// out_of_scope) or blocked_in_ldap (rules 7 and 8).
+	ActionBlock Action = "block"
+	// ActionUnblock makes a user blocked by an earlier sync active again.
+	ActionUnblock Action = "unblock"
+	// ActionSkip: the directory entry is not synced (Reason says why).
+	ActionSkip Action = "skip"
+	// ActionUnchanged: nothing to write. Kept in the plan so the preview
+	// lists every directory user.
+	ActionUnchanged Action = "unchanged"
+)
+
+// Writes reports whether applying the action writes the store.
+func (a Action) Writes() bool { return a != ActionSkip && a != ActionUnchanged }
+
+// Skip reasons (Change.Reason of ActionSkip).
+const (
+	// SkipNoEmail: legacy naming and no mail (rule 1).
+	SkipNoEmail = "no_email"
+	// SkipNoUsername: the login attribute is empty, so no name can be built.
+	SkipNoUsername = "no_username"
+	// SkipNotInADUsers: AD user outside CN=Users,CN=Builtin (rule 2).
+	SkipNotInADUsers = "not_in_ad_users"
+	// SkipNoMappedGroup: in no mapped group and no default_role (rule 5).
+	SkipNoMappedGroup = "no_mapped_group"
+	// SkipNameTakenOtherDirectory: the name belongs to a user of another
+	// directory, which sync never touches (rule 10).
+	SkipNameTakenOtherDirectory = "name_taken_by_other_directory"
+	// SkipNameTaken: the name belongs to another user of this store that
+	// this entry cannot claim (a rename onto a name in use, or, in a
+	// one-user sync, a same-directory user with another uuid).
+	SkipNameTaken = "name_taken"
+	// SkipDuplicateName: several entries of this read want the same name
+	// (legacy naming with a shared mail address); none is given it unless
+	// one already holds it.
+	SkipDuplicateName = "duplicate_name"
+	// SkipDuplicateUUID: two entries carry the same immutable id.
+	SkipDuplicateUUID = "duplicate_uuid"
+)
+
+// scopeSkip reports whether a skip is a rule putting the user out of scope
+// (their store user is blocked out_of_scope) rather than a naming conflict
+// (their store user is left as it is until the conflict is resolved).
+func scopeSkip(reason string) bool {
+	switch reason {
+	case SkipNoEmail, SkipNoUsername, SkipNotInADUsers, SkipNoMappedGroup:
+		return true
+	}
+	return false
+}
+
+// Change is one planned change of one user.
+type Change struct {
+	Action Action
+	// Reason: for ActionBlock the new block reason (deleted_in_ldap,
+	// out_of_scope) or "blocked_in_ldap"; for ActionSkip the skip reason;
+	// for ActionUnblock the reason that is lifted.
+	Reason string
+	// Username is the user's name after the change (for a skip without a
+	// buildable name, the raw login attribute).
+	Username string
+	// Before is the store user as it is (nil for create and for skips of
+	// entries with no store user).
+	Before *account.User
+	// After is the desired record. For skips it carries what is known of
+	// the entry (name, email, DN, uuid, role) for the preview.
+	After account.User
+	// Fields lists the changed fields, name → [old, new], for the audit log.
+	Fields map[string][2]string
+}
+
+// PlanInput is everything the planner looks at. It does no I/O.
+type PlanInput struct {
+	// Dir is the directory's settings with defaults applied and ID set;
+	// Naming already reflects a migration override.
+	Dir config.Directory
+	// Roles are the platform roles, highest first.
+	Roles []string
+	// Snapshot is a complete read of the directory.
+	Snapshot Snapshot
+	// Current are this directory's store users (users of other directories
+	// in it are ignored: rule 10).
+	Current []account.User
+	// ByName finds any store user by canonical name (for local users to
+	// convert and for names owned by other directories). May be nil.
+	ByName func(name string) (account.User, bool)
+	// Now stamps UpdatedAt, CreatedAt and LastSyncedAt of changed users.
+	Now time.Time
+	// Partial: the snapshot holds only some of the directory's users (the
+	// one-user sync at login). Nobody outside the snapshot is blocked, and
+	// a same-directory user found only by name is not taken over, since
+	// its uuid might belong to an entry this read did not see.
+	Partial bool
+}
+
+// Plan is the list of changes for one directory.
+type Plan struct {
+	DirectoryID uint64
+	// Changes holds one entry per directory user (including skips and
+	// unchanged users) followed by the blocks of store users the directory
+	// no longer returns.
+	Changes []Change
+	// DirectoryUsers is the number of entries the read returned.
+	DirectoryUsers int
+	// ActiveUsers is the number of this directory's store users that are
+	// active before the plan: the base of the max_block_fraction check.
+	ActiveUsers int
+}
+
+// Summary counts the changes by action.
+func (p *Plan) Summary() map[string]int {
+	out := map[string]int{}
+	for i := range p.Changes {
+		out[string(p.Changes[i].Action)]++
+	}
+	return out
+}
+
+// Writes is the number of changes that write the store.
+func (p *Plan) Writes() int {
+	n := 0
+	for i := range p.Changes {
+		if p.Changes[i].Action.Writes() {
+			n++
+		}
+	}
+	return n
+}
+
+// BlocksOfActive is the number of currently active users the plan blocks.
+func (p *Plan) BlocksOfActive() int {
+	n := 0
+	for i := range p.Changes {
+		c := &p.Changes[i]
+		if c.Action == ActionBlock && c.Before != nil && c.Before.State == account.StateActive {
+			n++
+		}
+	}
+	return n
+}
+
+// Errors of Check. Both are refusals a forced sync overrides.
+var (
+	// ErrEmptyRead: the directory returned no users at all, which is far
+	// more often a wrong users_dn or filter than an emptied directory.
+	ErrEmptyRead = errors.New("directory returned no users")
+	// ErrTooManyBlocks: the plan blocks more than max_block_fraction of the
+	// directory's active users.
+	ErrTooManyBlocks = errors.New("plan blocks too many active users")
+)
+
+// Check applies the safety rules of SPEC §4 to a plan built from a full
+// read: an empty read, or more blocks of active users than maxFraction of
+// them, is refused unless force.
+func (p *Plan) Check(maxFraction float64, force bool) error {
+	if force {
+		return nil
+	}
+	if p.DirectoryUsers == 0 {
+		return ErrEmptyRead
+	}
+	if b := p.BlocksOfActive(); float64(b) > maxFraction*float64(p.ActiveUsers) {
+		return fmt.Errorf("%w: %d of %d active users (max_block_fraction %g)",
+			ErrTooManyBlocks, b, p.ActiveUsers, maxFraction)
+	}
+	return nil
+}
+
+// entryResult is the first pass over a directory entry.
+type entryResult struct {
+	name   string
+	skip   string
+	role   string
+	groups []string
+}
+
+// BuildPlan turns a snapshot and the store's users into a plan (SPEC §4
+// rules 1–10). It is deterministic and pure.
+func BuildPlan(in PlanInput) Plan {
+	dir := &in.Dir
+	plan := Plan{DirectoryID: dir.ID, DirectoryUsers: len(in.Snapshot.Users)}
+
+	// Index this directory's store users. Anything else in Current is
+	// ignored: sync never touches another directory's users (rule 10).
+	cur := make([]*account.User, 0, len(in.Current))
+	byUUID := make(map[string]int, len(in.Current))
+	byName := make(map[string]int, len(in.Current))
+	for i := range in.Current {
+		u := &in.Current[i]
+		if u.Source != account.SourceLDAP || u.DirectoryID != dir.ID {
+			continue
+		}
+		idx := len(cur)
+		cur = append(cur, u)
+		if u.LDAPUUID != "" {
+			byUUID[u.LDAPUUID] = idx
+		}
+		byName[u.Username] = idx
+		if u.State == account.StateActive {
+			plan.ActiveUsers++
+		}
+	}
+	claimed := make([]bool, len(cur)) // store user matched by an entry
+
+	// Pass 1: names, scope rules (1, 2, 5) and roles for every entry.
+	mem := newMembership(*dir, in.Roles, in.Snapshot)
+	res := make([]entryResult, len(in.Snapshot.Users))
+	nameCount := make(map[string]int, len(res))
+	inSnapshot := make(map[string]bool, len(res)) // uuids of this read
+	for i := range in.Snapshot.Users {
+		u := &in.Snapshot.Users[i]
+		r := &res[i]
+		if u.UUID != "" {
+			inSnapshot[u.UUID] = true
+		}
+		name, ok := canonicalName(dir, u)
+		r.name = name
+		switch {
+		case !ok && dir.Naming == config.NamingEmail:
+			r.skip = SkipNoEmail
+		case !ok:
+			r.skip = SkipNoUsername
+		}
+		b := mem.of(u)
+		r.role, r.groups = mem.roleAndGroups(b)
+		if r.skip == "" && !mem.inADUsers(b) {
+			r.skip = SkipNotInADUsers
+		}
+		if r.role == "" {
+			r.role = dir.DefaultRole
+			if r.skip == "" && r.role == "" {
+				r.skip = SkipNoMappedGroup
+			}
+		}
+		if r.skip == "" {
+			nameCount[name]++
+		}
+	}
+
+	// Pass 2: match every entry to a store user and decide its change.
+	seenUUID := make(map[string]bool, len(res))
+	for i := range in.Snapshot.Users {
+		u := &in.Snapshot.Users[i]
+		r := &res[i]
+
+		// Match by (directory, uuid) first, then by name within this
+		// directory: an entry deleted and re-created under the same name
+		// (new uuid) takes its old store user over, unless that user's uuid
+		// is still in the read (then the name is only briefly shared during
+		// a rename and the next sync sorts it out).
+		var before *account.User
+		var idx = -1
+		if u.UUID != "" {
+			if seenUUID[u.UUID] {
+				plan.add(skip(u, r, SkipDuplicateUUID, nil))
+				continue
+			}
+			seenUUID[u.UUID] = true
+			if j, ok := byUUID[u.UUID]; ok {
+				idx, before = j, cur[j]
+			}
+		}
+		if before != nil {
+			claimed[idx] = true
+		}
+
+		if r.skip != "" {
+			plan.add(scopeChange(u, r, before, in.Now))
+			continue
+		}
+		if nameCount[r.name] > 1 && (before == nil || before.Username != r.name) {
+			plan.add(skip(u, r, SkipDuplicateName, before))
+			continue
+		}
+
+		var convert *account.User
+		if before == nil || before.Username != r.name {
+			// The name is new for this entry: who holds it now?
+			holder, holderIdx, found := lookupName(r.name, cur, byName, in.ByName)
+			switch {
+			case !found:
+			case holder.Source == account.SourceLocal && before == nil:
+				h := holder
+				convert = &h
+			case holder.Source == account.SourceLocal:
+				// A renamed directory user cannot merge into a local one.
+				plan.add(skip(u, r, SkipNameTaken, before))
+				continue
+			case holder.DirectoryID != dir.ID:
+				plan.add(skip(u, r, SkipNameTakenOtherDirectory, before))
+				continue
+			case before == nil && holderIdx >= 0 && !claimed[holderIdx] &&
+				!in.Partial && !inSnapshot[holder.LDAPUUID]:
+				// Same directory, its entry gone: re-created entry.
+				idx, before = holderIdx, cur[holderIdx]
+				claimed[idx] = true
+			default:
+				plan.add(skip(u, r, SkipNameTaken, before))
+				continue
+			}
+		}
+		plan.add(admit(dir, u, r, before, convert, in.Now))
+	}
+
+	// Pass 3: store users of this directory the read did not return
+	// (rule 7). A partial read proves nothing about the others.
+	if !in.Partial {
+		for j, su := range cur {
+			if claimed[j] || su.BlockReason == account.ReasonAdmin {
+				continue
+			}
+			if su.State == account.StateBlocked && su.BlockReason == account.ReasonDeletedInLDAP {
+				continue
+			}
+			plan.add(block(su, account.StateBlocked, account.ReasonDeletedInLDAP, in.Now))
+		}
+	}
+	return plan
+}
+
+func (p *Plan) add(c Change) { p.Changes = append(p.Changes, c) }
+
+// lookupName finds the store user holding name: this directory's users
+// first (cheap, and authoritative for them), then the whole store.
+func lookupName(name string, cur []*account.User, byName map[string]int,
+	all func(string) (account.User, bool)) (account.User, int, bool) {
+	if j, ok := byName[name]; ok {
+		return *cur[j], j, true
+	}
+	if all == nil {
+		return account.User{}, -1, false
+	}
+	u, ok := all(name)
+	if !ok {
+		return account.User{}, -1, false
+	}
+	return u, -1, true
+}
+
+// entryUser is what the directory says about an entry, as a store record.
+func entryUser(u *directory.User, r *entryResult) account.User {
+	name := r.name
+	if name == "" {
+		name = u.Username
+	}
+	return account.User{
+		Username:    name,
+		Email:       u.Email,
+		DisplayName: u.DisplayName,
+		Role:        r.role,
+		Groups:      r.groups,
+		Source:      account.SourceLDAP,
+		LDAPDN:      u.DN,
+		LDAPUUID:    u.UUID,
+	}
+}
+
+func skip(u *directory.User, r *entryResult, reason string, before *account.User) Change {
+	after := entryUser(u, r)
+	if reason == SkipNoMappedGroup || reason == SkipNotInADUsers {
+		after.Role = ""
+	}
+	if before != nil {
+		after.ID = before.ID
+	}
+	return Change{Action: ActionSkip, Reason: reason, Username: after.Username, Before: before, After: after}
+}
+
+// scopeChange handles an entry a scope rule skips: its store user, if any,
+// is blocked out_of_scope (rule 7), unless an admin block is in place
+// (rule 10) or it is already blocked that way.
+func scopeChange(u *directory.User, r *entryResult, before *account.User, now time.Time) Change {
+	if before == nil || before.BlockReason == account.ReasonAdmin ||
+		(before.State == account.StateBlocked && before.BlockReason == account.ReasonOutOfScope) {
+		return skip(u, r, r.skip, before)
+	}
+	c := block(before, account.StateBlocked, account.ReasonOutOfScope, now)
+	c.Fields["skip_reason"] = [2]string{"", r.skip}
+	return c
+}
+
+func block(before *account.User, st account.State, reason account.BlockReason, now time.Time) Change {
+	after := *before
+	after.State, after.BlockReason = st, reason
+	after.UpdatedAt, after.LastSyncedAt = now, now
+	r := string(reason)
+	if st == account.StateBlockedInLDAP {
+		r = string(st)
+	}
+	return Change{Action: ActionBlock, Reason: r, Username: before.Username, Before: before,
+		After: after, Fields: diff(before, &after)}
+}
+
+// admit plans an entry the rules let in: create it, convert the local user
+// of that name, or bring its store user up to date.
+func admit(dir *config.Directory, u *directory.User, r *entryResult,
+	before, convert *account.User, now time.Time) Change {
+	want := entryUser(u, r)
+	want.DirectoryID = dir.ID
+	// Rule 8: the directory's disabled flag is its own state.
+	want.State = account.StateActive
+	if u.Disabled {
+		want.State = account.StateBlockedInLDAP
+	}
+
+	switch {
+	case convert != nil:
+		after := *convert
+		copyDirectoryFields(&after, &want)
+		// Rule 4: from now on the directory holds the password.
+		after.PasswordHash = ""
+		if after.BlockReason != account.ReasonAdmin {
+			after.State, after.BlockReason = want.State, account.ReasonNone
+		}
+		after.UpdatedAt, after.LastSyncedAt = now, now
+		f := diff(convert, &after)
+		f["password_hash"] = [2]string{"set", ""}
+		return Change{Action: ActionConvertLocal, Username: after.Username, Before: convert, After: after, Fields: f}
+	case before == nil:
+		// Rules 3 and 6: an entry without a store user is created, also
+		// when an admin deleted the previous one.
+		want.CreatedAt, want.UpdatedAt, want.LastSyncedAt = now, now, now
+		return Change{Action: ActionCreate, Username: want.Username, After: want, Fields: diff(&account.User{}, &want)}
+	}
+
+	after := *before
+	copyDirectoryFields(&after, &want)
+	action := ActionUpdate
+	reason := ""
+	// Rule 10: an admin block stays whatever the directory says; the
+	// other fields still follow the directory so the record is right the
+	// day the admin lifts the block.
+	if before.BlockReason != account.ReasonAdmin {
+		after.State, after.BlockReason = want.State, account.ReasonNone
+		switch {
+		case before.State != account.StateActive && after.State == account.StateActive:
+			action, reason = ActionUnblock, string(before.BlockReason)
+			if reason == "" {
+				reason = string(before.State)
+			}
+		case after.State == account.StateBlockedInLDAP && before.State != account.StateBlockedInLDAP:
+			action, reason = ActionBlock, string(account.StateBlockedInLDAP)
+		}
+	}
+	f := diff(before, &after)
+	if len(f) == 0 {
+		return Change{Action: ActionUnchanged, Username: after.Username, Before: before, After: after}
+	}
+	after.UpdatedAt, after.LastSyncedAt = now, now
+	return Change{Action: action, Reason: reason, Username: after.Username, Before: before, After: after, Fields: f}
+}
+
+// copyDirectoryFields sets the fields the directory owns.
+func copyDirectoryFields(dst, src *account.User) {
+	dst.Username = src.Username
+	dst.Email = src.Email
+	dst.DisplayName = src.DisplayName
+	dst.Role = src.Role
+	dst.Groups = src.Groups
+	dst.Source = account.SourceLDAP
+	dst.DirectoryID = src.DirectoryID
+	dst.LDAPDN = src.LDAPDN
+	dst.LDAPUUID = src.LDAPUUID
+}
+
+// diff lists the fields that differ between two records. An unchanged
+// directory yields no fields for anyone, hence no writes.
+func diff(a, b *account.User) map[string][2]string {
+	f := map[string][2]string{}
+	add := func(k, x, y string) {
+		if x != y {
+			f[k] = [2]string{x, y}
+		}
+	}
+	add("username", a.Username, b.Username)
+	add("email", a.Email, b.Email)
+	add("display_name", a.DisplayName, b.DisplayName)
+	add("role", a.Role, b.Role)
+	if !slices.Equal(a.Groups, b.Groups) {
+		f["groups"] = [2]string{joinGroups(a.Groups), joinGroups(b.Groups)}
+	}
+	add("state", string(a.State), string(b.State))
+	add("block_reason", string(a.BlockReason), string(b.BlockReason))
+	add("source", string(a.Source), string(b.Source))
+	if a.DirectoryID != b.DirectoryID {
+		f["directory_id"] = [2]string{fmt.Sprint(a.DirectoryID), fmt.Sprint(b.DirectoryID)}
+	}
+	add("ldap_dn", a.LDAPDN, b.LDAPDN)
+	add("ldap_uuid", a.LDAPUUID, b.LDAPUUID)
+	return f
+}
+
+func joinGroups(g []string) string { return strings.Join(g, ",") }
