@@ -1,0 +1,247 @@
+package directory
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/config"
+	"github.com/ldapgate/ldapgate/metrics"
+)
+
+// LDAP is the go-ldap Client of one directory.
+type LDAP struct {
+	cfg  config.Directory
+	s    *settings
+	log  *slog.Logger
+	m    *metrics.Metrics
+	tls  *tls.Config
+	pool *pool
+}
+
+var _ Client = (*LDAP)(nil)
+
+// Open builds the client of one directory. It does not connect: a directory
+// that is down must not stop ldapgate from starting or a config from
+// loading; the first operation dials. It fails only on a config it cannot
+// use (no URL, bad scheme, unreadable CA file, a filter that does not
+// compile). m may be nil.
+func Open(cfg config.Directory, log *slog.Logger, m *metrics.Metrics) (*LDAP, error) {
+	s, err := resolveSettings(cfg)
+	if err != nil {
+		return nil, err
+	}
+	tc, err := tlsBase(cfg.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("directory %q: %w", cfg.Name, err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	l := &LDAP{cfg: cfg, s: s, log: log, m: m, tls: tc}
+	l.pool = newPool(s.poolSize, func(ctx context.Context) (*conn, error) {
+		return l.dial(ctx, "dial", true)
+	})
+	return l, nil
+}
+
+// Close releases the pool. Operations running keep their connection until
+// they finish; new ones fail with ErrClosed.
+func (l *LDAP) Close() error {
+	l.pool.close()
+	return nil
+}
+
+func (l *LDAP) observe(op string, start time.Time) {
+	if l.m == nil {
+		return
+	}
+	l.m.LDAPOpDuration.WithLabelValues(l.s.name, op).Observe(time.Since(start).Seconds())
+}
+
+// withConn runs fn on a pooled service connection. If ctx ends while fn
+// runs, the connection is closed so fn's blocked request returns at once.
+// A failure on a connection that sat idle (the server may have dropped it
+// silently) is retried once on a fresh one when retry says fn has not yet
+// handed anything to its caller.
+func (l *LDAP) withConn(ctx context.Context, op string, retry func() bool, fn func(*conn) error) error {
+	for attempt := 0; ; attempt++ {
+		c, reused, err := l.pool.acquire(ctx)
+		if err != nil {
+			if errors.Is(err, ErrClosed) {
+				return &ReadError{Op: op, Kind: KindClosed, Class: ErrUnavailable, Err: err}
+			}
+			return classify(ctx, op, "", err)
+		}
+		stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+		err = fn(c)
+		stop()
+		var cb *callbackError
+		if errors.As(err, &cb) {
+			// The caller's own error: the connection is fine (if a page
+			// was cut short, search abandoned it), and err goes back as is.
+			l.pool.release(c, !c.IsClosing())
+			return cb.err
+		}
+		err = classify(ctx, op, c.url, err)
+		broken := err != nil && (errors.Is(err, ErrUnavailable) || c.IsClosing())
+		l.pool.release(c, !broken)
+		if err == nil {
+			return nil
+		}
+		if broken && reused && attempt == 0 && ctx.Err() == nil && (retry == nil || retry()) {
+			l.log.Debug("ldap pooled connection failed, retrying on a new one",
+				"directory", l.s.name, "url", c.url, "error", err.Error())
+			continue
+		}
+		return err
+	}
+}
+
+// userFilterFor is the search of one login name. The value is escaped here,
+// exactly once, where the filter is built (Dex escaped twice, so names with
+// *()\ never matched).
+func (l *LDAP) userFilterFor(username string) string {
+	return "(&" + l.s.userObjectFilter + "(" + l.s.usernameAttr + "=" + ldap.EscapeFilter(username) + "))"
+}
+
+// FindUser looks one user up by login name. ErrUserNotFound if none,
+// ErrAmbiguousUser if more than one entry has that name.
+func (l *LDAP) FindUser(ctx context.Context, username string) (User, error) {
+	defer l.observe("search", time.Now())
+	return l.findUser(ctx, username)
+}
+
+func (l *LDAP) findUser(ctx context.Context, username string) (User, error) {
+	if username == "" {
+		return User{}, ErrUserNotFound
+	}
+	var u User
+	err := l.withConn(ctx, "search", nil, func(c *conn) error {
+		req := ldap.NewSearchRequest(l.s.usersBase, ldap.ScopeWholeSubtree, ldap.DerefAlways,
+			2, timeLimitSeconds(l.s.timeout), false, l.userFilterFor(username), l.s.userAttributes(), nil)
+		res, err := c.Search(req)
+		if err != nil {
+			// Our own size limit of 2 answers "more than one".
+			if ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) && res != nil && len(res.Entries) > 1 {
+				return fmt.Errorf("ldap search %q: %w", username, ErrAmbiguousUser)
+			}
+			return err
+		}
+		switch len(res.Entries) {
+		case 0:
+			return fmt.Errorf("ldap search %q: %w", username, ErrUserNotFound)
+		case 1:
+		default:
+			return fmt.Errorf("ldap search %q: %w", username, ErrAmbiguousUser)
+		}
+		u = l.toUser(res.Entries[0], nil)
+		if l.s.disabledFilter != "" {
+			// Rule 8's override, decided the way ReadUsers decides it: does
+			// this entry match (&<user filters><disabled_filter>)?
+			dreq := ldap.NewSearchRequest(res.Entries[0].DN, ldap.ScopeBaseObject, ldap.DerefAlways,
+				1, timeLimitSeconds(l.s.timeout), false, l.s.userSearchFilter(l.s.disabledFilter), []string{"1.1"}, nil)
+			dres, err := c.Search(dreq)
+			if err != nil {
+				return err
+			}
+			u.Disabled = len(dres.Entries) > 0
+		}
+		return nil
+	})
+	if err != nil {
+		return User{}, err
+	}
+	return u, nil
+}
+
+// Authenticate finds the user with the service account, then binds as the
+// user's DN on a connection of its own: a bind changes the identity of a
+// connection, so a pooled service connection must never carry it.
+func (l *LDAP) Authenticate(ctx context.Context, username, password string) (User, error) {
+	// An empty password would be an unauthenticated bind (RFC 4513 §5.1.2),
+	// which many servers "accept" for any DN: refuse before any I/O.
+	if password == "" {
+		return User{}, fmt.Errorf("%w: empty password", ErrBadCredentials)
+	}
+	u, err := func() (User, error) {
+		defer l.observe("search", time.Now())
+		return l.findUser(ctx, username)
+	}()
+	switch {
+	case errors.Is(err, ErrUserNotFound):
+		return User{}, fmt.Errorf("%w: %w", ErrBadCredentials, ErrUserNotFound)
+	case errors.Is(err, ErrAmbiguousUser):
+		return User{}, fmt.Errorf("%w: %w", ErrBadCredentials, err)
+	case err != nil:
+		return User{}, err
+	}
+	if err := l.bindAs(ctx, u.DN, password); err != nil {
+		return User{}, err
+	}
+	return u, nil
+}
+
+func (l *LDAP) bindAs(ctx context.Context, dn, password string) error {
+	defer l.observe("bind", time.Now())
+	c, err := l.dial(ctx, "bind", false)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+	// The DN is the server's own string and the password is sent as is:
+	// neither is a filter, so neither is escaped.
+	_, err = c.SimpleBind(&ldap.SimpleBindRequest{Username: dn, Password: password})
+	stop()
+	if err == nil {
+		return nil
+	}
+	mapped, sub := bindFailure(ctx, c.url, err)
+	if sub != "" {
+		l.log.Debug("ldap bind refused", "directory", l.s.name, "dn", dn, "ad_sub_code", sub)
+	}
+	return mapped
+}
+
+// Check dials (a fresh connection, not a pooled one, so it proves the
+// connect and the service bind now), then counts users and groups with
+// paged searches.
+func (l *LDAP) Check(ctx context.Context) (CheckResult, error) {
+	defer l.observe("check", time.Now())
+	c, err := l.dial(ctx, "check", true)
+	if err != nil {
+		return CheckResult{}, err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+	defer stop()
+	res := CheckResult{URL: c.url}
+	count := func(base, filter string, n *int) error {
+		req := ldap.NewSearchRequest(base, ldap.ScopeWholeSubtree, ldap.DerefAlways,
+			0, timeLimitSeconds(l.s.timeout), false, filter, []string{"1.1"}, nil)
+		return l.search(ctx, c, "check", req, l.s.pageSize, func(*ldap.Entry) error { *n++; return nil })
+	}
+	if err := count(l.s.usersBase, l.s.userSearchFilter(""), &res.Users); err != nil {
+		return CheckResult{}, classify(ctx, "check", c.url, err)
+	}
+	if err := count(l.s.groupsBase, l.s.groupObjectFilter, &res.Groups); err != nil {
+		return CheckResult{}, classify(ctx, "check", c.url, err)
+	}
+	return res, nil
+}
+
+// timeLimitSeconds is the server-side time limit of a request, so a server
+// gives up (and says timeLimitExceeded) about when we would.
+func timeLimitSeconds(d time.Duration) int {
+	s := int(d / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	return s
+}

@@ -1,0 +1,217 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/config"
+)
+
+// deadURL is a loopback port nothing listens on.
+func deadURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return "ldap://" + addr
+}
+
+func openT(t *testing.T, cfg config.Directory) *LDAP {
+	t.Helper()
+	l, err := Open(cfg, nil, nil)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func TestOpenDoesNotConnect(t *testing.T) {
+	// A directory that is down must not fail Open.
+	l := openT(t, config.Directory{Name: "d", URLs: []string{deadURL(t)}, BaseDN: "dc=example,dc=com"})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := l.FindUser(ctx, "alice")
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("FindUser on a dead directory = %v, want ErrUnavailable", err)
+	}
+	var re *ReadError
+	if !errors.As(err, &re) || re.Kind != KindNetwork {
+		t.Fatalf("FindUser on a dead directory = %#v, want kind %q", err, KindNetwork)
+	}
+}
+
+func TestOpenRejectsBadConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  config.Directory
+		want string
+	}{
+		{"no urls", config.Directory{Name: "d"}, "no urls"},
+		{"http url", config.Directory{Name: "d", URLs: []string{"http://x"}}, "scheme"},
+		{"no host", config.Directory{Name: "d", URLs: []string{"ldap://"}}, "no host"},
+		{"bad user filter", config.Directory{Name: "d", URLs: []string{"ldap://x"}, UserFilter: "(uid=a"}, "user_filter"},
+		{"missing ca file", config.Directory{Name: "d", URLs: []string{"ldaps://x"}, TLS: config.TLS{CAFile: "/nonexistent/ca.pem"}}, "ca_file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := Open(tc.cfg, nil, nil)
+			if err == nil {
+				l.Close()
+				t.Fatal("Open succeeded, want error")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Open error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestAuthenticateEmptyPasswordBeforeIO(t *testing.T) {
+	// 192.0.2.1 (TEST-NET-1) would hang until the connect timeout: an
+	// empty password must not get that far.
+	l := openT(t, config.Directory{Name: "d", URLs: []string{"ldap://192.0.2.1:389"}, BaseDN: "dc=example,dc=com",
+		ConnectTimeout: config.Duration(10 * time.Second)})
+	start := time.Now()
+	_, err := l.Authenticate(context.Background(), "alice", "")
+	if !errors.Is(err, ErrBadCredentials) || errors.Is(err, ErrUnavailable) {
+		t.Fatalf("empty password = %v, want ErrBadCredentials only", err)
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Fatalf("empty password took %v: it did I/O", d)
+	}
+}
+
+func TestUserFilterEscapesOnce(t *testing.T) {
+	l := openT(t, config.Directory{Name: "d", URLs: []string{"ldap://x"}, UserObjectFilter: "(objectClass=person)", UsernameAttribute: "uid"})
+	for _, tc := range []struct{ login, want string }{
+		{"alice", `(&(objectClass=person)(uid=alice))`},
+		{"*", `(&(objectClass=person)(uid=\2a))`},
+		{"st*r", `(&(objectClass=person)(uid=st\2ar))`},
+		{"(", `(&(objectClass=person)(uid=\28))`},
+		{")", `(&(objectClass=person)(uid=\29))`},
+		{`\`, `(&(objectClass=person)(uid=\5c))`},
+		{`\2a`, `(&(objectClass=person)(uid=\5c2a))`},
+		{"a\x00b", `(&(objectClass=person)(uid=a\00b))`},
+		{"alice)(uid=*", `(&(objectClass=person)(uid=alice\29\28uid=\2a))`},
+		{"jürgen", `(&(objectClass=person)(uid=j\c3\bcrgen))`},
+	} {
+		t.Run(tc.login, func(t *testing.T) {
+			got := l.userFilterFor(tc.login)
+			if got != tc.want {
+				t.Fatalf("filter for %q = %s, want %s", tc.login, got, tc.want)
+			}
+			// The result must be one valid filter with exactly one
+			// equality assertion on uid whose value is the login itself.
+			f, err := ldap.CompileFilter(got)
+			if err != nil {
+				t.Fatalf("filter %s does not compile: %v", got, err)
+			}
+			back, err := ldap.DecompileFilter(f)
+			if err != nil || back != got {
+				t.Fatalf("round trip %s -> %s, %v", got, back, err)
+			}
+		})
+	}
+}
+
+func TestSettingsDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		typ, username, uuid string
+		attrs               []string
+		notAttrs            []string
+	}{
+		{config.TypeLDAP, "uid", "entryUUID", []string{"memberOf", "pwdAccountLockedTime"}, []string{"userAccountControl", "nsAccountLock"}},
+		{config.TypeActiveDirectory, "sAMAccountName", "objectGUID", []string{"userAccountControl", "primaryGroupID", "memberOf"}, []string{"pwdAccountLockedTime"}},
+		{config.TypeFreeIPA, "uid", "ipaUniqueID", []string{"nsAccountLock", "nsUniqueId"}, []string{"userAccountControl"}},
+	} {
+		t.Run(tc.typ, func(t *testing.T) {
+			s, err := resolveSettings(config.Directory{Name: "d", Type: tc.typ, URLs: []string{"ldap://x"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.usernameAttr != tc.username || s.uuidAttr != tc.uuid {
+				t.Fatalf("username %q uuid %q, want %q %q", s.usernameAttr, s.uuidAttr, tc.username, tc.uuid)
+			}
+			attrs := s.userAttributes()
+			for _, a := range tc.attrs {
+				if !slices.Contains(attrs, a) {
+					t.Errorf("attributes %v lack %s", attrs, a)
+				}
+			}
+			for _, a := range tc.notAttrs {
+				if slices.Contains(attrs, a) {
+					t.Errorf("attributes %v have %s", attrs, a)
+				}
+			}
+		})
+	}
+	// disabled_filter replaces the type's disabled attribute.
+	s, err := resolveSettings(config.Directory{Name: "d", URLs: []string{"ldap://x"}, DisabledFilter: "(employeeType=gone)", UserFilter: "(ou=x)"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(s.userAttributes(), "pwdAccountLockedTime") {
+		t.Error("disabled_filter set but pwdAccountLockedTime still requested")
+	}
+	if got, want := s.userSearchFilter(s.disabledFilter), "(&(objectClass=person)(ou=x)(employeeType=gone))"; got != want {
+		t.Errorf("disabled search filter %s, want %s", got, want)
+	}
+}
+
+func TestSubtreeBase(t *testing.T) {
+	for _, tc := range []struct{ rel, base, want string }{
+		{"", "dc=example,dc=com", "dc=example,dc=com"},
+		{"ou=people", "dc=example,dc=com", "ou=people,dc=example,dc=com"},
+		{"ou=people,DC=Example,DC=com", "dc=example,dc=com", "ou=people,DC=Example,DC=com"},
+		{"cn=users,cn=accounts", "dc=ipa,dc=test", "cn=users,cn=accounts,dc=ipa,dc=test"},
+	} {
+		if got := subtreeBase(tc.rel, tc.base); got != tc.want {
+			t.Errorf("subtreeBase(%q, %q) = %q, want %q", tc.rel, tc.base, got, tc.want)
+		}
+	}
+}
+
+func TestParseRange(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want valueRange
+		ok   bool
+	}{
+		{"member;range=0-1499", valueRange{0, 1499, false}, true},
+		{"Member;Range=1500-*", valueRange{1500, -1, true}, true},
+		{"member;range=1500-2999", valueRange{1500, 2999, false}, true},
+		{"member", valueRange{}, false},
+		{"memberOf;range=0-1", valueRange{}, false},
+		{"member;range=5-1", valueRange{}, false},
+		{"member;range=x-1", valueRange{}, false},
+		{"member;range=0", valueRange{}, false},
+	} {
+		got, ok := parseRange(tc.name, "member")
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("parseRange(%q) = %+v, %v; want %+v, %v", tc.name, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestStripOptionalUID(t *testing.T) {
+	for in, want := range map[string]string{
+		"uid=a,dc=x":         "uid=a,dc=x",
+		"uid=a,dc=x#'0101'B": "uid=a,dc=x",
+		`dc=x,cn=a\#'01'B`:   `dc=x,cn=a\#'01'B`,
+		"uid=a,dc=x#'0101'":  "uid=a,dc=x#'0101'",
+	} {
+		if got := stripOptionalUID(in); got != want {
+			t.Errorf("stripOptionalUID(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

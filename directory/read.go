@@ -1,0 +1,286 @@
+package directory
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/config"
+)
+
+// OID of LDAP_MATCHING_RULE_IN_CHAIN: AD evaluates memberOf transitively.
+const matchingRuleInChain = "1.2.840.113556.1.4.1941"
+
+// ridDomainUsers is the RID of AD's "Domain Users", every user's default
+// primary group.
+const ridDomainUsers = 513
+
+// ReadUsers streams every user under the users base matching
+// (&<user_object_filter><user_filter>), page by page.
+//
+// With disabled_filter set (rule 8's override), Disabled comes from a first
+// paged search of (&<user_object_filter><user_filter><disabled_filter>)
+// whose DNs (normalised, no attributes) are kept in a set; the main read
+// then marks users whose DN is in it. Only the disabled users' DNs sit in
+// memory, and the type's own disabled attributes are not requested.
+func (l *LDAP) ReadUsers(ctx context.Context, fn func(User) error) error {
+	defer l.observe("read_users", time.Now())
+	delivered := false
+	return l.withConn(ctx, "read_users", func() bool { return !delivered }, func(c *conn) error {
+		var disabled map[string]struct{}
+		if l.s.disabledFilter != "" {
+			disabled = map[string]struct{}{}
+			req := ldap.NewSearchRequest(l.s.usersBase, ldap.ScopeWholeSubtree, ldap.DerefAlways,
+				0, timeLimitSeconds(l.s.timeout), false, l.s.userSearchFilter(l.s.disabledFilter), []string{"1.1"}, nil)
+			if err := l.search(ctx, c, "read_users", req, l.s.pageSize, func(e *ldap.Entry) error {
+				disabled[NormalizeDN(e.DN)] = struct{}{}
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		req := ldap.NewSearchRequest(l.s.usersBase, ldap.ScopeWholeSubtree, ldap.DerefAlways,
+			0, timeLimitSeconds(l.s.timeout), false, l.s.userSearchFilter(""), l.s.userAttributes(), nil)
+		return l.search(ctx, c, "read_users", req, l.s.pageSize, func(e *ldap.Entry) error {
+			delivered = true
+			if err := fn(l.toUser(e, disabled)); err != nil {
+				return &callbackError{err}
+			}
+			return nil
+		})
+	})
+}
+
+func (l *LDAP) toUser(e *ldap.Entry, disabledDNs map[string]struct{}) User {
+	u := User{
+		DN:          e.DN,
+		Username:    e.GetEqualFoldAttributeValue(l.s.usernameAttr),
+		Email:       e.GetEqualFoldAttributeValue(l.s.emailAttr),
+		DisplayName: e.GetEqualFoldAttributeValue(l.s.displayNameAttr),
+		MemberOf:    e.GetEqualFoldAttributeValues("memberOf"),
+	}
+	if strings.EqualFold(l.s.uuidAttr, "objectGUID") {
+		// Binary on AD; as text it would be 16 raw bytes.
+		u.UUID, _ = formatGUID(e.GetEqualFoldRawAttributeValue(l.s.uuidAttr))
+	} else {
+		u.UUID = e.GetEqualFoldAttributeValue(l.s.uuidAttr)
+	}
+	if u.UUID == "" && l.s.typ == config.TypeFreeIPA {
+		// A plain 389-ds has no ipaUniqueID; nsUniqueId is its own
+		// immutable id.
+		u.UUID = e.GetEqualFoldAttributeValue("nsUniqueId")
+	}
+	if v := e.GetEqualFoldAttributeValue("primaryGroupID"); v != "" {
+		if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+			u.PrimaryGroupID = uint32(n)
+		}
+	}
+	if disabledDNs != nil {
+		_, u.Disabled = disabledDNs[NormalizeDN(e.DN)]
+		return u
+	}
+	switch l.s.typ {
+	case config.TypeActiveDirectory:
+		// ADS_UF_ACCOUNTDISABLE. A lockout (lockoutTime) is not a block:
+		// the failed bind reports it (issue 6).
+		if v, err := strconv.ParseInt(e.GetEqualFoldAttributeValue("userAccountControl"), 10, 64); err == nil {
+			u.Disabled = v&0x2 != 0
+		}
+	case config.TypeFreeIPA:
+		u.Disabled = strings.EqualFold(strings.TrimSpace(e.GetEqualFoldAttributeValue("nsAccountLock")), "TRUE")
+	default:
+		// ppolicy: present means locked (000001010000Z: until an admin
+		// unlocks it).
+		u.Disabled = len(e.GetEqualFoldAttributeValues("pwdAccountLockedTime")) > 0
+	}
+	return u
+}
+
+// ReadGroups streams every group under the groups base. On Active Directory
+// it also streams CN=Users,CN=Builtin,<base>, every group inside it
+// (transitively), and Domain Users (RID 513) — once each, even when they are
+// also under the groups base — because the syncer resolves rule 2 (a user
+// counts only through Builtin\Users, nesting and primaryGroupID included)
+// from the group graph, and those groups usually live outside groups_dn.
+func (l *LDAP) ReadGroups(ctx context.Context, fn func(Group) error) error {
+	defer l.observe("read_groups", time.Now())
+	delivered := false
+	return l.withConn(ctx, "read_groups", func() bool { return !delivered }, func(c *conn) error {
+		var seen map[string]struct{}
+		if l.s.ad() {
+			seen = map[string]struct{}{}
+		}
+		emit := func(e *ldap.Entry) error {
+			if seen != nil {
+				k := NormalizeDN(e.DN)
+				if _, dup := seen[k]; dup {
+					return nil
+				}
+				seen[k] = struct{}{}
+			}
+			g, err := l.toGroup(ctx, c, e)
+			if err != nil {
+				return err
+			}
+			delivered = true
+			if err := fn(g); err != nil {
+				return &callbackError{err}
+			}
+			return nil
+		}
+		req := ldap.NewSearchRequest(l.s.groupsBase, ldap.ScopeWholeSubtree, ldap.DerefAlways,
+			0, timeLimitSeconds(l.s.timeout), false, l.s.groupObjectFilter, groupAttributes(), nil)
+		if err := l.search(ctx, c, "read_groups", req, l.s.pageSize, emit); err != nil {
+			return err
+		}
+		if l.s.ad() {
+			return l.readADBuiltinChain(ctx, c, emit)
+		}
+		return nil
+	})
+}
+
+func (l *LDAP) readADBuiltinChain(ctx context.Context, c *conn, emit func(*ldap.Entry) error) error {
+	builtinUsers := "CN=Users,CN=Builtin," + l.s.baseDN
+	base := func(dn string, attrs []string, fn func(*ldap.Entry) error) error {
+		req := ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+			0, timeLimitSeconds(l.s.timeout), false, "(objectClass=*)", attrs, nil)
+		return l.search(ctx, c, "read_groups", req, 0, fn)
+	}
+	if err := base(builtinUsers, groupAttributes(), emit); err != nil {
+		return err
+	}
+	chain := ldap.NewSearchRequest(l.s.baseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+		0, timeLimitSeconds(l.s.timeout), false,
+		"(&(objectClass=group)(memberOf:"+matchingRuleInChain+":="+ldap.EscapeFilter(builtinUsers)+"))",
+		groupAttributes(), nil)
+	if err := l.search(ctx, c, "read_groups", chain, l.s.pageSize, emit); err != nil {
+		return err
+	}
+	// Domain Users normally is in that chain; read it by SID anyway, since
+	// primaryGroupID 513 is how most users reach Builtin\Users.
+	var domainSID string
+	if err := base(l.s.baseDN, []string{"objectSid"}, func(e *ldap.Entry) error {
+		domainSID, _ = formatSID(e.GetEqualFoldRawAttributeValue("objectSid"))
+		return nil
+	}); err != nil {
+		return err
+	}
+	if domainSID == "" {
+		return &ReadError{Op: "read_groups", URL: c.url, Kind: KindLDAPError, Class: ErrIncompleteRead,
+			Err: fmt.Errorf("base %q has no objectSid: is this an Active Directory domain?", l.s.baseDN)}
+	}
+	sid, err := encodeSID(domainSID + "-" + strconv.Itoa(ridDomainUsers))
+	if err != nil {
+		return err
+	}
+	du := ldap.NewSearchRequest(l.s.baseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+		0, timeLimitSeconds(l.s.timeout), false, "(&(objectClass=group)(objectSid="+escapeBytes(sid)+"))",
+		groupAttributes(), nil)
+	return l.search(ctx, c, "read_groups", du, l.s.pageSize, emit)
+}
+
+func (l *LDAP) toGroup(ctx context.Context, c *conn, e *ldap.Entry) (Group, error) {
+	g := Group{
+		DN:         e.DN,
+		Name:       e.GetEqualFoldAttributeValue("cn"),
+		MemberUIDs: e.GetEqualFoldAttributeValues("memberUid"),
+		MemberOf:   e.GetEqualFoldAttributeValues("memberOf"),
+	}
+	g.SID, _ = formatSID(e.GetEqualFoldRawAttributeValue("objectSid"))
+	g.Members = append(g.Members, e.GetEqualFoldAttributeValues("member")...)
+	for _, v := range e.GetEqualFoldAttributeValues("uniqueMember") {
+		g.Members = append(g.Members, stripOptionalUID(v))
+	}
+	for _, a := range e.Attributes {
+		if r, ok := parseRange(a.Name, "member"); ok {
+			g.Members = append(g.Members, a.Values...)
+			if !r.last {
+				more, err := l.readRange(ctx, c, e.DN, r.high+1)
+				if err != nil {
+					return Group{}, err
+				}
+				g.Members = append(g.Members, more...)
+			}
+		}
+	}
+	return g, nil
+}
+
+// stripOptionalUID drops the "#'0101'B" suffix uniqueMember may carry
+// (RFC 4517 NameAndOptionalUID), leaving the DN.
+func stripOptionalUID(v string) string {
+	if i := strings.LastIndex(v, "#'"); i > 0 && v[i-1] != '\\' && strings.HasSuffix(v, "'B") {
+		return v[:i]
+	}
+	return v
+}
+
+type valueRange struct {
+	low, high int
+	last      bool
+}
+
+// parseRange reads an AD ranged attribute name: "member;range=0-1499", or
+// "member;range=1500-*" for the last slice.
+func parseRange(name, attr string) (valueRange, bool) {
+	prefix := attr + ";range="
+	if len(name) <= len(prefix) || !strings.EqualFold(name[:len(prefix)], prefix) {
+		return valueRange{}, false
+	}
+	lo, hi, ok := strings.Cut(name[len(prefix):], "-")
+	if !ok {
+		return valueRange{}, false
+	}
+	var r valueRange
+	var err error
+	if r.low, err = strconv.Atoi(lo); err != nil {
+		return valueRange{}, false
+	}
+	if hi == "*" {
+		return valueRange{low: r.low, high: -1, last: true}, true
+	}
+	if r.high, err = strconv.Atoi(hi); err != nil || r.high < r.low {
+		return valueRange{}, false
+	}
+	return r, true
+}
+
+// readRange fetches the remaining values of a group's member attribute with
+// AD range retrieval (MaxValRange, 1500 by default): base-scope reads of
+// member;range=N-* until the server answers a range ending in "*".
+func (l *LDAP) readRange(ctx context.Context, c *conn, dn string, from int) ([]string, error) {
+	var out []string
+	for {
+		attr := "member;range=" + strconv.Itoa(from) + "-*"
+		var got *valueRange
+		req := ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+			0, timeLimitSeconds(l.s.timeout), false, "(objectClass=*)", []string{attr}, nil)
+		err := l.search(ctx, c, "read_groups", req, 0, func(e *ldap.Entry) error {
+			for _, a := range e.Attributes {
+				if r, ok := parseRange(a.Name, "member"); ok {
+					got = &r
+					out = append(out, a.Values...)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		// Without the slice we asked for, or one starting elsewhere, the
+		// member list would silently be short.
+		if got == nil || got.low != from {
+			return nil, &ReadError{Op: "read_groups", URL: c.url, Kind: KindMissingPage, Class: ErrIncompleteRead,
+				Err: fmt.Errorf("range retrieval of %q: asked for %s, got %v", dn, attr, got)}
+		}
+		if got.last {
+			return out, nil
+		}
+		from = got.high + 1
+	}
+}
