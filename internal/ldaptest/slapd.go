@@ -196,7 +196,10 @@ func startSlapdProcess(dir string, port, tlsPort int) (*slapdProcess, error) {
 		done:    make(chan struct{}),
 	}
 	urls := fmt.Sprintf("ldap://127.0.0.1:%d/ ldaps://127.0.0.1:%d/", port, tlsPort)
-	p.cmd = exec.Command(slapdBinary, "-d", "0", "-f", filepath.Join(dir, "slapd.conf"), "-h", urls)
+	// -d none: stay in the foreground and print only the messages logged at
+	// no particular level, i.e. errors such as a failed bind(2); -d 0 would
+	// print nothing at all.
+	p.cmd = exec.Command(slapdBinary, "-d", "none", "-f", filepath.Join(dir, "slapd.conf"), "-h", urls)
 	p.cmd.Stdout = p.stderr
 	p.cmd.Stderr = p.stderr
 	// If the test binary dies (timeout panic, SIGKILL) no cleanup runs; the
@@ -217,7 +220,7 @@ func startSlapdProcess(dir string, port, tlsPort int) (*slapdProcess, error) {
 		select {
 		case <-p.done:
 			out := p.stderr.String()
-			if strings.Contains(out, "Address already in use") {
+			if strings.Contains(out, "Address already in use") || !portsFree(port, tlsPort) {
 				return nil, fmt.Errorf("%w: %s", errPortTaken, urls)
 			}
 			return nil, fmt.Errorf("slapd exited during start (%s): %s", p.cmd.ProcessState, out)
@@ -231,6 +234,18 @@ func startSlapdProcess(dir string, port, tlsPort int) (*slapdProcess, error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// portsFree reports whether both ports can be bound now.
+func portsFree(ports ...int) bool {
+	for _, p := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			return false
+		}
+		_ = l.Close()
+	}
+	return true
 }
 
 // stop kills slapd with SIGKILL, as a crash would, and waits until it is

@@ -1,18 +1,24 @@
 package ldaptest
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
 )
 
-// slapdSearch is a subtree search of the fixture's users as the admin.
+// usersSearch is a subtree search of the fixture's users as the admin.
 func usersSearch(f *Fixture) *ldap.SearchRequest {
 	return ldap.NewSearchRequest(f.Dir.UsersDN+","+f.Dir.BaseDN, ldap.ScopeWholeSubtree,
 		ldap.NeverDerefAliases, 0, 10, false, "(objectClass=inetOrgPerson)", []string{"uid"}, nil)
@@ -282,4 +288,65 @@ func dialPlain(t *testing.T, s *Server) *ldap.Conn {
 	c.SetTimeout(10 * time.Second)
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// A port taken between freePorts and slapd's bind must be reported as
+// errPortTaken, which StartSlapdWith retries with fresh ports.
+func TestSlapdPortTakenIsRetryable(t *testing.T) {
+	s := StartSlapd(t) // prepares a directory with slapd.conf and a database
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	free, _, err := freePorts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(s.CAFile)
+	s.Stop() // the database is single-writer: free it for the second slapd
+	p, err := startSlapdProcess(dir, free, taken.Addr().(*net.TCPAddr).Port)
+	if err == nil {
+		p.stop()
+		t.Fatal("slapd started on a taken port")
+	}
+	if !errors.Is(err, errPortTaken) {
+		t.Fatalf("err = %v, want errPortTaken", err)
+	}
+}
+
+// The script is also run by hand: without SLAPD_PREPARE_ONLY it starts slapd
+// itself, waits for it and prints its PID.
+func TestSlapdScriptByHand(t *testing.T) {
+	if _, err := os.Stat(slapdBinary); err != nil {
+		Missing(t, "%s not installed", slapdBinary)
+	}
+	script, err := slapdScript()
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, tlsPort, err := freePorts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, script, t.TempDir(), strconv.Itoa(port), strconv.Itoa(tlsPort)).Output()
+	if err != nil {
+		t.Fatalf("%s: %v", script, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("script printed %q, want a PID", out)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	s := &Server{URL: "ldap://127.0.0.1:" + strconv.Itoa(port), AdminDN: slapdAdminDN, AdminPassword: "admin-secret"}
+	c := s.AdminConn(t)
+	if _, err := c.Search(ldap.NewSearchRequest("cn=default,ou=policies,"+slapdBaseDN, ldap.ScopeBaseObject,
+		ldap.NeverDerefAliases, 0, 10, false, "(pwdLockout=TRUE)", nil, nil)); err != nil {
+		t.Fatalf("ppolicy entry: %v", err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill printed PID %d: %v", pid, err)
+	}
 }

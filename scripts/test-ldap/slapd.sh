@@ -179,7 +179,8 @@ if [ "${SLAPD_PREPARE_ONLY:-}" = 1 ]; then
 fi
 
 # --- start -------------------------------------------------------------------
-"$SLAPD" -d 0 -f "$DIR/slapd.conf" -h "ldap://127.0.0.1:$PORT/ ldaps://127.0.0.1:$TLSPORT/" \
+# -d none: foreground, printing only level-less messages (errors).
+"$SLAPD" -d none -f "$DIR/slapd.conf" -h "ldap://127.0.0.1:$PORT/ ldaps://127.0.0.1:$TLSPORT/" \
 	</dev/null >>"$DIR/slapd.log" 2>&1 &
 PID=$!
 i=0
