@@ -21,10 +21,11 @@ import (
 // usersSearch is a subtree search of the fixture's users as the admin.
 func usersSearch(f *Fixture) *ldap.SearchRequest {
 	return ldap.NewSearchRequest(f.Dir.UsersDN+","+f.Dir.BaseDN, ldap.ScopeWholeSubtree,
-		ldap.NeverDerefAliases, 0, 10, false, "(objectClass=inetOrgPerson)", []string{"uid"}, nil)
+		ldap.NeverDerefAliases, 0, 10, false, "(objectClass=inetOrgPerson)", []string{"uid", "entryUUID"}, nil)
 }
 
 func TestSlapdSizeLimitForcesPaging(t *testing.T) {
+	t.Parallel()
 	s := StartSlapd(t)
 	f := s.NewFixture(t)
 	c := s.AdminConn(t)
@@ -44,6 +45,9 @@ func TestSlapdSizeLimitForcesPaging(t *testing.T) {
 	var got []string
 	for _, e := range res.Entries {
 		got = append(got, e.GetAttributeValue("uid"))
+		if e.GetAttributeValue("entryUUID") == "" {
+			t.Errorf("%s has no entryUUID", e.DN)
+		}
 	}
 	var want []string
 	for _, uid := range f.Users {
@@ -57,6 +61,7 @@ func TestSlapdSizeLimitForcesPaging(t *testing.T) {
 }
 
 func TestSlapdBinds(t *testing.T) {
+	t.Parallel()
 	s := StartSlapd(t)
 	f := s.NewFixture(t)
 	userDN := func(name string) string { return slapdUserDN(f, name) }
@@ -98,6 +103,7 @@ func TestSlapdBinds(t *testing.T) {
 }
 
 func TestSlapdStarUserIsExact(t *testing.T) {
+	t.Parallel()
 	s := StartSlapd(t)
 	f := s.NewFixture(t)
 	c := s.AdminConn(t)
@@ -116,6 +122,7 @@ func TestSlapdStarUserIsExact(t *testing.T) {
 }
 
 func TestSlapdMemberOf(t *testing.T) {
+	t.Parallel()
 	s := StartSlapd(t)
 	f := s.NewFixture(t)
 	c := s.AdminConn(t)
@@ -174,6 +181,7 @@ func TestSlapdMemberOf(t *testing.T) {
 }
 
 func TestSlapdTLS(t *testing.T) {
+	t.Parallel()
 	s := StartSlapd(t)
 	other, err := newCertSet("some other CA")
 	if err != nil {
@@ -229,6 +237,7 @@ func TestSlapdTLS(t *testing.T) {
 }
 
 func TestSlapdStop(t *testing.T) {
+	t.Parallel()
 	s := StartSlapd(t)
 	c := s.AdminConn(t)
 	req := ldap.NewSearchRequest(s.BaseDN, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
@@ -247,13 +256,14 @@ func TestSlapdStop(t *testing.T) {
 }
 
 func TestSlapdBulk(t *testing.T) {
+	t.Parallel()
 	const users, groups = 1000, 7
 	s := StartSlapdWith(t, SlapdOptions{BulkUsers: users, BulkGroups: groups})
 	d := BulkDirectory(s)
 	c := s.AdminConn(t)
 
 	res, err := c.SearchWithPaging(ldap.NewSearchRequest(d.UsersDN+","+d.BaseDN, ldap.ScopeSingleLevel,
-		ldap.NeverDerefAliases, 0, 30, false, "(objectClass=inetOrgPerson)", []string{"uid", "memberOf"}, nil),
+		ldap.NeverDerefAliases, 0, 30, false, "(objectClass=inetOrgPerson)", []string{"uid", "memberOf", "entryUUID"}, nil),
 		uint32(d.PageSize))
 	if err != nil {
 		t.Fatalf("paged search: %v", err)
@@ -264,6 +274,10 @@ func TestSlapdBulk(t *testing.T) {
 	for _, e := range res.Entries {
 		if e.GetAttributeValue("memberOf") == "" {
 			t.Fatalf("%s has no memberOf", e.DN)
+		}
+		// slapadd must have generated the immutable id the syncer keys on.
+		if e.GetAttributeValue("entryUUID") == "" {
+			t.Fatalf("%s has no entryUUID", e.DN)
 		}
 	}
 	grp, err := c.Search(ldap.NewSearchRequest(BulkGroupDN(s, 0), ldap.ScopeBaseObject,
@@ -293,6 +307,7 @@ func dialPlain(t *testing.T, s *Server) *ldap.Conn {
 // A port taken between freePorts and slapd's bind must be reported as
 // errPortTaken, which StartSlapdWith retries with fresh ports.
 func TestSlapdPortTakenIsRetryable(t *testing.T) {
+	t.Parallel()
 	s := StartSlapd(t) // prepares a directory with slapd.conf and a database
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -318,6 +333,7 @@ func TestSlapdPortTakenIsRetryable(t *testing.T) {
 // The script is also run by hand: without SLAPD_PREPARE_ONLY it starts slapd
 // itself, waits for it and prints its PID.
 func TestSlapdScriptByHand(t *testing.T) {
+	t.Parallel()
 	if _, err := os.Stat(slapdBinary); err != nil {
 		Missing(t, "%s not installed", slapdBinary)
 	}

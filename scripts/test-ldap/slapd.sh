@@ -81,12 +81,12 @@ moduleload back_mdb
 moduleload memberof
 moduleload ppolicy
 
-pidfile $DIR/slapd.pid
-argsfile $DIR/slapd.args
+pidfile "$DIR/slapd.pid"
+argsfile "$DIR/slapd.args"
 
-TLSCACertificateFile $DIR/ca.pem
-TLSCertificateFile $DIR/server.pem
-TLSCertificateKeyFile $DIR/server.key
+TLSCACertificateFile "$DIR/ca.pem"
+TLSCertificateFile "$DIR/server.pem"
+TLSCertificateKeyFile "$DIR/server.key"
 
 # Normal searches stop at 3 entries (resultCode 4, sizeLimitExceeded) while
 # paged ones are unlimited: a client that forgets to page fails loudly.
@@ -97,7 +97,7 @@ maxsize $MAXSIZE
 suffix "dc=example,dc=com"
 rootdn "cn=root,dc=example,dc=com"
 rootpw $PASS
-directory $DIR/db
+directory "$DIR/db"
 index objectClass eq
 index uid,cn,mail eq,sub
 index member,memberOf eq
