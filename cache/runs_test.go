@@ -1,0 +1,112 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestRunsAndAudit(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "")
+	var runs []Run
+	for i, dir := range []uint64{1, 2, 1, 1} {
+		r, err := s.CreateRun(ctx, Run{DirectoryID: dir, Directory: "d", Trigger: "api"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Result != RunRunning || r.StartedAt.IsZero() || (i > 0 && r.ID <= runs[i-1].ID) {
+			t.Fatalf("CreateRun: %+v", r)
+		}
+		runs = append(runs, r)
+	}
+	ids := func(rs []Run) []uint64 {
+		var out []uint64
+		for _, r := range rs {
+			out = append(out, r.ID)
+		}
+		return out
+	}
+	tests := []struct {
+		name  string
+		dir   uint64
+		limit int
+		want  []uint64
+	}{
+		{"directory 1 newest first", 1, 0, []uint64{runs[3].ID, runs[2].ID, runs[0].ID}},
+		{"limit", 1, 2, []uint64{runs[3].ID, runs[2].ID}},
+		{"directory 2", 2, 0, []uint64{runs[1].ID}},
+		{"all", 0, 0, []uint64{runs[3].ID, runs[2].ID, runs[1].ID, runs[0].ID}},
+		{"none", 3, 0, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.Runs(ctx, tc.dir, tc.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g := ids(got); !slices.Equal(g, tc.want) {
+				t.Fatalf("Runs = %v, want %v", g, tc.want)
+			}
+		})
+	}
+
+	// Audit entries from two transactions keep their order.
+	r := runs[2]
+	actions := []string{"create", "update", "block", "unblock", "skip"}
+	for _, batch := range [][]string{actions[:3], actions[3:]} {
+		err := s.Update(ctx, func(tx *Tx) error {
+			for _, a := range batch {
+				if err := tx.AddAudit(r.ID, AuditEntry{Action: a, Username: a + "@x", Fields: map[string][2]string{"role": {"user", "admin"}}}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An aborted batch leaves no entries and no gap.
+	s.Update(ctx, func(tx *Tx) error {
+		tx.AddAudit(r.ID, AuditEntry{Action: "ghost"})
+		return errors.New("abort")
+	})
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.AddAudit(runs[3].ID, AuditEntry{Action: "other-run"}) }); err != nil {
+		t.Fatal(err)
+	}
+	changes, err := s.RunChanges(ctx, r.ID)
+	if err != nil || len(changes) != len(actions) {
+		t.Fatalf("RunChanges: %d, %v", len(changes), err)
+	}
+	for i, c := range changes {
+		if c.Seq != uint64(i+1) || c.Action != actions[i] || c.At.IsZero() || c.Fields["role"][1] != "admin" {
+			t.Fatalf("change %d: %+v", i, c)
+		}
+	}
+	if c, _ := s.RunChanges(ctx, runs[0].ID); c == nil || len(c) != 0 {
+		t.Fatalf("changes of a run without any: %#v (want empty, non-nil for JSON [])", c)
+	}
+	if _, err := s.RunChanges(ctx, 9999); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("changes of unknown run: %v", err)
+	}
+
+	r.Result = RunSuccess
+	r.Counts = map[string]int{"create": 1}
+	r.DirectoryUsers = 10
+	if err := s.FinishRun(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Run(ctx, r.ID)
+	if err != nil || got.Result != RunSuccess || got.FinishedAt.Before(got.StartedAt) || got.Counts["create"] != 1 || got.DirectoryUsers != 10 {
+		t.Fatalf("Run after finish: %+v, %v", got, err)
+	}
+	if err := s.FinishRun(ctx, Run{ID: 9999, FinishedAt: time.Now()}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("finish unknown run: %v", err)
+	}
+	if _, err := s.Run(ctx, 9999); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown run: %v", err)
+	}
+}

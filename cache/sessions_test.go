@@ -1,0 +1,111 @@
+package cache
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestSessions(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "")
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	hash := func(tok string) [32]byte { return sha256.Sum256([]byte(tok)) }
+
+	long := Session{TokenHash: hash("long"), UserID: 1, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeen: now}
+	short := Session{TokenHash: hash("short"), UserID: 1, CreatedAt: now, ExpiresAt: now.Add(1200 * time.Millisecond), LastSeen: now}
+	other := Session{TokenHash: hash("other"), UserID: 2, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeen: now}
+	for _, sess := range []Session{long, short, other} {
+		if err := s.PutSession(ctx, sess); err != nil {
+			t.Fatalf("PutSession: %v", err)
+		}
+	}
+	got, err := s.SessionByHash(ctx, long.TokenHash)
+	if err != nil || got.UserID != 1 || !got.ExpiresAt.Equal(long.ExpiresAt) || got.TokenHash != long.TokenHash {
+		t.Fatalf("SessionByHash: %+v, %v", got, err)
+	}
+	// Refresh LastSeen.
+	long.LastSeen = now.Add(time.Minute)
+	if err := s.PutSession(ctx, long); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.SessionByHash(ctx, long.TokenHash); !got.LastSeen.Equal(long.LastSeen) {
+		t.Fatalf("LastSeen not refreshed: %v", got.LastSeen)
+	}
+	if n, err := s.CountSessions(ctx); err != nil || n != 3 {
+		t.Fatalf("CountSessions = %d, %v; want 3", n, err)
+	}
+
+	// Expiry: the exact time is honoured at once; badger's TTL (whole
+	// seconds, rounded up) removes the entry shortly after.
+	time.Sleep(time.Until(short.ExpiresAt) + 10*time.Millisecond)
+	if _, err := s.SessionByHash(ctx, short.TokenHash); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("expired session: %v, want ErrNotFound", err)
+	}
+	time.Sleep(time.Until(time.Unix(int64(badgerExpiry(short.ExpiresAt)), 0)) + 10*time.Millisecond)
+	if n, _ := s.CountSessions(ctx); n != 2 {
+		t.Fatalf("CountSessions after expiry = %d, want 2", n)
+	}
+	if err := s.PutSession(ctx, short); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("PutSession of an expired session: %v, want ErrNotFound", err)
+	}
+	if _, err := s.SessionByHash(ctx, short.TokenHash); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("expired session came back: %v", err)
+	}
+
+	// A second session of user 1, then end them all.
+	second := long
+	second.TokenHash = hash("second")
+	if err := s.PutSession(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.DeleteUserSessions(ctx, 1)
+	if err != nil || n != 2 {
+		t.Fatalf("DeleteUserSessions = %d, %v; want 2 (the expired one is gone already)", n, err)
+	}
+	for _, h := range [][32]byte{long.TokenHash, second.TokenHash} {
+		if _, err := s.SessionByHash(ctx, h); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("session of user 1 survived: %v", err)
+		}
+	}
+	if _, err := s.SessionByHash(ctx, other.TokenHash); err != nil {
+		t.Fatalf("session of user 2 was ended too: %v", err)
+	}
+	if n, _ := s.DeleteUserSessions(ctx, 1); n != 0 {
+		t.Fatalf("second DeleteUserSessions = %d", n)
+	}
+
+	if err := s.DeleteSession(ctx, other.TokenHash); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteSession(ctx, other.TokenHash); err != nil {
+		t.Fatalf("deleting a deleted session: %v", err)
+	}
+	if n, _ := s.CountSessions(ctx); n != 0 {
+		t.Fatalf("CountSessions at end = %d", n)
+	}
+	if err := s.PutSession(ctx, Session{TokenHash: hash("x"), ExpiresAt: now.Add(time.Hour)}); err == nil {
+		t.Fatal("session without user accepted")
+	}
+}
+
+// Sessions and their expiry survive a restart.
+func TestSessionsPersist(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	h := sha256.Sum256([]byte("tok"))
+	if err := s.PutSession(ctx, Session{TokenHash: h, UserID: 5, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s2 := openTest(t, dir)
+	if got, err := s2.SessionByHash(ctx, h); err != nil || got.UserID != 5 {
+		t.Fatalf("after reopen: %+v, %v", got, err)
+	}
+	if n, _ := s2.DeleteUserSessions(ctx, 5); n != 1 {
+		t.Fatalf("user index after reopen: %d sessions", n)
+	}
+}
