@@ -69,6 +69,16 @@ need() {
 	done
 }
 
+# show_errors prints the serious lines of the server's error log (all of it
+# is in $LOG_DIR/errors).
+show_errors() {
+	local lines
+	lines=$(grep -E ' - (ERR|CRIT|EMERG) - ' "$LOG_DIR/errors" 2>/dev/null | tail -n 10) || true
+	[ -n "$lines" ] || lines=$(tail -n 10 "$LOG_DIR/errors" 2>/dev/null) || true
+	echo "$lines" >&2
+	log "full log: $LOG_DIR/errors"
+}
+
 # server_pid prints the pid of a live ns-slapd of this state dir, if any.
 server_pid() {
 	local pid
@@ -123,6 +133,9 @@ create_instance() {
 	# ns-slapd drops to dirsrv; it must reach and own everything below.
 	chown -R dirsrv:dirsrv "$PREFIX_DIR"
 	chmod 755 "$STATE"
+	if command -v runuser >/dev/null && ! runuser -u dirsrv -- test -w "$PREFIX_DIR/var/log/dirsrv"; then
+		die "user dirsrv cannot reach $PREFIX_DIR: pick a STATE_DIR whose parents are world-searchable (e.g. /tmp/ldapgate-389)"
+	fi
 
 	inf=$STATE/instance.inf
 	cat >"$inf" <<EOF
@@ -237,12 +250,12 @@ wait_ready() {
 		# The daemon writes its pid file only once it is up, so a missing file
 		# means "not yet"; a file naming a dead process means it died.
 		if [ -s "$PID_FILE" ] && ! server_pid >/dev/null; then
-			tail -n 30 "$LOG_DIR/errors" >&2 || true
+			show_errors
 			die "ns-slapd exited during start-up (errors log above)"
 		fi
 		sleep 0.1
 	done
-	tail -n 30 "$LOG_DIR/errors" >&2 || true
+	show_errors
 	die "ns-slapd did not answer on ldap://$HOST:$PORT within 15 s"
 }
 
@@ -291,7 +304,7 @@ start() {
 	t0=$(date +%s%N)
 	mkdir -p "$RUN_DIR" && chown dirsrv:dirsrv "$RUN_DIR"
 	# ns-slapd daemonizes itself; -i is where it writes its pid.
-	ns-slapd -D "$CONF_DIR" -i "$PID_FILE" >"$STATE/ns-slapd.out" 2>&1 || { tail -n 30 "$LOG_DIR/errors" >&2 || true; die "ns-slapd failed to start"; }
+	ns-slapd -D "$CONF_DIR" -i "$PID_FILE" >"$STATE/ns-slapd.out" 2>&1 || { show_errors; die "ns-slapd failed to start"; }
 	wait_ready
 	seed_tree
 	log "started on ldap://$HOST:$PORT and ldaps://$HOST:$LDAPS_PORT in $(elapsed "$t0")"
