@@ -109,7 +109,7 @@ func (l *LDAP) dialOne(ctx context.Context, op string, u *url.URL, serviceBind b
 		tc := tls.Client(raw, l.tlsFor(u))
 		if err := tc.HandshakeContext(dctx); err != nil {
 			_ = raw.Close()
-			return nil, classify(ctx, "dial", where, err)
+			return nil, tlsKind(classify(ctx, "dial", where, err))
 		}
 		raw = tc
 	}
@@ -137,7 +137,8 @@ func (l *LDAP) dialOne(ctx context.Context, op string, u *url.URL, serviceBind b
 			if dctx.Err() != nil && ctx.Err() == nil {
 				err = fmt.Errorf("starttls: %w", dctx.Err())
 			}
-			return fail("starttls", err)
+			c, err := fail("starttls", err)
+			return c, tlsKind(err)
 		}
 	}
 	if serviceBind && l.s.bindDN != "" {
@@ -149,4 +150,16 @@ func (l *LDAP) dialOne(ctx context.Context, op string, u *url.URL, serviceBind b
 		}
 	}
 	return c, nil
+}
+
+// tlsKind marks a failed handshake as a TLS problem (wrong CA, wrong name,
+// not TLS at all on that port) unless it was a timeout or cancellation:
+// go-ldap's StartTLS flattens the x509 error into a string, and a plain
+// port answering an ldaps:// hello just hangs up.
+func tlsKind(err error) error {
+	var re *ReadError
+	if errors.As(err, &re) && re.Kind != KindTimeout && re.Kind != KindCanceled {
+		re.Kind = KindTLS
+	}
+	return err
 }

@@ -38,7 +38,7 @@ func openT(t *testing.T, cfg config.Directory) *LDAP {
 
 func TestOpenDoesNotConnect(t *testing.T) {
 	// A directory that is down must not fail Open.
-	l := openT(t, config.Directory{Name: "d", URLs: []string{deadURL(t)}, BaseDN: "dc=example,dc=com"})
+	l := openT(t, config.Directory{Name: "d", Type: config.TypeLDAP, URLs: []string{deadURL(t)}, BaseDN: "dc=example,dc=com"})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := l.FindUser(ctx, "alice")
@@ -57,11 +57,13 @@ func TestOpenRejectsBadConfig(t *testing.T) {
 		cfg  config.Directory
 		want string
 	}{
-		{"no urls", config.Directory{Name: "d"}, "no urls"},
-		{"http url", config.Directory{Name: "d", URLs: []string{"http://x"}}, "scheme"},
-		{"no host", config.Directory{Name: "d", URLs: []string{"ldap://"}}, "no host"},
-		{"bad user filter", config.Directory{Name: "d", URLs: []string{"ldap://x"}, UserFilter: "(uid=a"}, "user_filter"},
-		{"missing ca file", config.Directory{Name: "d", URLs: []string{"ldaps://x"}, TLS: config.TLS{CAFile: "/nonexistent/ca.pem"}}, "ca_file"},
+		{"no urls", config.Directory{Name: "d", Type: config.TypeLDAP}, "no urls"},
+		{"unknown type", config.Directory{Name: "d", Type: "bogus", URLs: []string{"ldap://x"}}, "unknown type"},
+		{"empty type", config.Directory{Name: "d", URLs: []string{"ldap://x"}}, "unknown type"},
+		{"http url", config.Directory{Name: "d", Type: config.TypeLDAP, URLs: []string{"http://x"}}, "scheme"},
+		{"no host", config.Directory{Name: "d", Type: config.TypeLDAP, URLs: []string{"ldap://"}}, "no host"},
+		{"bad user filter", config.Directory{Name: "d", Type: config.TypeLDAP, URLs: []string{"ldap://x"}, UserFilter: "(uid=a"}, "user_filter"},
+		{"missing ca file", config.Directory{Name: "d", Type: config.TypeLDAP, URLs: []string{"ldaps://x"}, TLS: config.TLS{CAFile: "/nonexistent/ca.pem"}}, "ca_file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, err := Open(tc.cfg, nil, nil)
@@ -79,7 +81,7 @@ func TestOpenRejectsBadConfig(t *testing.T) {
 func TestAuthenticateEmptyPasswordBeforeIO(t *testing.T) {
 	// 192.0.2.1 (TEST-NET-1) would hang until the connect timeout: an
 	// empty password must not get that far.
-	l := openT(t, config.Directory{Name: "d", URLs: []string{"ldap://192.0.2.1:389"}, BaseDN: "dc=example,dc=com",
+	l := openT(t, config.Directory{Name: "d", Type: config.TypeLDAP, URLs: []string{"ldap://192.0.2.1:389"}, BaseDN: "dc=example,dc=com",
 		ConnectTimeout: config.Duration(10 * time.Second)})
 	start := time.Now()
 	_, err := l.Authenticate(context.Background(), "alice", "")
@@ -92,7 +94,7 @@ func TestAuthenticateEmptyPasswordBeforeIO(t *testing.T) {
 }
 
 func TestUserFilterEscapesOnce(t *testing.T) {
-	l := openT(t, config.Directory{Name: "d", URLs: []string{"ldap://x"}, UserObjectFilter: "(objectClass=person)", UsernameAttribute: "uid"})
+	l := openT(t, config.Directory{Name: "d", Type: config.TypeLDAP, URLs: []string{"ldap://x"}, UserObjectFilter: "(objectClass=person)", UsernameAttribute: "uid"})
 	for _, tc := range []struct{ login, want string }{
 		{"alice", `(&(objectClass=person)(uid=alice))`},
 		{"*", `(&(objectClass=person)(uid=\2a))`},
@@ -156,7 +158,7 @@ func TestSettingsDefaults(t *testing.T) {
 		})
 	}
 	// disabled_filter replaces the type's disabled attribute.
-	s, err := resolveSettings(config.Directory{Name: "d", URLs: []string{"ldap://x"}, DisabledFilter: "(employeeType=gone)", UserFilter: "(ou=x)"})
+	s, err := resolveSettings(config.Directory{Name: "d", Type: config.TypeLDAP, URLs: []string{"ldap://x"}, DisabledFilter: "(employeeType=gone)", UserFilter: "(ou=x)"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,19 +167,6 @@ func TestSettingsDefaults(t *testing.T) {
 	}
 	if got, want := s.userSearchFilter(s.disabledFilter), "(&(objectClass=person)(ou=x)(employeeType=gone))"; got != want {
 		t.Errorf("disabled search filter %s, want %s", got, want)
-	}
-}
-
-func TestSubtreeBase(t *testing.T) {
-	for _, tc := range []struct{ rel, base, want string }{
-		{"", "dc=example,dc=com", "dc=example,dc=com"},
-		{"ou=people", "dc=example,dc=com", "ou=people,dc=example,dc=com"},
-		{"ou=people,DC=Example,DC=com", "dc=example,dc=com", "ou=people,DC=Example,DC=com"},
-		{"cn=users,cn=accounts", "dc=ipa,dc=test", "cn=users,cn=accounts,dc=ipa,dc=test"},
-	} {
-		if got := subtreeBase(tc.rel, tc.base); got != tc.want {
-			t.Errorf("subtreeBase(%q, %q) = %q, want %q", tc.rel, tc.base, got, tc.want)
-		}
 	}
 }
 

@@ -12,10 +12,8 @@ import (
 )
 
 // settings is a directory config resolved once at Open: attribute names,
-// filters, bases and limits. The config package applies the per-type
-// defaults; the fallbacks here only keep a hand-built config.Directory (tests,
-// a directory created before defaults ran) from producing filters like
-// "(=alice)".
+// filters, bases and limits, with the config package's per-type defaults
+// applied.
 type settings struct {
 	name     string
 	typ      string
@@ -54,6 +52,9 @@ const (
 )
 
 func resolveSettings(cfg config.Directory) (*settings, error) {
+	// cfg is a copy: filling its defaults here (idempotent) makes a
+	// hand-built config (tests, fixtures) behave like a loaded one.
+	cfg.ApplyDefaults()
 	s := &settings{
 		name:              cfg.Name,
 		typ:               cfg.Type,
@@ -74,8 +75,10 @@ func resolveSettings(cfg config.Directory) (*settings, error) {
 		timeout:           cfg.Timeout.D(),
 		poolSize:          cfg.PoolSize,
 	}
-	if s.typ == "" {
-		s.typ = config.TypeLDAP
+	if _, ok := config.PresetFor(s.typ); !ok {
+		// Never guessed (see config.ApplyDefaults): AD read with OpenLDAP
+		// attribute names would silently sync nobody.
+		return nil, fmt.Errorf("directory %q: unknown type %q", cfg.Name, cfg.Type)
 	}
 	if len(cfg.URLs) == 0 {
 		return nil, fmt.Errorf("directory %q: no urls", cfg.Name)
@@ -93,32 +96,9 @@ func resolveSettings(cfg config.Directory) (*settings, error) {
 		}
 		s.urls = append(s.urls, u)
 	}
-	s.usersBase = subtreeBase(cfg.UsersDN, cfg.BaseDN)
-	s.groupsBase = subtreeBase(cfg.GroupsDN, cfg.BaseDN)
+	s.usersBase = cfg.UsersBase()
+	s.groupsBase = cfg.GroupsBase()
 
-	ad, ipa := s.typ == config.TypeActiveDirectory, s.typ == config.TypeFreeIPA
-	def := func(v *string, ldapV, adV, ipaV string) {
-		if *v != "" {
-			return
-		}
-		switch {
-		case ad:
-			*v = adV
-		case ipa:
-			*v = ipaV
-		default:
-			*v = ldapV
-		}
-	}
-	def(&s.usernameAttr, "uid", "sAMAccountName", "uid")
-	def(&s.uuidAttr, "entryUUID", "objectGUID", "ipaUniqueID")
-	def(&s.emailAttr, "mail", "mail", "mail")
-	def(&s.displayNameAttr, "cn", "displayName", "cn")
-	def(&s.userObjectFilter, "(objectClass=person)", "(&(objectCategory=person)(objectClass=user))", "(objectClass=person)")
-	def(&s.groupObjectFilter,
-		"(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=posixGroup))",
-		"(objectClass=group)",
-		"(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))")
 	for _, f := range []struct{ key, v string }{
 		{"user_object_filter", s.userObjectFilter}, {"group_object_filter", s.groupObjectFilter},
 		{"user_filter", s.userFilter}, {"disabled_filter", s.disabledFilter},
@@ -203,23 +183,4 @@ func dedupFold(in []string) []string {
 		}
 	}
 	return out
-}
-
-// subtreeBase resolves users_dn/groups_dn, which SPEC §8 makes relative to
-// base_dn; a value that already ends with base_dn is taken as absolute so a
-// full DN written by an operator is not doubled.
-// TODO(config): switch to cfg.UsersBase()/cfg.GroupsBase() once they land.
-func subtreeBase(rel, base string) string {
-	switch {
-	case rel == "":
-		return base
-	case base == "":
-		return rel
-	}
-	if r, err := ldap.ParseDN(rel); err == nil {
-		if b, err := ldap.ParseDN(base); err == nil && (b.EqualFold(r) || b.AncestorOfFold(r)) {
-			return rel
-		}
-	}
-	return rel + "," + base
 }
