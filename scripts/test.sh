@@ -54,6 +54,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 STATE=$(mktemp -d /tmp/ldapgate-test.XXXXXX)
+# 389-ds runs as dirsrv and must be able to enter its state directory.
+chmod 755 "$STATE"
 cleanup() {
 	scripts/test-ldap/samba.sh stop "$STATE/samba" >/dev/null 2>&1 || true
 	scripts/test-ldap/389ds.sh stop "$STATE/389ds" >/dev/null 2>&1 || true
