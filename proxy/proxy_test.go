@@ -1,0 +1,616 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/config"
+	"github.com/ldapgate/ldapgate/metrics"
+)
+
+const testCookie = "ldapgate_session"
+
+// echoed is what the echo upstream saw.
+type echoed struct {
+	Method  string      `json:"method"`
+	URI     string      `json:"uri"`
+	Host    string      `json:"host"`
+	Header  http.Header `json:"header"`
+	BodyLen int64       `json:"body_len"`
+	BodySHA string      `json:"body_sha"`
+}
+
+// echoHandler answers with the request it received as JSON; the body is
+// hashed as it streams in, never held.
+func echoHandler(w http.ResponseWriter, r *http.Request) {
+	h := sha256.New()
+	n, err := io.Copy(h, r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(echoed{
+		Method: r.Method, URI: r.RequestURI, Host: r.Host, Header: r.Header,
+		BodyLen: n, BodySHA: hex.EncodeToString(h.Sum(nil)),
+	})
+}
+
+func startUpstream(t testing.TB, h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// gate is a fasthttp server on 127.0.0.1 running Forward, as ldapgate's
+// front does: streaming request bodies, the session cookie read first.
+type gate struct {
+	p    *Proxy
+	addr string
+	url  string
+}
+
+func startGate(t testing.TB, o Options, user *account.User) *gate {
+	t.Helper()
+	if o.CookieName == "" {
+		o.CookieName = testCookie
+	}
+	p, err := New(o, slog.New(slog.DiscardHandler), metrics.New())
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			// The session check reads the cookie before forwarding,
+			// which makes fasthttp parse the Cookie header.
+			_ = ctx.Request.Header.Cookie(o.CookieName)
+			p.Forward(ctx, user)
+		},
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true,
+		Logger:                       quietLogger{},
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() {
+		_ = p.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.ShutdownWithContext(ctx)
+	})
+	return &gate{p: p, addr: ln.Addr().String(), url: "http://" + ln.Addr().String()}
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(string, ...any) {}
+
+var alice = &account.User{
+	ID: 7, Username: "alice@example.org", Email: "alice@example.org",
+	Role: "admin", Groups: []string{"admins", "staff"},
+}
+
+// rawDo sends raw bytes on a fresh connection and reads one response, so a
+// test controls header spelling exactly.
+func rawDo(t testing.TB, addr, raw string) (*http.Response, []byte) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	return resp, body
+}
+
+func rawEcho(t testing.TB, g *gate, raw string) echoed {
+	t.Helper()
+	resp, body := rawDo(t, g.addr, raw)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	var e echoed
+	if err := json.Unmarshal(body, &e); err != nil {
+		t.Fatalf("decode echo %q: %v", body, err)
+	}
+	return e
+}
+
+func fold(s string) string {
+	return strings.ReplaceAll(strings.ToLower(s), "_", "-")
+}
+
+func TestIdentityHeadersSpoofing(t *testing.T) {
+	up := startUpstream(t, http.HandlerFunc(echoHandler))
+	spoofs := []string{
+		"X-Forwarded-User: mallory",
+		"x-forwarded-user: mallory",
+		"X_Forwarded_User: mallory",
+		"X-FORWARDED_USER: mallory",
+		"x_forwarded-USER: mallory",
+		"X-Forwarded-Email: mallory@evil",
+		"x_forwarded_email: mallory@evil",
+		"X-Forwarded-Role: admin",
+		"X_FORWARDED_ROLE: admin",
+		"X-Forwarded-Groups: admins",
+		"x-forwarded_groups: admins",
+		"X-Remote-User: mallory",
+		"X_Remote_User: mallory",
+	}
+	// Connection may list a header to make a careless proxy delete it
+	// after setting it; ours are set after the hop-by-hop pass.
+	spoofReq := "GET /x HTTP/1.1\r\nHost: app.example\r\nConnection: X-Forwarded-User, X-Forwarded-Role\r\n" +
+		strings.Join(spoofs, "\r\n") + "\r\n\r\n"
+
+	tests := []struct {
+		name    string
+		headers config.Headers
+		user    *account.User
+		want    map[string]string // canonical name -> value; nil: none at all
+	}{
+		{
+			name: "proxied", user: alice,
+			want: map[string]string{
+				"X-Forwarded-User": "alice@example.org", "X-Forwarded-Email": "alice@example.org",
+				"X-Forwarded-Role": "admin", "X-Forwarded-Groups": "admins,staff",
+			},
+		},
+		{name: "public path", user: nil},
+		{
+			name:    "custom names",
+			headers: config.Headers{User: "x-remote-user"},
+			user:    &account.User{Username: "bob@example.org", Role: "user"},
+			want:    map[string]string{"X-Remote-User": "bob@example.org", "X-Forwarded-Role": "user"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := startGate(t, Options{Upstream: up.URL, Headers: tt.headers}, tt.user)
+			e := rawEcho(t, g, spoofReq)
+			identity := map[string]bool{
+				"x-forwarded-user": true, "x-forwarded-email": true, "x-forwarded-role": true,
+				"x-forwarded-groups": true, "x-remote-user": tt.headers.User != "",
+			}
+			got := map[string]string{}
+			for k, vs := range e.Header {
+				if !identity[fold(k)] {
+					continue
+				}
+				if len(vs) != 1 {
+					t.Errorf("header %s sent %d times: %q", k, len(vs), vs)
+				}
+				if _, dup := got[fold(k)]; dup {
+					t.Errorf("two spellings of %s reached the upstream", k)
+				}
+				got[fold(k)] = vs[0]
+				want, ok := tt.want[k]
+				if !ok {
+					t.Errorf("upstream saw %s: %q, want no such header", k, vs)
+				} else if vs[0] != want {
+					t.Errorf("upstream saw %s: %q, want %q", k, vs[0], want)
+				}
+			}
+			for k := range tt.want {
+				if _, ok := e.Header[k]; !ok {
+					t.Errorf("upstream did not get %s", k)
+				}
+			}
+		})
+	}
+}
+
+func TestStripIdentityAndSetIdentity(t *testing.T) {
+	p, err := New(Options{Upstream: "http://127.0.0.1:1"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req fasthttp.Request
+	if err := req.Read(bufio.NewReader(strings.NewReader(
+		"GET / HTTP/1.1\r\nHost: h\r\nX_Forwarded_User: m\r\nx-forwarded-EMAIL: m\r\nX-Forwarded-Role: admin\r\nX-Other: keep\r\n\r\n"))); err != nil {
+		t.Fatal(err)
+	}
+	p.StripIdentity(&req.Header)
+	for k := range req.Header.All() {
+		if strings.HasPrefix(fold(string(k)), "x-forwarded-") {
+			t.Errorf("StripIdentity left %s", k)
+		}
+	}
+	if string(req.Header.Peek("X-Other")) != "keep" {
+		t.Errorf("StripIdentity removed an unrelated header")
+	}
+
+	var resp fasthttp.Response
+	p.SetIdentity(&resp.Header, alice)
+	for name, want := range map[string]string{
+		"X-Forwarded-User": "alice@example.org", "X-Forwarded-Email": "alice@example.org",
+		"X-Forwarded-Role": "admin", "X-Forwarded-Groups": "admins,staff",
+	} {
+		if got := string(resp.Header.Peek(name)); got != want {
+			t.Errorf("SetIdentity %s = %q, want %q", name, got, want)
+		}
+	}
+	var empty fasthttp.Response
+	p.SetIdentity(&empty.Header, nil)
+	if v := empty.Header.Peek("X-Forwarded-User"); v != nil {
+		t.Errorf("SetIdentity(nil) set X-Forwarded-User %q", v)
+	}
+}
+
+func TestSessionCookieNotForwarded(t *testing.T) {
+	up := startUpstream(t, http.HandlerFunc(echoHandler))
+	g := startGate(t, Options{Upstream: up.URL}, alice)
+	tests := []struct {
+		name    string
+		cookies string // header lines
+		want    []string
+	}{
+		{"middle", "Cookie: a=1; ldapgate_session=secret; b=2\r\n", []string{"a=1; b=2"}},
+		{"first", "Cookie: ldapgate_session=secret; a=1\r\n", []string{"a=1"}},
+		{"only", "Cookie: ldapgate_session=secret\r\n", nil},
+		{"others byte for byte", "Cookie: q=\"quoted value\"; ldapgate_session=s; e=a=b=c; j=%7B%22x%22%7D\r\n",
+			[]string{`q="quoted value"; e=a=b=c; j=%7B%22x%22%7D`}},
+		{"no session cookie", "Cookie: a=1;b=2\r\n", []string{"a=1; b=2"}},
+		{"two headers", "Cookie: a=1\r\nCookie: ldapgate_session=s; b=2\r\n", []string{"a=1; b=2"}},
+		{"twice", "Cookie: ldapgate_session=one; a=1; ldapgate_session=two\r\n", []string{"a=1"}},
+		{"prefix name kept", "Cookie: ldapgate_session2=x; xldapgate_session=y\r\n",
+			[]string{"ldapgate_session2=x; xldapgate_session=y"}},
+		{"none", "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := rawEcho(t, g, "GET / HTTP/1.1\r\nHost: h\r\n"+tt.cookies+"\r\n")
+			got := e.Header["Cookie"]
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("upstream Cookie = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestForwardedHeaders(t *testing.T) {
+	up := startUpstream(t, http.HandlerFunc(echoHandler))
+	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	req := "GET / HTTP/1.1\r\nHost: app.example\r\n" +
+		"X-Forwarded-For: 203.0.113.9, 10.0.0.1\r\nX_Forwarded_For: 198.51.100.1\r\n" +
+		"X-Forwarded-Proto: https\r\nX-Forwarded-Host: public.example\r\nForwarded: for=198.51.100.2\r\n\r\n"
+	tests := []struct {
+		name      string
+		trusted   []netip.Prefix
+		xff, xfp  string
+		xfh       string
+		forwarded bool
+	}{
+		{name: "untrusted peer", xff: "127.0.0.1", xfp: "http", xfh: "app.example"},
+		{name: "trusted peer", trusted: loopback, xff: "203.0.113.9, 10.0.0.1, 127.0.0.1", xfp: "https", xfh: "public.example"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := startGate(t, Options{Upstream: up.URL, TrustedProxies: tt.trusted}, alice)
+			e := rawEcho(t, g, req)
+			check := func(name, want string) {
+				t.Helper()
+				if got := e.Header.Values(name); len(got) != 1 || got[0] != want {
+					t.Errorf("%s = %q, want [%q]", name, got, want)
+				}
+			}
+			check("X-Forwarded-For", tt.xff)
+			check("X-Forwarded-Proto", tt.xfp)
+			check("X-Forwarded-Host", tt.xfh)
+			if v, ok := e.Header["X_forwarded_for"]; ok {
+				t.Errorf("underscore X-Forwarded-For passed: %q", v)
+			}
+			if v, ok := e.Header["Forwarded"]; ok {
+				t.Errorf("client Forwarded passed: %q", v)
+			}
+			if e.Host != "app.example" {
+				t.Errorf("Host = %q, want the client's app.example", e.Host)
+			}
+		})
+	}
+}
+
+func TestRewriteHost(t *testing.T) {
+	up := startUpstream(t, http.HandlerFunc(echoHandler))
+	g := startGate(t, Options{Upstream: up.URL, RewriteHost: true}, alice)
+	e := rawEcho(t, g, "GET / HTTP/1.1\r\nHost: app.example\r\n\r\n")
+	if want := strings.TrimPrefix(up.URL, "http://"); e.Host != want {
+		t.Errorf("Host = %q, want %q", e.Host, want)
+	}
+	if got := e.Header.Get("X-Forwarded-Host"); got != "app.example" {
+		t.Errorf("X-Forwarded-Host = %q", got)
+	}
+}
+
+func TestClientIP(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	tests := []struct {
+		name, peer string
+		xff        []string
+		want       string
+	}{
+		{"untrusted peer ignores XFF", "192.0.2.1:1000", []string{"203.0.113.9"}, "192.0.2.1"},
+		{"trusted peer, one hop", "10.1.1.1:1000", []string{"203.0.113.9"}, "203.0.113.9"},
+		{"right-most untrusted", "10.1.1.1:1000", []string{"1.1.1.1, 203.0.113.9, 10.2.2.2"}, "203.0.113.9"},
+		{"several headers", "10.1.1.1:1000", []string{"1.1.1.1", "203.0.113.9, 10.2.2.2"}, "203.0.113.9"},
+		{"all trusted", "10.1.1.1:1000", []string{"10.3.3.3, 10.2.2.2"}, "10.3.3.3"},
+		{"no XFF", "10.1.1.1:1000", nil, "10.1.1.1"},
+		{"garbage stops walk", "10.1.1.1:1000", []string{"1.1.1.1, junk, 10.2.2.2"}, "10.2.2.2"},
+		{"with port and ipv6", "[::1]:1000", []string{"[2001:db8::1]:443"}, "2001:db8::1"},
+		{"mapped v4 peer", "[::ffff:192.0.2.1]:1000", nil, "192.0.2.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var ctx fasthttp.RequestCtx
+			var req fasthttp.Request
+			for _, v := range tt.xff {
+				req.Header.Add("X-Forwarded-For", v)
+			}
+			addr := net.TCPAddrFromAddrPort(netip.MustParseAddrPort(tt.peer))
+			ctx.Init(&req, addr, nil)
+			if got := ClientIP(&ctx, trusted); got.String() != tt.want {
+				t.Errorf("ClientIP = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestHopByHopHeaders(t *testing.T) {
+	up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "X-Resp-Hop")
+		w.Header().Set("X-Resp-Hop", "1")
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Header().Set("Proxy-Connection", "keep-alive")
+		w.Header().Set("Upgrade", "h2c")
+		w.Header().Set("X-End-To-End", "yes")
+		echoHandler(w, r)
+	}))
+	g := startGate(t, Options{Upstream: up.URL}, alice)
+	resp, body := rawDo(t, g.addr, "GET / HTTP/1.1\r\nHost: h\r\n"+
+		"Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 300\r\nTE: trailers\r\n"+
+		"Proxy-Connection: keep-alive\r\nUpgrade: h2c\r\nX-Keep: 1\r\n\r\n")
+	var e echoed
+	if err := json.Unmarshal(body, &e); err != nil {
+		t.Fatalf("decode %q: %v", body, err)
+	}
+	for _, h := range []string{"Connection", "X-Hop", "Keep-Alive", "Te", "Proxy-Connection", "Upgrade"} {
+		if v, ok := e.Header[h]; ok {
+			t.Errorf("request hop-by-hop %s reached the upstream: %q", h, v)
+		}
+	}
+	if e.Header.Get("X-Keep") != "1" {
+		t.Errorf("end-to-end X-Keep lost")
+	}
+	for _, h := range []string{"X-Resp-Hop", "Keep-Alive", "Proxy-Connection", "Upgrade"} {
+		if v, ok := resp.Header[h]; ok {
+			t.Errorf("response hop-by-hop %s reached the client: %q", h, v)
+		}
+	}
+	if resp.Header.Get("X-End-To-End") != "yes" {
+		t.Errorf("end-to-end response header lost")
+	}
+	if resp.Close {
+		t.Errorf("client connection closed, want keep-alive")
+	}
+}
+
+func TestPathsAndQueries(t *testing.T) {
+	up := startUpstream(t, http.HandlerFunc(echoHandler))
+	paths := []string{
+		"/",
+		"/a/b?x=1&y=%20z",
+		"/a%2Fb/c",
+		"/%E2%82%AC/x?q=a+b&q=%2F",
+		"/a/./b/../c",
+		"/search?q=%22quoted%22&empty=&flag",
+		"//double//slash",
+	}
+	for _, prefix := range []string{"", "/app", "/app/"} {
+		g := startGate(t, Options{Upstream: up.URL + prefix}, alice)
+		for _, path := range paths {
+			t.Run(prefix+path, func(t *testing.T) {
+				e := rawEcho(t, g, "GET "+path+" HTTP/1.1\r\nHost: h\r\n\r\n")
+				want := strings.TrimSuffix(prefix, "/") + path
+				if e.URI != want {
+					t.Errorf("upstream URI = %q, want %q", e.URI, want)
+				}
+			})
+		}
+	}
+	// Absolute-form request targets are sent in origin form.
+	g := startGate(t, Options{Upstream: up.URL + "/app"}, alice)
+	e := rawEcho(t, g, "GET http://h/a%2Fb?x=1 HTTP/1.1\r\nHost: h\r\n\r\n")
+	if e.URI != "/app/a%2Fb?x=1" {
+		t.Errorf("absolute form: upstream URI = %q", e.URI)
+	}
+}
+
+// patternReader yields n deterministic bytes without holding them.
+type patternReader struct{ n, off int64 }
+
+func (r *patternReader) Read(b []byte) (int, error) {
+	if r.off >= r.n {
+		return 0, io.EOF
+	}
+	if int64(len(b)) > r.n-r.off {
+		b = b[:r.n-r.off]
+	}
+	for i := range b {
+		b[i] = byte((r.off + int64(i)) * 7 % 251)
+	}
+	r.off += int64(len(b))
+	return len(b), nil
+}
+
+func patternSHA(n int64) string {
+	h := sha256.New()
+	_, _ = io.Copy(h, &patternReader{n: n})
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func TestUploadStreamed(t *testing.T) {
+	up := startUpstream(t, http.HandlerFunc(echoHandler))
+	g := startGate(t, Options{Upstream: up.URL}, alice)
+	const size = 50 << 20
+	want := patternSHA(size)
+	for _, chunked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("chunked=%v", chunked), func(t *testing.T) {
+			var body io.Reader = &patternReader{n: size}
+			req, err := http.NewRequest(http.MethodPost, g.url+"/upload?x=1", body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !chunked {
+				req.ContentLength = size
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var e echoed
+			if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+				t.Fatalf("status %d: %v", resp.StatusCode, err)
+			}
+			if e.BodyLen != size || e.BodySHA != want {
+				t.Errorf("upstream got %d bytes sha %s, want %d sha %s", e.BodyLen, e.BodySHA, size, want)
+			}
+			if e.Method != http.MethodPost {
+				t.Errorf("method %s", e.Method)
+			}
+		})
+	}
+}
+
+func TestUpstreamDown(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	_ = ln.Close() // nothing listens there any more
+	g := startGate(t, Options{Upstream: dead}, alice)
+	for _, raw := range []string{
+		"GET /x HTTP/1.1\r\nHost: h\r\n\r\n",
+		"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+		"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+	} {
+		resp, body := rawDo(t, g.addr, raw)
+		checkErrorAnswer(t, resp, body, http.StatusBadGateway, CodeUpstreamUnavailable)
+	}
+}
+
+func checkErrorAnswer(t *testing.T, resp *http.Response, body []byte, status int, code string) {
+	t.Helper()
+	if resp.StatusCode != status {
+		t.Errorf("status %d, want %d (%s)", resp.StatusCode, status, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("Content-Type %q", ct)
+	}
+	var e struct {
+		Error struct {
+			Code string `json:"code"`
+			Msg  string `json:"msg"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(body, &e); err != nil {
+		t.Fatalf("error body %q: %v", body, err)
+	}
+	if e.Error.Code != code || e.Error.Msg == "" {
+		t.Errorf("error = %+v, want code %s and a message", e.Error, code)
+	}
+}
+
+func TestUpstreamTimeout(t *testing.T) {
+	release := make(chan struct{})
+	up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		if r.URL.Path == "/trickle" {
+			// Slower in total than the timeout, but never silent that long.
+			for i := range 8 {
+				fmt.Fprintf(w, "part %d\n", i)
+				w.(http.Flusher).Flush()
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}))
+	defer close(release)
+	g := startGate(t, Options{Upstream: up.URL, Timeout: 400 * time.Millisecond}, alice)
+
+	start := time.Now()
+	resp, body := rawDo(t, g.addr, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+	checkErrorAnswer(t, resp, body, http.StatusGatewayTimeout, CodeUpstreamTimeout)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("504 took %v; a timeout must not be retried", d)
+	}
+
+	resp, body = rawDo(t, g.addr, "GET /trickle HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp.StatusCode != http.StatusOK || strings.Count(string(body), "part") != 8 {
+		t.Errorf("trickling body cut: %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestKeepAlivePooling(t *testing.T) {
+	conns := make(chan string, 100)
+	up := httptest.NewUnstartedServer(http.HandlerFunc(echoHandler))
+	up.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns <- c.RemoteAddr().String()
+		}
+	}
+	up.Start()
+	t.Cleanup(up.Close)
+	g := startGate(t, Options{Upstream: up.URL}, alice)
+	for range 20 {
+		rawEcho(t, g, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	}
+	if n := len(conns); n != 1 {
+		t.Errorf("20 sequential requests opened %d upstream connections, want 1", n)
+	}
+}
+
+func TestNewRejectsBadUpstream(t *testing.T) {
+	for _, u := range []string{"", "127.0.0.1:3000", "ftp://h/", "http://", "http://h/?q=1", "http://u:p@h/"} {
+		if _, err := New(Options{Upstream: u}, nil, nil); err == nil {
+			t.Errorf("New(%q) accepted", u)
+		}
+	}
+}
