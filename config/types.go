@@ -75,6 +75,10 @@ type Config struct {
 
 	// Path is the file this was loaded from (for SIGHUP reloads and messages).
 	Path string `yaml:"-" json:"-"`
+
+	// lines maps key paths (directories[0].type) to their line in the file,
+	// for Warnings. A pointer keeps fmt's %+v of a Config short.
+	lines *lineIndex
 }
 
 // Session controls sessions (SPEC §5).
