@@ -33,6 +33,16 @@ type tunnel struct {
 	once             sync.Once
 }
 
+func newTunnel(client, upstream net.Conn) *tunnel {
+	// fasthttp's hijacked connection ignores Close (the server closes it
+	// after the handler returns); the socket under it must be closed to
+	// interrupt a blocked read.
+	if u, ok := client.(interface{ UnsafeConn() net.Conn }); ok {
+		client = u.UnsafeConn()
+	}
+	return &tunnel{client: client, upstream: upstream}
+}
+
 func (t *tunnel) close() {
 	t.once.Do(func() {
 		_ = t.client.Close()
@@ -73,7 +83,7 @@ func (p *Proxy) forwardWebSocket(ctx *fasthttp.RequestCtx, u *account.User) {
 
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
-		t := &tunnel{client: c, upstream: conn}
+		t := newTunnel(c, conn)
 		if !p.track(t) {
 			t.close()
 			return
