@@ -6,7 +6,6 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
 )
@@ -60,13 +59,12 @@ func slowNormalizeDN(dn string) string {
 	return strings.Join(rdns, ",")
 }
 
+// escapeDNValue re-escapes a decoded value the one way (RFC 4514 §2.4),
+// so `a\2cb` and `a\,b` give the same string.
 func escapeDNValue(v string) string {
-	if !strings.ContainsAny(v, `\"+,;<>=#`) {
-		return v
-	}
 	var b strings.Builder
-	for _, r := range v {
-		if strings.ContainsRune(`\"+,;<>=#`, r) {
+	for i, r := range v {
+		if strings.ContainsRune(`\"+,;<>`, r) || (i == 0 && r == '#') {
 			b.WriteByte('\\')
 		}
 		b.WriteRune(r)
@@ -84,18 +82,8 @@ func rdnValue(dn string) string {
 	return parsed.RDNs[0].Attributes[0].Value
 }
 
-// canonicalName is a directory entry's store username (SPEC §3): the
-// lower-cased mail address under legacy naming, else login@domain. ok is
-// false when the entry has no value to build it from (rule 1 under legacy
-// naming).
+// canonicalName is a directory entry's store username (SPEC §3), as
+// directory.CanonicalName builds it.
 func canonicalName(dir *config.Directory, u *directory.User) (string, bool) {
-	if dir.Naming == config.NamingEmail {
-		n := account.NormalizeName(u.Email)
-		return n, n != ""
-	}
-	n := account.NormalizeName(u.Username)
-	if n == "" {
-		return "", false
-	}
-	return n + "@" + account.NormalizeName(dir.DomainName()), true
+	return directory.CanonicalName(*dir, *u)
 }

@@ -1,0 +1,135 @@
+package syncer
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/schedule"
+)
+
+// Run runs the schedules of every directory with auto_sync on until ctx
+// ends (robfig/cron, schedules parsed by package schedule, times in the
+// server's zone). First it closes the runs a crash left "running". On
+// return no scheduled sync is running: cron is stopped and its jobs waited
+// for; a sync in flight sees ctx cancelled and stops between batches, each
+// batch being one transaction, so no batch is half-written.
+func (s *Syncer) Run(ctx context.Context) error {
+	s.RecoverRuns(ctx)
+
+	c := cron.New(cron.WithLocation(time.Local))
+	s.sched.Lock()
+	if s.sched.cron != nil {
+		s.sched.Unlock()
+		return errors.New("syncer: Run is already running")
+	}
+	s.sched.cron, s.sched.ctx = c, ctx
+	s.rescheduleLocked()
+	s.sched.Unlock()
+
+	c.Start()
+	<-ctx.Done()
+
+	s.sched.Lock()
+	s.sched.cron, s.sched.ctx, s.sched.entries = nil, nil, nil
+	s.sched.Unlock()
+	<-c.Stop().Done()
+	return nil
+}
+
+// Reschedule re-reads the directory set (after a reload or an API change)
+// and replaces the scheduled jobs. A no-op when Run is not running.
+func (s *Syncer) Reschedule() {
+	s.sched.Lock()
+	defer s.sched.Unlock()
+	if s.sched.cron != nil {
+		s.rescheduleLocked()
+	}
+}
+
+func (s *Syncer) rescheduleLocked() {
+	c := s.sched.cron
+	for _, id := range s.sched.entries {
+		c.Remove(id)
+	}
+	s.sched.entries = s.sched.entries[:0]
+	ctx := s.sched.ctx
+	for _, e := range s.dirs.List() {
+		cfg := e.Config
+		if !cfg.AutoSyncEnabled() {
+			continue
+		}
+		sch, err := schedule.Parse(cfg.Schedule)
+		if err != nil {
+			// Config validation rejects bad schedules; an API-created
+			// directory slipping through must not stop the others.
+			s.log.Error("schedule ignored", "directory", cfg.Name, "err", err)
+			continue
+		}
+		dirID, name := cfg.ID, cfg.Name
+		id := c.Schedule(sch, cron.FuncJob(func() {
+			// The job looks the directory up when it fires: it may have
+			// been edited or removed since it was scheduled.
+			if _, ok := s.dirs.ByID(dirID); !ok {
+				return
+			}
+			if _, err := s.Sync(ctx, dirID, Options{Trigger: TriggerSchedule}); err != nil {
+				s.log.Debug("scheduled sync ended with an error", "directory", name, "err", err)
+			}
+		}))
+		s.sched.entries = append(s.sched.entries, id)
+		s.log.Info("sync scheduled", "directory", name, "schedule", cfg.Schedule, "next", c.Entry(id).Next)
+	}
+}
+
+// NextRuns returns the next scheduled time of each scheduled directory, by
+// id (for the admin API and tests). Empty when Run is not running.
+func (s *Syncer) NextRuns() map[uint64]time.Time {
+	s.sched.Lock()
+	defer s.sched.Unlock()
+	out := map[uint64]time.Time{}
+	if s.sched.cron == nil {
+		return out
+	}
+	now := time.Now()
+	for _, e := range s.dirs.List() {
+		if !e.Config.AutoSyncEnabled() {
+			continue
+		}
+		if sch, err := schedule.Parse(e.Config.Schedule); err == nil {
+			out[e.Config.ID] = sch.Next(now)
+		}
+	}
+	return out
+}
+
+// RecoverRuns closes the runs a previous process left "running" (killed
+// mid-sync): they are recorded as failed. Their committed batches stay;
+// the next sync completes the work.
+func (s *Syncer) RecoverRuns(ctx context.Context) {
+	for _, e := range s.dirs.List() {
+		runs, err := s.store.Runs(ctx, e.Config.ID, 20)
+		if err != nil {
+			s.log.Warn("reading runs failed", "directory", e.Config.Name, "err", err)
+			continue
+		}
+		for _, r := range runs {
+			if r.Result != cache.RunRunning {
+				continue
+			}
+			s.mu.Lock()
+			live := s.live[r.ID]
+			s.mu.Unlock()
+			if live {
+				continue
+			}
+			r.Result, r.Error = cache.RunFailed, "interrupted: the process stopped during the run"
+			if err := s.store.FinishRun(ctx, r); err != nil {
+				s.log.Warn("closing an interrupted run failed", "run", r.ID, "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,483 @@
+package syncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/config"
+	"github.com/ldapgate/ldapgate/directory"
+	"github.com/ldapgate/ldapgate/metrics"
+)
+
+// Triggers recorded in Run.Trigger.
+const (
+	TriggerSchedule = "schedule"
+	TriggerAPI      = "api"
+	TriggerStart    = "start"
+	TriggerLogin    = "login"
+	TriggerMigrate  = "migrate"
+	TriggerRemove   = "directory_removed"
+)
+
+// Sentinel errors callers branch on (errors.Is).
+var (
+	// ErrUnknownDirectory: no directory with that id in the set.
+	ErrUnknownDirectory = errors.New("unknown directory")
+	// ErrRefused: the safety checks refused the plan (empty read, too many
+	// blocks); wraps ErrEmptyRead or ErrTooManyBlocks. Force overrides.
+	ErrRefused = errors.New("sync refused")
+	// ErrSkipped: SyncOne's rules skip the user (wrapped with the reason).
+	ErrSkipped = errors.New("user not admitted by the sync rules")
+)
+
+// ConflictError is Migrate's refusal: these new names are held by other
+// users, so nothing was renamed (SPEC §3: the API answers 409 with them).
+type ConflictError struct {
+	Names []string
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("migration cancelled: %d new name(s) already taken: %v", len(e.Names), e.Names)
+}
+
+// Syncer runs the syncs of every directory of a directory.Set into the
+// store. All methods are safe for concurrent use.
+type Syncer struct {
+	store *cache.Store
+	dirs  *directory.Set
+	roles []string
+	log   *slog.Logger
+	m     *metrics.Metrics
+	batch int
+
+	mu      sync.Mutex
+	running map[uint64]*flight // real (non-dry) syncs in progress, by directory
+	live    map[uint64]bool    // ids of the runs this process is running
+
+	sched struct {
+		sync.Mutex
+		cron    *cron.Cron
+		ctx     context.Context
+		entries []cron.EntryID
+	}
+}
+
+// flight is one sync in progress that later requests join.
+type flight struct {
+	done chan struct{}
+	run  cache.Run
+	err  error
+	// exclusive: a migration or directory removal holds the directory; a
+	// sync waits for it and then runs, rather than joining.
+	exclusive bool
+}
+
+// New returns a Syncer. roles are the platform roles, highest first. log
+// and m may be nil.
+func New(store *cache.Store, dirs *directory.Set, roles []string, log *slog.Logger, m *metrics.Metrics) *Syncer {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if len(roles) == 0 {
+		roles = config.DefaultRoles()
+	}
+	return &Syncer{store: store, dirs: dirs, roles: roles, log: log.With("component", "syncer"), m: m,
+		batch: defaultBatch, running: map[uint64]*flight{}, live: map[uint64]bool{}}
+}
+
+// Options of one sync.
+type Options struct {
+	// DryRun plans without applying; the run is recorded as dry_run with
+	// the planned counts (and, in Error, the refusal a real run would meet).
+	DryRun bool
+	// Force applies a plan the safety checks refuse (empty read, too many
+	// blocks). It never applies a failed read.
+	Force bool
+	// Trigger is recorded in the run (schedule, api, start).
+	Trigger string
+}
+
+// Sync reads directory dirID, plans and (unless DryRun) applies. The
+// returned Run is the recorded one, also when err is set: a failed read
+// (err wraps the directory error: directory.ErrUnavailable,
+// directory.ErrIncompleteRead) and a refusal (ErrRefused) are recorded runs
+// with zero changes.
+//
+// One real sync per directory at a time: a request while one runs waits
+// for it and returns its result, whatever its own Force (SPEC §4: "a
+// request for a running one joins it"). A dry run never joins a real run
+// nor is joined by one: it writes nothing but its run record and must show
+// the plan, not another request's outcome. The sync runs under the ctx of
+// the request that started it; joiners stop waiting when their own ctx
+// ends, without cancelling it.
+func (s *Syncer) Sync(ctx context.Context, dirID uint64, opt Options) (cache.Run, error) {
+	if opt.DryRun {
+		return s.sync(ctx, dirID, opt)
+	}
+	s.mu.Lock()
+	for {
+		f, ok := s.running[dirID]
+		if !ok {
+			break
+		}
+		s.mu.Unlock()
+		select {
+		case <-f.done:
+			if !f.exclusive {
+				return f.run, f.err
+			}
+		case <-ctx.Done():
+			return cache.Run{}, fmt.Errorf("waiting for the running sync of directory %d: %w", dirID, ctx.Err())
+		}
+		s.mu.Lock()
+	}
+	f := &flight{done: make(chan struct{})}
+	s.running[dirID] = f
+	s.mu.Unlock()
+
+	defer func() {
+		s.mu.Lock()
+		delete(s.running, dirID)
+		s.mu.Unlock()
+		close(f.done)
+	}()
+	f.run, f.err = s.sync(ctx, dirID, opt)
+	return f.run, f.err
+}
+
+// effective returns the directory's entry and settings with the store's
+// naming override (a migrated config-file directory) applied.
+func (s *Syncer) effective(ctx context.Context, dirID uint64) (*directory.Entry, config.Directory, error) {
+	e, ok := s.dirs.ByID(dirID)
+	if !ok {
+		return nil, config.Directory{}, fmt.Errorf("directory %d: %w", dirID, ErrUnknownDirectory)
+	}
+	cfg := e.Config
+	n, err := s.store.NamingOverride(ctx, dirID)
+	if err != nil {
+		return nil, config.Directory{}, fmt.Errorf("directory %d: %w", dirID, err)
+	}
+	if n != "" {
+		cfg.Naming = n
+	}
+	return e, cfg, nil
+}
+
+// readSnapshot reads users then groups. Any error ends the read: a snapshot
+// exists only when both reads completed (SPEC §4 safety).
+func readSnapshot(ctx context.Context, c directory.Client) (Snapshot, error) {
+	var snap Snapshot
+	if err := c.ReadUsers(ctx, func(u directory.User) error {
+		snap.Users = append(snap.Users, u)
+		return nil
+	}); err != nil {
+		return Snapshot{}, fmt.Errorf("read users: %w", err)
+	}
+	if err := c.ReadGroups(ctx, func(g directory.Group) error {
+		snap.Groups = append(snap.Groups, g)
+		return nil
+	}); err != nil {
+		return Snapshot{}, fmt.Errorf("read groups: %w", err)
+	}
+	return snap, nil
+}
+
+// plan reads the directory and plans against the store.
+func (s *Syncer) plan(ctx context.Context, e *directory.Entry, cfg config.Directory) (Plan, error) {
+	snap, err := readSnapshot(ctx, e.Client)
+	if err != nil {
+		return Plan{}, err
+	}
+	current, err := s.store.UsersOfDirectory(ctx, cfg.ID)
+	if err != nil {
+		return Plan{}, err
+	}
+	var lookupErr error
+	byName := func(name string) (account.User, bool) {
+		u, err := s.store.UserByName(ctx, name)
+		if err != nil {
+			if !errors.Is(err, cache.ErrNotFound) && lookupErr == nil {
+				lookupErr = err
+			}
+			return account.User{}, false
+		}
+		return u, true
+	}
+	p := BuildPlan(PlanInput{Dir: cfg, Roles: s.roles, Snapshot: snap, Current: current,
+		ByName: byName, Now: time.Now().UTC()})
+	if lookupErr != nil {
+		return Plan{}, fmt.Errorf("store: %w", lookupErr)
+	}
+	return p, nil
+}
+
+func (s *Syncer) sync(ctx context.Context, dirID uint64, opt Options) (cache.Run, error) {
+	start := time.Now()
+	e, cfg, err := s.effective(ctx, dirID)
+	if err != nil {
+		return cache.Run{}, err
+	}
+	log := s.log.With("directory", cfg.Name, "directory_id", dirID)
+	run, err := s.store.CreateRun(ctx, cache.Run{DirectoryID: dirID, Directory: cfg.Name, Trigger: opt.Trigger,
+		DryRun: opt.DryRun, Forced: opt.Force, StartedAt: start.UTC(), Counts: map[string]int{}})
+	if err != nil {
+		return cache.Run{}, fmt.Errorf("sync of %s: %w", cfg.Name, err)
+	}
+	s.setLive(run.ID, true)
+	defer s.setLive(run.ID, false)
+
+	finish := func(result string, runErr error) (cache.Run, error) {
+		run.Result = result
+		if runErr != nil {
+			run.Error = runErr.Error()
+		}
+		run.FinishedAt = time.Now().UTC()
+		// The record must be written even when ctx ended the run.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := s.store.FinishRun(fctx, run); err != nil {
+			log.Error("sync: recording the run failed", "run", run.ID, "err", err)
+		}
+		s.observe(fctx, cfg.Name, run, start)
+		attrs := []any{"run", run.ID, "result", result, "trigger", opt.Trigger, "forced", opt.Force,
+			"directory_users", run.DirectoryUsers, "counts", run.Counts, "duration", time.Since(start)}
+		switch result {
+		case cache.RunFailed:
+			log.Error("sync failed", append(attrs, "err", runErr)...)
+		case cache.RunRefused:
+			log.Warn("sync refused", append(attrs, "err", runErr)...)
+		default:
+			log.Info("sync finished", attrs...)
+		}
+		return run, runErr
+	}
+
+	p, err := s.plan(ctx, e, cfg)
+	if err != nil {
+		return finish(cache.RunFailed, fmt.Errorf("sync of %s: %w", cfg.Name, err))
+	}
+	run.DirectoryUsers = p.DirectoryUsers
+	for a, n := range p.Summary() {
+		run.Counts[a] = n
+	}
+	checkErr := p.Check(cfg.BlockFraction(), opt.Force)
+	if opt.DryRun {
+		if checkErr != nil {
+			run.Error = "a real run would be refused: " + checkErr.Error()
+		}
+		return finish(cache.RunDryRun, nil)
+	}
+	if checkErr != nil {
+		return finish(cache.RunRefused, fmt.Errorf("sync of %s: %w: %w", cfg.Name, ErrRefused, checkErr))
+	}
+
+	res, err := s.apply(ctx, run.ID, dirID, p.Changes)
+	// Counts say what was written: planned writes the store overtook become
+	// skips.
+	for _, a := range []Action{ActionCreate, ActionConvertLocal, ActionUpdate, ActionBlock, ActionUnblock} {
+		delete(run.Counts, string(a))
+		if n := res.counts[a]; n > 0 {
+			run.Counts[string(a)] = n
+		}
+	}
+	if res.skipped > 0 {
+		run.Counts[string(ActionSkip)] += res.skipped
+	}
+	if s.m != nil {
+		for a, n := range res.counts {
+			s.m.SyncChanges.WithLabelValues(cfg.Name, string(a)).Add(float64(n))
+		}
+	}
+	if err != nil {
+		return finish(cache.RunFailed, fmt.Errorf("sync of %s: %w", cfg.Name, err))
+	}
+	return finish(cache.RunSuccess, nil)
+}
+
+// observe updates the sync metrics after a run, and the users gauge after
+// runs that may have written.
+func (s *Syncer) observe(ctx context.Context, dirName string, run cache.Run, start time.Time) {
+	if s.m == nil {
+		return
+	}
+	s.m.SyncRuns.WithLabelValues(dirName, run.Result).Inc()
+	s.m.SyncDuration.WithLabelValues(dirName).Observe(time.Since(start).Seconds())
+	if run.Result == cache.RunSuccess {
+		s.m.SyncLastSuccess.WithLabelValues(dirName).Set(float64(run.FinishedAt.Unix()))
+	}
+	if run.Result == cache.RunSuccess || run.Result == cache.RunFailed {
+		s.RefreshUserMetrics(ctx)
+	}
+}
+
+// RefreshUserMetrics sets ldapgate_users{directory,state} from the store.
+// Directory labels are names ("local" for local users); users of a removed
+// directory are counted under "removed".
+func (s *Syncer) RefreshUserMetrics(ctx context.Context) {
+	if s.m == nil {
+		return
+	}
+	counts, err := s.store.CountUsers(ctx)
+	if err != nil {
+		s.log.Warn("counting users for metrics failed", "err", err)
+		return
+	}
+	agg := map[[2]string]int{}
+	for id, states := range counts {
+		name := "local"
+		if id != 0 {
+			name = "removed"
+			if e, ok := s.dirs.ByID(id); ok {
+				name = e.Config.Name
+			}
+		}
+		for st, n := range states {
+			agg[[2]string{name, string(st)}] += n
+		}
+	}
+	s.m.Users.Reset()
+	for k, n := range agg {
+		s.m.Users.WithLabelValues(k[0], k[1]).Set(float64(n))
+	}
+}
+
+// PreviewRow is one line of GET /auth/v4/ldap/{id}/preview.
+type PreviewRow struct {
+	Username string `json:"username"`
+	Email    string `json:"email"`
+	Role     string `json:"role"`
+	// Exists: the user is on the platform (in the store) already.
+	Exists bool   `json:"exists"`
+	Action string `json:"action"`
+	// Reason of a skip or block.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Preview reads the directory and returns the plan as rows, without
+// recording a run: the same plan a dry run or a sync would make.
+func (s *Syncer) Preview(ctx context.Context, dirID uint64) ([]PreviewRow, error) {
+	e, cfg, err := s.effective(ctx, dirID)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.plan(ctx, e, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("preview of %s: %w", cfg.Name, err)
+	}
+	rows := make([]PreviewRow, 0, len(p.Changes))
+	for i := range p.Changes {
+		c := &p.Changes[i]
+		rows = append(rows, PreviewRow{Username: c.Username, Email: c.After.Email, Role: c.After.Role,
+			Exists: c.Before != nil, Action: string(c.Action), Reason: c.Reason})
+	}
+	return rows, nil
+}
+
+// SyncOne syncs one directory entry on the spot (SPEC §5: a user who binds
+// but is not in the store yet): the same rules, with the directory's groups
+// read now, for that entry only; nobody else is blocked or touched. It
+// returns the user as stored, or an error wrapping ErrSkipped with the
+// reason when the rules do not admit them. A user who exists but is not
+// active is returned as is: the caller refuses them.
+func (s *Syncer) SyncOne(ctx context.Context, dirID uint64, u directory.User) (account.User, error) {
+	e, cfg, err := s.effective(ctx, dirID)
+	if err != nil {
+		return account.User{}, err
+	}
+	var groups []directory.Group
+	if err := e.Client.ReadGroups(ctx, func(g directory.Group) error {
+		groups = append(groups, g)
+		return nil
+	}); err != nil {
+		return account.User{}, fmt.Errorf("sync of %s on login: read groups: %w", cfg.Name, err)
+	}
+	var current []account.User
+	if u.UUID != "" {
+		cur, err := s.store.UserByUUID(ctx, dirID, u.UUID)
+		switch {
+		case err == nil:
+			current = append(current, cur)
+		case !errors.Is(err, cache.ErrNotFound):
+			return account.User{}, fmt.Errorf("sync of %s on login: %w", cfg.Name, err)
+		}
+	}
+	var lookupErr error
+	p := BuildPlan(PlanInput{Dir: cfg, Roles: s.roles, Snapshot: Snapshot{Users: []directory.User{u}, Groups: groups},
+		Current: current, Now: time.Now().UTC(), Partial: true,
+		ByName: func(name string) (account.User, bool) {
+			x, err := s.store.UserByName(ctx, name)
+			if err != nil && !errors.Is(err, cache.ErrNotFound) {
+				lookupErr = err
+			}
+			return x, err == nil
+		}})
+	if lookupErr != nil {
+		return account.User{}, fmt.Errorf("sync of %s on login: %w", cfg.Name, lookupErr)
+	}
+	if len(p.Changes) != 1 {
+		return account.User{}, fmt.Errorf("sync of %s on login: plan has %d changes for one entry", cfg.Name, len(p.Changes))
+	}
+	c := p.Changes[0]
+	switch {
+	case c.Action == ActionSkip:
+		return account.User{}, fmt.Errorf("%w: %s", ErrSkipped, c.Reason)
+	case c.Action == ActionUnchanged:
+		return *c.Before, nil
+	}
+
+	run, err := s.store.CreateRun(ctx, cache.Run{DirectoryID: dirID, Directory: cfg.Name, Trigger: TriggerLogin,
+		StartedAt: time.Now().UTC(), DirectoryUsers: 1, Counts: map[string]int{}})
+	if err != nil {
+		return account.User{}, fmt.Errorf("sync of %s on login: %w", cfg.Name, err)
+	}
+	res, err := s.apply(ctx, run.ID, dirID, p.Changes)
+	for a, n := range res.counts {
+		run.Counts[string(a)] = n
+	}
+	run.Result, run.FinishedAt = cache.RunSuccess, time.Now().UTC()
+	if err != nil {
+		run.Result, run.Error = cache.RunFailed, err.Error()
+	}
+	if ferr := s.store.FinishRun(context.WithoutCancel(ctx), run); ferr != nil {
+		s.log.Error("recording the login sync failed", "run", run.ID, "err", ferr)
+	}
+	if err != nil {
+		return account.User{}, fmt.Errorf("sync of %s on login: %w", cfg.Name, err)
+	}
+	if res.skipped > 0 {
+		// The store changed between the plan and the write (a concurrent
+		// sync created them, or the name was taken): read what is there.
+		if x, err := s.store.UserByUUID(ctx, dirID, u.UUID); err == nil {
+			return x, nil
+		}
+		return account.User{}, fmt.Errorf("%w: %s", ErrSkipped, SkipNameTaken)
+	}
+	if s.m != nil {
+		for a, n := range res.counts {
+			s.m.SyncChanges.WithLabelValues(cfg.Name, string(a)).Add(float64(n))
+		}
+	}
+	out, err := s.store.UserByName(ctx, c.Username)
+	if err != nil {
+		return account.User{}, fmt.Errorf("sync of %s on login: %w", cfg.Name, err)
+	}
+	return out, nil
+}
+
+func (s *Syncer) setLive(runID uint64, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if on {
+		s.live[runID] = true
+	} else {
+		delete(s.live, runID)
+	}
+}
