@@ -15,12 +15,6 @@ import (
 	"github.com/ldapgate/ldapgate/config"
 )
 
-// conn is a go-ldap connection and the server it reached.
-type conn struct {
-	*ldap.Conn
-	url string
-}
-
 // tlsBase is the TLS config shared by every server of a directory; ServerName
 // is set per URL at dial time.
 func tlsBase(cfg config.TLS) (*tls.Config, error) {
@@ -98,8 +92,8 @@ func (l *LDAP) dialOne(ctx context.Context, op string, u *url.URL, serviceBind b
 			port = ldap.DefaultLdapsPort
 		}
 	}
-	// Dialing ourselves (instead of ldap.DialURL with DialWithDialer) lets
-	// the context end a dial or TLS handshake, not only the timeout.
+	// A net.Dialer with connect_timeout, driven by the context so a
+	// cancelled login or sync does not wait for it.
 	d := net.Dialer{Timeout: l.s.connectTimeout}
 	raw, err := d.DialContext(dctx, "tcp", net.JoinHostPort(host, port))
 	if err != nil {
@@ -113,13 +107,10 @@ func (l *LDAP) dialOne(ctx context.Context, op string, u *url.URL, serviceBind b
 		}
 		raw = tc
 	}
-	lc := ldap.NewConn(raw, isTLS)
-	lc.Start()
-	lc.SetTimeout(l.s.timeout)
-	c := &conn{Conn: lc, url: where}
+	c := newConn(raw, where, l.s.timeout)
 
 	fail := func(stage string, err error) (*conn, error) {
-		_ = lc.Close()
+		_ = c.Close()
 		if stage == "bind" && ldap.IsErrorWithCode(err, ldap.LDAPResultInvalidCredentials) {
 			return nil, &ReadError{Op: op, URL: where, Code: ldap.LDAPResultInvalidCredentials,
 				Kind: KindBindRefused, Class: ErrUnavailable,
@@ -130,8 +121,8 @@ func (l *LDAP) dialOne(ctx context.Context, op string, u *url.URL, serviceBind b
 	if l.s.startTLS && !isTLS {
 		// StartTLS is part of connecting: bounded by connect_timeout, and
 		// closing the connection ends a stuck handshake.
-		stop := context.AfterFunc(dctx, func() { _ = lc.Close() })
-		err := lc.StartTLS(l.tlsFor(u))
+		stop := context.AfterFunc(dctx, func() { _ = c.Close() })
+		err := c.StartTLS(dctx, l.tlsFor(u))
 		stop()
 		if err != nil {
 			if dctx.Err() != nil && ctx.Err() == nil {
@@ -142,8 +133,8 @@ func (l *LDAP) dialOne(ctx context.Context, op string, u *url.URL, serviceBind b
 		}
 	}
 	if serviceBind && l.s.bindDN != "" {
-		stop := context.AfterFunc(ctx, func() { _ = lc.Close() })
-		_, err := lc.SimpleBind(&ldap.SimpleBindRequest{Username: l.s.bindDN, Password: l.s.bindPassword.Reveal()})
+		stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+		err := c.SimpleBind(l.s.bindDN, l.s.bindPassword.Reveal())
 		stop()
 		if err != nil {
 			return fail("bind", err)

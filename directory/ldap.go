@@ -197,7 +197,7 @@ func (l *LDAP) bindAs(ctx context.Context, dn, password string) error {
 	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
 	// The DN is the server's own string and the password is sent as is:
 	// neither is a filter, so neither is escaped.
-	_, err = c.SimpleBind(&ldap.SimpleBindRequest{Username: dn, Password: password})
+	err = c.SimpleBind(dn, password)
 	stop()
 	if err == nil {
 		return nil
@@ -225,7 +225,7 @@ func (l *LDAP) Check(ctx context.Context) (CheckResult, error) {
 	count := func(base, filter string, n *int) error {
 		req := ldap.NewSearchRequest(base, ldap.ScopeWholeSubtree, ldap.DerefAlways,
 			0, timeLimitSeconds(l.s.timeout), false, filter, []string{"1.1"}, nil)
-		return l.search(ctx, c, "check", req, l.s.pageSize, func(*ldap.Entry) error { *n++; return nil })
+		return l.search(ctx, c, "check", req, l.s.pageSize, func(*entry) error { *n++; return nil })
 	}
 	if err := count(l.s.usersBase, l.s.userSearchFilter(""), &res.Users); err != nil {
 		return CheckResult{}, classify(ctx, "check", c.url, err)

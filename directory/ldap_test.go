@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -202,5 +203,76 @@ func TestStripOptionalUID(t *testing.T) {
 		if got := stripOptionalUID(in); got != want {
 			t.Errorf("stripOptionalUID(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// silentServer accepts connections and never answers: a hung directory.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "ldap://" + ln.Addr().String()
+}
+
+func TestHungServerTimeouts(t *testing.T) {
+	url := silentServer(t)
+	l := openT(t, config.Directory{Name: "d", Type: config.TypeLDAP, URLs: []string{url}, BaseDN: "dc=example,dc=com",
+		BindDN: "cn=svc,dc=example,dc=com", BindPassword: "x", Timeout: config.Duration(300 * time.Millisecond)})
+
+	// The per-operation timeout ends a bind nobody answers.
+	start := time.Now()
+	_, err := l.FindUser(context.Background(), "alice")
+	var re *ReadError
+	if !errors.As(err, &re) || re.Kind != KindTimeout || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("FindUser on a hung server = %v, want ErrUnavailable of kind timeout", err)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 3*time.Second {
+		t.Fatalf("timed out after %v, want about the 300ms operation timeout", d)
+	}
+
+	// A context ending first wins, and says so.
+	l2 := openT(t, config.Directory{Name: "d", Type: config.TypeLDAP, URLs: []string{url}, BaseDN: "dc=example,dc=com",
+		BindDN: "cn=svc,dc=example,dc=com", BindPassword: "x", Timeout: config.Duration(time.Minute)})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	err = l2.ReadUsers(ctx, func(User) error { return nil })
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("ReadUsers with a 100ms context = %v, want DeadlineExceeded and ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("returned after %v: the context was not honoured", d)
+	}
+	// Login binds too.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel2()
+	if err := l2.bindAs(ctx2, "uid=a,dc=example,dc=com", "pw"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("bind with a 100ms context = %v, want DeadlineExceeded", err)
 	}
 }

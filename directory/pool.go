@@ -108,6 +108,6 @@ func (p *pool) close() {
 	p.idle = nil
 	p.mu.Unlock()
 	for _, c := range idle {
-		_ = c.Close()
+		c.unbindClose()
 	}
 }

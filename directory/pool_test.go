@@ -3,24 +3,22 @@ package directory
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/go-ldap/ldap/v3"
 )
 
-// pipeConn is a go-ldap connection over an in-memory pipe: enough for the
-// pool, which only opens, checks and closes connections.
+// pipeConn is a connection over an in-memory pipe whose far end discards
+// what it gets: enough for the pool, which only opens, checks and closes.
 func pipeConn(t *testing.T) *conn {
 	t.Helper()
 	a, b := net.Pipe()
+	go func() { _, _ = io.Copy(io.Discard, b) }()
 	t.Cleanup(func() { b.Close() })
-	lc := ldap.NewConn(a, false)
-	lc.Start()
-	return &conn{Conn: lc, url: "pipe"}
+	return newConn(a, "pipe", time.Second)
 }
 
 func TestPoolBoundsAndReuse(t *testing.T) {

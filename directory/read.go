@@ -36,7 +36,7 @@ func (l *LDAP) ReadUsers(ctx context.Context, fn func(User) error) error {
 			disabled = map[string]struct{}{}
 			req := ldap.NewSearchRequest(l.s.usersBase, ldap.ScopeWholeSubtree, ldap.DerefAlways,
 				0, timeLimitSeconds(l.s.timeout), false, l.s.userSearchFilter(l.s.disabledFilter), []string{"1.1"}, nil)
-			if err := l.search(ctx, c, "read_users", req, l.s.pageSize, func(e *ldap.Entry) error {
+			if err := l.search(ctx, c, "read_users", req, l.s.pageSize, func(e *entry) error {
 				disabled[NormalizeDN(e.DN)] = struct{}{}
 				return nil
 			}); err != nil {
@@ -45,7 +45,7 @@ func (l *LDAP) ReadUsers(ctx context.Context, fn func(User) error) error {
 		}
 		req := ldap.NewSearchRequest(l.s.usersBase, ldap.ScopeWholeSubtree, ldap.DerefAlways,
 			0, timeLimitSeconds(l.s.timeout), false, l.s.userSearchFilter(""), l.s.userAttributes(), nil)
-		return l.search(ctx, c, "read_users", req, l.s.pageSize, func(e *ldap.Entry) error {
+		return l.search(ctx, c, "read_users", req, l.s.pageSize, func(e *entry) error {
 			delivered = true
 			if err := fn(l.toUser(e, disabled)); err != nil {
 				return &callbackError{err}
@@ -55,26 +55,26 @@ func (l *LDAP) ReadUsers(ctx context.Context, fn func(User) error) error {
 	})
 }
 
-func (l *LDAP) toUser(e *ldap.Entry, disabledDNs map[string]struct{}) User {
+func (l *LDAP) toUser(e *entry, disabledDNs map[string]struct{}) User {
 	u := User{
 		DN:          e.DN,
-		Username:    e.GetEqualFoldAttributeValue(l.s.usernameAttr),
-		Email:       e.GetEqualFoldAttributeValue(l.s.emailAttr),
-		DisplayName: e.GetEqualFoldAttributeValue(l.s.displayNameAttr),
-		MemberOf:    e.GetEqualFoldAttributeValues("memberOf"),
+		Username:    e.first(l.s.usernameAttr),
+		Email:       e.first(l.s.emailAttr),
+		DisplayName: e.first(l.s.displayNameAttr),
+		MemberOf:    e.values("memberOf"),
 	}
 	if strings.EqualFold(l.s.uuidAttr, "objectGUID") {
 		// Binary on AD; as text it would be 16 raw bytes.
-		u.UUID, _ = formatGUID(e.GetEqualFoldRawAttributeValue(l.s.uuidAttr))
+		u.UUID, _ = formatGUID(e.firstRaw(l.s.uuidAttr))
 	} else {
-		u.UUID = e.GetEqualFoldAttributeValue(l.s.uuidAttr)
+		u.UUID = e.first(l.s.uuidAttr)
 	}
 	if u.UUID == "" && l.s.typ == config.TypeFreeIPA {
 		// A plain 389-ds has no ipaUniqueID; nsUniqueId is its own
 		// immutable id.
-		u.UUID = e.GetEqualFoldAttributeValue("nsUniqueId")
+		u.UUID = e.first("nsUniqueId")
 	}
-	if v := e.GetEqualFoldAttributeValue("primaryGroupID"); v != "" {
+	if v := e.first("primaryGroupID"); v != "" {
 		if n, err := strconv.ParseUint(v, 10, 32); err == nil {
 			u.PrimaryGroupID = uint32(n)
 		}
@@ -87,15 +87,15 @@ func (l *LDAP) toUser(e *ldap.Entry, disabledDNs map[string]struct{}) User {
 	case config.TypeActiveDirectory:
 		// ADS_UF_ACCOUNTDISABLE. A lockout (lockoutTime) is not a block:
 		// the failed bind reports it (issue 6).
-		if v, err := strconv.ParseInt(e.GetEqualFoldAttributeValue("userAccountControl"), 10, 64); err == nil {
+		if v, err := strconv.ParseInt(e.first("userAccountControl"), 10, 64); err == nil {
 			u.Disabled = v&0x2 != 0
 		}
 	case config.TypeFreeIPA:
-		u.Disabled = strings.EqualFold(strings.TrimSpace(e.GetEqualFoldAttributeValue("nsAccountLock")), "TRUE")
+		u.Disabled = strings.EqualFold(strings.TrimSpace(e.first("nsAccountLock")), "TRUE")
 	default:
 		// ppolicy: present means locked (000001010000Z: until an admin
 		// unlocks it).
-		u.Disabled = len(e.GetEqualFoldAttributeValues("pwdAccountLockedTime")) > 0
+		u.Disabled = len(e.values("pwdAccountLockedTime")) > 0
 	}
 	return u
 }
@@ -114,7 +114,7 @@ func (l *LDAP) ReadGroups(ctx context.Context, fn func(Group) error) error {
 		if l.s.ad() {
 			seen = map[string]struct{}{}
 		}
-		emit := func(e *ldap.Entry) error {
+		emit := func(e *entry) error {
 			if seen != nil {
 				k := NormalizeDN(e.DN)
 				if _, dup := seen[k]; dup {
@@ -144,9 +144,9 @@ func (l *LDAP) ReadGroups(ctx context.Context, fn func(Group) error) error {
 	})
 }
 
-func (l *LDAP) readADBuiltinChain(ctx context.Context, c *conn, emit func(*ldap.Entry) error) error {
+func (l *LDAP) readADBuiltinChain(ctx context.Context, c *conn, emit func(*entry) error) error {
 	builtinUsers := "CN=Users,CN=Builtin," + l.s.baseDN
-	base := func(dn string, attrs []string, fn func(*ldap.Entry) error) error {
+	base := func(dn string, attrs []string, fn func(*entry) error) error {
 		req := ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
 			0, timeLimitSeconds(l.s.timeout), false, "(objectClass=*)", attrs, nil)
 		return l.search(ctx, c, "read_groups", req, 0, fn)
@@ -164,8 +164,8 @@ func (l *LDAP) readADBuiltinChain(ctx context.Context, c *conn, emit func(*ldap.
 	// Domain Users normally is in that chain; read it by SID anyway, since
 	// primaryGroupID 513 is how most users reach Builtin\Users.
 	var domainSID string
-	if err := base(l.s.baseDN, []string{"objectSid"}, func(e *ldap.Entry) error {
-		domainSID, _ = formatSID(e.GetEqualFoldRawAttributeValue("objectSid"))
+	if err := base(l.s.baseDN, []string{"objectSid"}, func(e *entry) error {
+		domainSID, _ = formatSID(e.firstRaw("objectSid"))
 		return nil
 	}); err != nil {
 		return err
@@ -184,21 +184,23 @@ func (l *LDAP) readADBuiltinChain(ctx context.Context, c *conn, emit func(*ldap.
 	return l.search(ctx, c, "read_groups", du, l.s.pageSize, emit)
 }
 
-func (l *LDAP) toGroup(ctx context.Context, c *conn, e *ldap.Entry) (Group, error) {
+func (l *LDAP) toGroup(ctx context.Context, c *conn, e *entry) (Group, error) {
 	g := Group{
 		DN:         e.DN,
-		Name:       e.GetEqualFoldAttributeValue("cn"),
-		MemberUIDs: e.GetEqualFoldAttributeValues("memberUid"),
-		MemberOf:   e.GetEqualFoldAttributeValues("memberOf"),
+		Name:       e.first("cn"),
+		MemberUIDs: e.values("memberUid"),
+		MemberOf:   e.values("memberOf"),
 	}
-	g.SID, _ = formatSID(e.GetEqualFoldRawAttributeValue("objectSid"))
-	g.Members = append(g.Members, e.GetEqualFoldAttributeValues("member")...)
-	for _, v := range e.GetEqualFoldAttributeValues("uniqueMember") {
+	g.SID, _ = formatSID(e.firstRaw("objectSid"))
+	g.Members = append(g.Members, e.values("member")...)
+	for _, v := range e.values("uniqueMember") {
 		g.Members = append(g.Members, stripOptionalUID(v))
 	}
-	for _, a := range e.Attributes {
+	for _, a := range e.Attrs {
 		if r, ok := parseRange(a.Name, "member"); ok {
-			g.Members = append(g.Members, a.Values...)
+			for _, v := range a.Vals {
+				g.Members = append(g.Members, string(v))
+			}
 			if !r.last {
 				more, err := l.readRange(ctx, c, e.DN, r.high+1)
 				if err != nil {
@@ -260,11 +262,13 @@ func (l *LDAP) readRange(ctx context.Context, c *conn, dn string, from int) ([]s
 		var got *valueRange
 		req := ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
 			0, timeLimitSeconds(l.s.timeout), false, "(objectClass=*)", []string{attr}, nil)
-		err := l.search(ctx, c, "read_groups", req, 0, func(e *ldap.Entry) error {
-			for _, a := range e.Attributes {
+		err := l.search(ctx, c, "read_groups", req, 0, func(e *entry) error {
+			for _, a := range e.Attrs {
 				if r, ok := parseRange(a.Name, "member"); ok {
 					got = &r
-					out = append(out, a.Values...)
+					for _, v := range a.Vals {
+						out = append(out, string(v))
+					}
 				}
 			}
 			return nil

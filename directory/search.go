@@ -14,13 +14,15 @@ import (
 // pageSize > 0: an RFC 2696 paged search driven by hand over the cookies,
 // so at most one page of raw entries is in memory and fn sees each page as
 // it arrives (go-ldap's SearchWithPaging would collect every page first).
+// A page is received whole before fn runs, so fn may issue its own requests
+// on c (AD range retrieval) between pages.
 // pageSize 0: one plain request (base-scope reads), where a limit error is
 // reported, never the partial answer.
 //
 // Search continuation references (AD returns them for the other naming
 // contexts under a domain's base) are not part of the answer: skipped. A
 // referral as the result (code 10) means the base is elsewhere: an error.
-func (l *LDAP) search(ctx context.Context, c *conn, op string, req *ldap.SearchRequest, pageSize int, fn func(*ldap.Entry) error) error {
+func (l *LDAP) search(ctx context.Context, c *conn, op string, req *ldap.SearchRequest, pageSize int, fn func(*entry) error) error {
 	base := slices.Clip(req.Controls)
 	var cookie []byte
 	refs := 0

@@ -249,7 +249,7 @@ func TestSlapdNonPagedReadHitsLimit(t *testing.T) {
 	err := l.withConn(testCtx(t), "read_users", nil, func(c *conn) error {
 		req := ldap.NewSearchRequest(l.s.usersBase, ldap.ScopeWholeSubtree, ldap.DerefAlways,
 			0, 10, false, l.s.userSearchFilter(""), l.s.userAttributes(), nil)
-		return l.search(testCtx(t), c, "read_users", req, 0, func(*ldap.Entry) error { calls++; return nil })
+		return l.search(testCtx(t), c, "read_users", req, 0, func(*entry) error { calls++; return nil })
 	})
 	var re *ReadError
 	if !errors.As(err, &re) || !errors.Is(err, ErrIncompleteRead) || re.Kind != KindSizeLimit || re.Code != 4 {
@@ -369,6 +369,32 @@ func TestSlapdStoppedMidSearch(t *testing.T) {
 	// and reports the server down.
 	if _, err := l.FindUser(testCtx(t), "bulk00001"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("FindUser after the stop = %v, want ErrUnavailable", err)
+	}
+}
+
+func TestSlapdDeadIdleConnectionRetried(t *testing.T) {
+	s := ldaptest.StartSlapd(t)
+	f := s.NewFixture(t)
+	l := openT(t, f.Dir)
+	if _, err := l.FindUser(testCtx(t), f.Users["alice"]); err != nil {
+		t.Fatal(err)
+	}
+	// The server (or a firewall) dropped the idle connection without us
+	// noticing: the socket is gone, the pool still holds it.
+	l.pool.mu.Lock()
+	if len(l.pool.idle) != 1 {
+		l.pool.mu.Unlock()
+		t.Fatalf("%d idle connections, want 1", len(l.pool.idle))
+	}
+	_ = l.pool.idle[0].nc.Close()
+	l.pool.mu.Unlock()
+	if u, err := l.FindUser(testCtx(t), f.Users["bob"]); err != nil || u.Username != f.Users["bob"] {
+		t.Fatalf("FindUser on a dead idle connection = %+v, %v; want a retry on a new one", u, err)
+	}
+	n := 0
+	_ = l.pool.idle[0].nc.Close()
+	if err := l.ReadUsers(testCtx(t), func(User) error { n++; return nil }); err != nil || n != len(f.Users) {
+		t.Fatalf("ReadUsers on a dead idle connection: %d users, %v", n, err)
 	}
 }
 
