@@ -89,6 +89,16 @@ func (c *collector) add(path, format string, args ...any) {
 	c.errs = append(c.errs, FieldError{Path: path, Line: lineOf(c.lines, path), Msg: fmt.Sprintf(format, args...)})
 }
 
+// addNear reports on path, with the line of another key (the one that
+// makes path necessary: bind_dn for a missing bind_password).
+func (c *collector) addNear(path, near, format string, args ...any) {
+	line := lineOf(c.lines, path)
+	if l, ok := c.lines[near]; ok {
+		line = l
+	}
+	c.errs = append(c.errs, FieldError{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
+}
+
 // lineOf finds the line of path, or of its nearest ancestor present in the
 // file (an absent key is reported on the line of the entry that lacks it).
 func lineOf(lines map[string]int, path string) int {

@@ -47,7 +47,8 @@ func Load(path string) (*Config, error) {
 //     variable's content is never read as YAML: a password with ": " or "#"
 //     cannot change the file's structure.
 //   - Unknown and duplicate keys are errors (a typo must not silently fall
-//     back to a default).
+//     back to a default), except keys starting with "x-", ignored anywhere
+//     as a home for YAML anchors; merge keys (<<: *anchor) work.
 //   - bind_password_file and admin_token_file are read (one trailing newline
 //     trimmed) into bind_password and the admin token.
 //   - Defaults are applied (ApplyDefaults), then everything is validated.
@@ -63,6 +64,9 @@ func Parse(data []byte, path string) (*Config, error) {
 		// An empty file: every key takes its default; validation then
 		// reports what is required (upstream).
 	case doc.Content[0].Kind == yaml.ScalarNode && doc.Content[0].ShortTag() == "!!null":
+	case doc.Content[0].Kind != yaml.MappingNode:
+		// Anything else reported would be noise.
+		return nil, Errors{{Line: doc.Content[0].Line, Msg: "the file must be a mapping (key: value), got " + kindName(doc.Content[0])}}
 	default:
 		d.decode(doc.Content[0], reflect.ValueOf(cfg).Elem(), "")
 	}
@@ -115,6 +119,12 @@ func syntaxError(err error) FieldError {
 	if m := yamlLine.FindStringSubmatchIndex(msg); m != nil {
 		line, _ = strconv.Atoi(msg[m[2]:m[3]])
 		msg = msg[:m[0]] + msg[m[1]:]
+		// yaml.v3 numbers its parser errors ("did not find expected ...")
+		// from the 0-based line where the unclosed construct started; its
+		// scanner errors are 1-based already.
+		if strings.HasPrefix(msg, "did not find expected") {
+			line++
+		}
 	}
 	return FieldError{Line: line, Msg: "invalid YAML: " + msg}
 }
@@ -250,6 +260,11 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 		}
 		firstLine[k.Value] = k.Line
 		i, ok := known[k.Value]
+		if !ok && strings.HasPrefix(k.Value, "x-") {
+			// Extension keys, as in Compose files: a place for YAML
+			// anchors (x-common: &common ...) that no typo can hit.
+			continue
+		}
 		if !ok {
 			msg := "unknown key"
 			if s := suggest(k.Value, known); s != "" {

@@ -229,7 +229,7 @@ func (d *Directory) validate(col *collector, p string, roles []string) {
 	case d.Type == "":
 		col.add(key("type"), "required (ldap, active_directory or freeipa)")
 	case !known:
-		col.add(key("type"), "unknown type %q (want ldap, active_directory or freeipa)", d.Type)
+		col.add(key("type"), "unknown type %q", d.Type)
 	}
 
 	if len(d.URLs) == 0 {
@@ -246,10 +246,11 @@ func (d *Directory) validate(col *collector, p string, roles []string) {
 		}
 	}
 
+	baseOK := false
 	if strings.TrimSpace(d.BaseDN) == "" {
 		col.add(key("base_dn"), "required")
 	} else {
-		checkDN(col, key("base_dn"), d.BaseDN)
+		baseOK = checkDN(col, key("base_dn"), d.BaseDN)
 	}
 	if d.BindDN != "" {
 		checkDN(col, key("bind_dn"), d.BindDN)
@@ -263,7 +264,7 @@ func (d *Directory) validate(col *collector, p string, roles []string) {
 	case d.BindDN != "" && !d.BindPassword.IsSet() && d.BindPasswordFile == "":
 		// go-ldap refuses an empty-password bind (it would be an
 		// unauthenticated bind that "succeeds" without checking anything).
-		col.add(key("bind_password"), "bind_dn is set but no bind_password or bind_password_file")
+		col.addNear(key("bind_password"), key("bind_dn"), "bind_dn is set but no bind_password or bind_password_file")
 	case d.BindDN == "" && d.BindPassword.IsSet():
 		col.add(key("bind_dn"), "bind_password is set but bind_dn is empty")
 	}
@@ -300,8 +301,8 @@ func (d *Directory) validate(col *collector, p string, roles []string) {
 		if !domainName.MatchString(strings.ToLower(dom)) {
 			col.add(key("domain"), "%q is not a domain name", d.Domain)
 		}
-	} else if d.BaseDN != "" && d.DomainName() == "" {
-		col.add(key("domain"), "base_dn %q has no dc= parts to derive the login domain from; set domain", d.BaseDN)
+	} else if baseOK && d.DomainName() == "" {
+		col.addNear(key("domain"), key("base_dn"), "base_dn %q has no dc= parts to derive the login domain from; set domain", d.BaseDN)
 	}
 
 	roleList := strings.Join(roles, ", ")
@@ -361,13 +362,15 @@ func isUint(s string) bool {
 	return err == nil
 }
 
-func checkDN(col *collector, path, dn string) {
+func checkDN(col *collector, path, dn string) bool {
 	if dn == "" {
-		return
+		return true
 	}
 	if _, err := ldap.ParseDN(dn); err != nil {
 		col.add(path, "invalid DN %q: %v", dn, ldapErrText(err))
+		return false
 	}
+	return true
 }
 
 // ldapErrText drops go-ldap's "LDAP Result Code 201 "Filter Compile Error": "
