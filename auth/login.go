@@ -1,0 +1,284 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/directory"
+	"github.com/ldapgate/ldapgate/syncer"
+)
+
+// LoginRequest is one login attempt.
+type LoginRequest struct {
+	// Name is the login name: username@domain, a local user's name, or
+	// (with Directory) a bare username.
+	Name     string
+	Password string
+	// Directory is an optional directory id or name (SPEC §5).
+	Directory string
+	// ClientIP is the client's address for the per-address limit.
+	ClientIP netip.Addr
+}
+
+// LoginResult is a successful login.
+type LoginResult struct {
+	User account.User
+	// Token is the new session's token (empty for Basic-auth checks).
+	Token     string
+	ExpiresAt time.Time
+}
+
+// Login results (ldapgate_logins_total{result}).
+const (
+	resultSuccess        = "success"
+	resultBadCredentials = "bad_credentials"
+	resultForbidden      = "forbidden"
+	resultRateLimited    = "rate_limited"
+	resultUnavailable    = "unavailable"
+	resultError          = "error"
+)
+
+// Login checks the credentials and creates a session.
+//
+// Errors: ErrBadCredentials (401: wrong/empty password, unknown user,
+// malformed name, disabled or locked in the directory — one answer so
+// account state does not leak), ErrForbidden (403), ErrAmbiguousDirectory
+// and ErrUnknownDirectory (400), *RateLimitedError (429), ErrUnavailable
+// (503); anything else is internal.
+func (s *Service) Login(ctx context.Context, req LoginRequest) (LoginResult, error) {
+	return s.login(ctx, req, true)
+}
+
+func (s *Service) login(ctx context.Context, req LoginRequest, withSession bool) (LoginResult, error) {
+	st := s.st.Load()
+	dirLabel := "none"
+	result := resultError
+	defer func() { s.m.Logins.WithLabelValues(dirLabel, result).Inc() }()
+
+	ln, err := ParseLoginName(req.Name, req.Directory, s.dirs.List())
+	if err != nil {
+		if errors.Is(err, ErrBadCredentials) {
+			result = resultBadCredentials
+			s.log.Info("login refused", "reason", "malformed name", "client", req.ClientIP)
+		} else {
+			result = resultBadCredentials
+		}
+		return LoginResult{}, err
+	}
+	if ln.Dir != nil {
+		dirLabel = ln.Dir.Config.Name
+	}
+	now := time.Now()
+	if err := s.limits.check(ln.Canonical, req.ClientIP, now, st); err != nil {
+		result = resultRateLimited
+		s.log.Warn("login rate limited", "username", ln.Canonical, "client", req.ClientIP, "err", err)
+		return LoginResult{}, err
+	}
+	fail := func(reason string, cause error) error {
+		result = resultBadCredentials
+		s.limits.fail(ln.Canonical, req.ClientIP, time.Now(), st)
+		s.log.Info("login failed", "username", ln.Canonical, "directory", dirLabel, "client", req.ClientIP,
+			"reason", reason, "err", cause)
+		return ErrBadCredentials
+	}
+	if req.Password == "" {
+		// Never reaches LDAP: an empty password is an unauthenticated
+		// bind (RFC 4513 §5.1.2) that many servers accept.
+		return LoginResult{}, fail("empty password", nil)
+	}
+
+	u, err := s.resolve(ctx, &ln, req.Password, &dirLabel)
+	switch {
+	case err == nil:
+	case errors.Is(err, errWrongPassword):
+		return LoginResult{}, fail(strings.TrimPrefix(err.Error(), errWrongPassword.Error()+": "), err)
+	case errors.Is(err, ErrAmbiguousDirectory):
+		result = resultBadCredentials
+		return LoginResult{}, err
+	case errors.Is(err, ErrForbidden):
+		result = resultForbidden
+		// Counted as a failure too: a blocked account must not become a
+		// free oracle for its directory password.
+		s.limits.fail(ln.Canonical, req.ClientIP, time.Now(), st)
+		s.log.Info("login refused", "username", ln.Canonical, "directory", dirLabel, "client", req.ClientIP, "err", err)
+		return LoginResult{}, ErrForbidden
+	case errors.Is(err, ErrUnavailable):
+		result = resultUnavailable
+		s.log.Warn("login: directory unavailable", "username", ln.Canonical, "directory", dirLabel, "err", err)
+		return LoginResult{}, ErrUnavailable
+	default:
+		s.log.Error("login failed", "username", ln.Canonical, "directory", dirLabel, "err", err)
+		return LoginResult{}, fmt.Errorf("login: %w", err)
+	}
+
+	s.limits.reset(ln.Canonical)
+	res := LoginResult{User: u}
+	if withSession {
+		u, err := s.store.UpdateUser(ctx, u.ID, func(x *account.User) error {
+			x.LastLoginAt = now.UTC()
+			return nil
+		})
+		if err != nil {
+			s.log.Error("login: recording last_login_at", "user_id", res.User.ID, "err", err)
+			return LoginResult{}, fmt.Errorf("login: %w", err)
+		}
+		res.User = u
+		if res.Token, res.ExpiresAt, err = s.createSession(ctx, u.ID, st); err != nil {
+			s.log.Error("login: creating session", "user_id", u.ID, "err", err)
+			return LoginResult{}, err
+		}
+	}
+	result = resultSuccess
+	s.log.Info("login", "username", res.User.Username, "user_id", res.User.ID, "directory", dirLabel,
+		"client", req.ClientIP, "session", withSession)
+	return res, nil
+}
+
+// errWrongPassword carries the logged reason of a failure answered as
+// ErrBadCredentials.
+var errWrongPassword = errors.New("bad credentials")
+
+func wrong(reason string, cause error) error {
+	if cause != nil {
+		return fmt.Errorf("%w: %s: %w", errWrongPassword, reason, cause)
+	}
+	return fmt.Errorf("%w: %s", errWrongPassword, reason)
+}
+
+// resolve checks the password and returns the active store user.
+func (s *Service) resolve(ctx context.Context, ln *LoginName, pw string, dirLabel *string) (account.User, error) {
+	// A local user with the exact name logs in with their stored hash,
+	// whatever the directories say (a break-glass admin must work when
+	// LDAP is down).
+	if cur, err := s.store.UserByName(ctx, ln.Canonical); err == nil && cur.Source == account.SourceLocal {
+		*dirLabel = "local"
+		ok, err := VerifyPassword(cur.PasswordHash, pw)
+		switch {
+		case err != nil:
+			return account.User{}, wrong("unreadable local hash", err)
+		case !ok:
+			return account.User{}, wrong("wrong local password", nil)
+		case !cur.Active():
+			return account.User{}, fmt.Errorf("%w: local user state %s", ErrForbidden, cur.State)
+		}
+		return cur, nil
+	} else if err != nil && !errors.Is(err, cache.ErrNotFound) {
+		return account.User{}, err
+	}
+	if ln.Ambiguous {
+		return account.User{}, ErrAmbiguousDirectory
+	}
+	if ln.Dir == nil {
+		burnDummy(pw)
+		return account.User{}, wrong("no such local user and no directory for the name", nil)
+	}
+	return s.resolveLDAP(ctx, ln, pw)
+}
+
+func (s *Service) resolveLDAP(ctx context.Context, ln *LoginName, pw string) (account.User, error) {
+	e := ln.Dir
+	username := ln.Username
+	if ln.ByMail {
+		// Legacy naming: the mail is the login name, but the directory is
+		// searched by its login attribute. The store knows the entry.
+		uid, ok := s.uidForMail(ctx, e, ln.Canonical)
+		if !ok {
+			return account.User{}, wrong("unknown mail under legacy naming", nil)
+		}
+		username = uid
+	}
+	du, err := e.Client.Authenticate(ctx, username, pw)
+	switch {
+	case err == nil:
+	case errors.Is(err, directory.ErrUnavailable):
+		return account.User{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	case errors.Is(err, directory.ErrAccountDisabled):
+		return account.User{}, wrong("disabled in directory", err)
+	case errors.Is(err, directory.ErrAccountLocked):
+		return account.User{}, wrong("locked in directory", err)
+	case errors.Is(err, directory.ErrBadCredentials), errors.Is(err, directory.ErrUserNotFound):
+		return account.User{}, wrong("directory refused the bind", err)
+	default:
+		return account.User{}, fmt.Errorf("directory %s: %w", e.Config.Name, err)
+	}
+
+	u, err := s.storeUserFor(ctx, e, du)
+	if err != nil {
+		return account.User{}, err
+	}
+	if !u.Active() {
+		return account.User{}, fmt.Errorf("%w: state %s (%s)", ErrForbidden, u.State, u.BlockReason)
+	}
+	return u, nil
+}
+
+// storeUserFor finds the store user of a directory entry that just bound:
+// by (directory, uuid), then by canonical name (SPEC §2). One the store
+// does not know yet is synced alone, on the spot (SPEC §5).
+func (s *Service) storeUserFor(ctx context.Context, e *directory.Entry, du directory.User) (account.User, error) {
+	dirID := e.Config.ID
+	if du.UUID != "" {
+		u, err := s.store.UserByUUID(ctx, dirID, du.UUID)
+		if err == nil {
+			return u, nil
+		}
+		if !errors.Is(err, cache.ErrNotFound) {
+			return account.User{}, err
+		}
+	}
+	if name, ok := directory.CanonicalName(e.Config, du); ok {
+		u, err := s.store.UserByName(ctx, name)
+		switch {
+		case err == nil && u.Source == account.SourceLDAP && u.DirectoryID == dirID:
+			return u, nil
+		case err == nil && u.Source == account.SourceLDAP:
+			// The name belongs to a user of another directory: never
+			// hand over someone else's account.
+			return account.User{}, fmt.Errorf("%w: name %q belongs to directory %d", ErrForbidden, name, u.DirectoryID)
+		case err != nil && !errors.Is(err, cache.ErrNotFound):
+			return account.User{}, err
+		}
+		// Not found, or a local user the sync converts (rule 4).
+	}
+	if s.syncer == nil {
+		return account.User{}, fmt.Errorf("%w: not synced yet", ErrForbidden)
+	}
+	u, err := s.syncer.SyncOne(ctx, dirID, du)
+	switch {
+	case errors.Is(err, syncer.ErrSkipped):
+		return account.User{}, fmt.Errorf("%w: the sync rules skip %s: %w", ErrForbidden, du.DN, err)
+	case errors.Is(err, directory.ErrUnavailable):
+		return account.User{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	case err != nil:
+		return account.User{}, fmt.Errorf("sync of %s: %w", du.DN, err)
+	}
+	s.log.Info("user synced at login", "username", u.Username, "user_id", u.ID, "directory", e.Config.Name)
+	return u, nil
+}
+
+// uidForMail finds the login attribute value of a legacy-naming user from
+// the store: the first RDN of their DN when it is the login attribute
+// (uid=..., as on OpenLDAP and FreeIPA), else the mail's local part.
+func (s *Service) uidForMail(ctx context.Context, e *directory.Entry, mail string) (string, bool) {
+	u, err := s.store.UserByName(ctx, mail)
+	if err != nil || u.Source != account.SourceLDAP || u.DirectoryID != e.Config.ID {
+		return "", false
+	}
+	if dn, err := ldap.ParseDN(u.LDAPDN); err == nil && len(dn.RDNs) > 0 {
+		for _, a := range dn.RDNs[0].Attributes {
+			if strings.EqualFold(a.Type, e.Config.UsernameAttribute) && a.Value != "" {
+				return a.Value, true
+			}
+		}
+	}
+	local, _, _ := cutLast(mail, '@')
+	return local, local != ""
+}
