@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/go-ldap/ldap/v3"
 
@@ -118,8 +120,10 @@ func (l *LDAP) FindUser(ctx context.Context, username string) (User, error) {
 }
 
 func (l *LDAP) findUser(ctx context.Context, username string) (User, error) {
-	if username == "" {
-		return User{}, ErrUserNotFound
+	// No login name contains control characters; 389-ds even truncates an
+	// assertion value at NUL, so "alice\x00" would find alice.
+	if username == "" || strings.ContainsFunc(username, unicode.IsControl) {
+		return User{}, fmt.Errorf("ldap search: login name empty or with control characters: %w", ErrUserNotFound)
 	}
 	var u User
 	err := l.withConn(ctx, "search", nil, func(c *conn) error {
@@ -141,6 +145,13 @@ func (l *LDAP) findUser(ctx context.Context, username string) (User, error) {
 			return fmt.Errorf("ldap search %q: %w", username, ErrAmbiguousUser)
 		}
 		u = l.toUser(res.Entries[0], nil)
+		if !strings.EqualFold(u.Username, username) {
+			// The server's matching rule is looser than ours (insignificant
+			// spaces, Unicode folding, truncation): only the exact name,
+			// ignoring case, is that user.
+			l.log.Debug("ldap search matched another spelling", "directory", l.s.name, "dn", u.DN)
+			return fmt.Errorf("ldap search %q: matched %q: %w", username, u.Username, ErrUserNotFound)
+		}
 		if l.s.disabledFilter != "" {
 			// Rule 8's override, decided the way ReadUsers decides it: does
 			// this entry match (&<user filters><disabled_filter>)?

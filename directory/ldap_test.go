@@ -92,6 +92,14 @@ func TestAuthenticateEmptyPasswordBeforeIO(t *testing.T) {
 	if d := time.Since(start); d > 100*time.Millisecond {
 		t.Fatalf("empty password took %v: it did I/O", d)
 	}
+	// Names no directory holds are refused without a search either.
+	for _, login := range []string{"", "alice\x00", "ali\nce"} {
+		start := time.Now()
+		_, err := l.Authenticate(context.Background(), login, "pw")
+		if !errors.Is(err, ErrBadCredentials) || !errors.Is(err, ErrUserNotFound) || time.Since(start) > 100*time.Millisecond {
+			t.Fatalf("Authenticate(%q) = %v after %v, want ErrUserNotFound at once", login, err, time.Since(start))
+		}
+	}
 }
 
 func TestUserFilterEscapesOnce(t *testing.T) {

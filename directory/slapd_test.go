@@ -289,6 +289,8 @@ func TestSlapdAuthenticate(t *testing.T) {
 		{"backslash", `\`, ldaptest.Password, ErrBadCredentials, true},
 		{"NUL", f.Users["alice"] + "\x00", ldaptest.Password, ErrBadCredentials, true},
 		{"or-injection", f.Users["alice"] + ")(uid=*", ldaptest.Password, ErrBadCredentials, true},
+		{"trailing space is another name", f.Users["alice"] + " ", ldaptest.Password, ErrBadCredentials, true},
+		{"tab", f.Users["alice"] + "\t", ldaptest.Password, ErrBadCredentials, true},
 		{"wildcard injection", "*)(uid=*))(|(uid=*", ldaptest.Password, ErrBadCredentials, true},
 		{"pre-escaped star is literal", strings.ReplaceAll(star, "*", `\2a`), ldaptest.Password, ErrBadCredentials, true},
 		{"star as a wildcard of st*r", strings.ReplaceAll(star, "*", ""), ldaptest.Password, ErrBadCredentials, true},
