@@ -94,6 +94,12 @@ func BenchmarkStore100k(b *testing.B) {
 		b.ReportMetric(time.Since(start).Seconds(), "s-foreach100k")
 
 		start = time.Now()
+		if us, err := s.UsersOfDirectory(ctx, 1); err != nil || len(us) != n {
+			b.Fatalf("UsersOfDirectory: %d, %v", len(us), err)
+		}
+		b.ReportMetric(time.Since(start).Seconds(), "s-usersofdir100k")
+
+		start = time.Now()
 		page, total, err := s.ListUsers(ctx, UserFilter{State: "blocked", Limit: 100, Offset: 5000})
 		if err != nil || total != n/10 || len(page) != 100 {
 			b.Fatalf("ListUsers: %d of %d, %v", len(page), total, err)

@@ -502,3 +502,59 @@ func mustByName(t *testing.T, s *Store, name string) account.User {
 	}
 	return u
 }
+
+// Past pointLookupMax ids, listings walk the records instead of reading
+// them one by one; both paths must give the same users in the same order.
+func TestLargeListings(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes thousands of users")
+	}
+	ctx := context.Background()
+	s := openTest(t, "")
+	const n = pointLookupMax*2 + 300
+	err := s.Update(ctx, func(tx *Tx) error {
+		for i := 0; i < n; i++ {
+			// Directories 1 and 2 interleaved; every fifth of dir 1 blocked.
+			u := ldapUser(fmt.Sprintf("u%05d@x", i), uint64(1+i%2), fmt.Sprint(i), "user")
+			if i%2 == 0 && i%5 == 0 {
+				u.State = account.StateBlocked
+			}
+			if err := tx.PutUser(&u); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want1 []string
+	for i := 0; i < n; i += 2 {
+		want1 = append(want1, fmt.Sprintf("u%05d@x", i))
+	}
+	names := func(us []account.User) []string {
+		out := make([]string, 0, len(us))
+		for _, u := range us {
+			out = append(out, u.Username)
+		}
+		return out
+	}
+	got, err := s.UsersOfDirectory(ctx, 1)
+	if err != nil || !slices.Equal(names(got), want1) {
+		t.Fatalf("UsersOfDirectory(1): %d users, %v; want %d", len(got), err, len(want1))
+	}
+	page, total, err := s.ListUsers(ctx, UserFilter{DirectoryID: 1, Limit: pointLookupMax + 10, Offset: 5})
+	if err != nil || total != len(want1) || !slices.Equal(names(page), want1[5:5+pointLookupMax+10]) {
+		t.Fatalf("ListUsers big page: %d of %d, %v", len(page), total, err)
+	}
+	page, total, err = s.ListUsers(ctx, UserFilter{State: "active"})
+	wantActive := n - (n+9)/10
+	if err != nil || total != wantActive || len(page) != wantActive || page[0].Username != "u00001@x" {
+		t.Fatalf("ListUsers active: %d of %d (want %d), %v", len(page), total, wantActive, err)
+	}
+	for i := 1; i < len(page); i++ {
+		if page[i].ID <= page[i-1].ID {
+			t.Fatalf("listing not ordered by id at %d", i)
+		}
+	}
+}
