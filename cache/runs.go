@@ -37,7 +37,94 @@ func (s *Store) CreateRun(ctx context.Context, r Run) (Run, error) {
 	if err != nil {
 		return Run{}, fmt.Errorf("create run: %w", err)
 	}
+	// History is bounded so an hourly schedule cannot grow the store
+	// forever; failing to prune is not a reason to refuse a sync.
+	if err := s.pruneRuns(ctx, r.DirectoryID, keepRuns); err != nil {
+		s.log.Warn("pruning old sync runs failed", "directory_id", r.DirectoryID, "err", err)
+	}
 	return r, nil
+}
+
+// keepRuns is how many runs (with their audit lists) are kept per
+// directory: about six weeks of hourly syncs.
+const keepRuns = 1000
+
+// pruneBatch bounds the keys deleted per transaction (a first sync's run
+// can list 100k changes, far past one transaction).
+const pruneBatch = 10_000
+
+// pruneRuns deletes the runs of dirID older than the newest keep. A run's
+// audit entries go first and its record last, so an interrupted prune
+// leaves at worst a run with a truncated list, which the next prune removes.
+func (s *Store) pruneRuns(ctx context.Context, dirID uint64, keep int) error {
+	var old []uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		prefix := key(pRunDir, dirID)
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = prefix
+		opts.Reverse = true
+		opts.PrefetchValues = false
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		n := 0
+		for it.Seek(append(prefix, 0xff)); it.Valid(); it.Next() {
+			if n++; n > keep {
+				old = append(old, suffixID(it.Item().Key()))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, id := range old {
+		if err := s.deleteRun(ctx, dirID, id); err != nil {
+			return fmt.Errorf("run %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) deleteRun(ctx context.Context, dirID, runID uint64) error {
+	for {
+		var keys [][]byte
+		err := s.db.View(func(txn *badger.Txn) error {
+			opts := badger.DefaultIteratorOptions
+			opts.Prefix = key(pAudit, runID)
+			opts.PrefetchValues = false
+			it := txn.NewIterator(opts)
+			defer it.Close()
+			for it.Rewind(); it.Valid() && len(keys) < pruneBatch; it.Next() {
+				keys = append(keys, it.Item().KeyCopy(nil))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if len(keys) == 0 {
+			break
+		}
+		err = s.Update(ctx, func(tx *Tx) error {
+			for _, k := range keys {
+				if err := tx.del(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return s.Update(ctx, func(tx *Tx) error {
+		for _, k := range [][]byte{key(pAuditSeq, runID), key(pRun, runID), key(pRunDir, dirID, runID)} {
+			if err := tx.del(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // FinishRun stores the final state of a run created by CreateRun

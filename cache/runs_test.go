@@ -110,3 +110,59 @@ func TestRunsAndAudit(t *testing.T) {
 		t.Fatalf("unknown run: %v", err)
 	}
 }
+
+func TestRunsPruned(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "")
+	var ids []uint64
+	for i := 0; i < 5; i++ {
+		r, err := s.CreateRun(ctx, Run{DirectoryID: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+		err = s.Update(ctx, func(tx *Tx) error {
+			for j := 0; j < 3; j++ {
+				if err := tx.AddAudit(r.ID, AuditEntry{Action: "create"}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	other, _ := s.CreateRun(ctx, Run{DirectoryID: 2})
+	if err := s.pruneRuns(ctx, 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	runs, _ := s.Runs(ctx, 1, 0)
+	if len(runs) != 2 || runs[0].ID != ids[4] || runs[1].ID != ids[3] {
+		t.Fatalf("kept %+v, want the two newest", runs)
+	}
+	for i, id := range ids {
+		_, err := s.Run(ctx, id)
+		c, cerr := s.RunChanges(ctx, id)
+		if i < 3 {
+			if !errors.Is(err, ErrNotFound) || !errors.Is(cerr, ErrNotFound) {
+				t.Errorf("pruned run %d: %v / %v", id, err, cerr)
+			}
+		} else if err != nil || len(c) != 3 {
+			t.Errorf("kept run %d: %v, %d changes", id, err, len(c))
+		}
+	}
+	if _, err := s.Run(ctx, other.ID); err != nil {
+		t.Errorf("run of another directory pruned: %v", err)
+	}
+	// No audit key of a pruned run is left behind.
+	for _, id := range ids[:3] {
+		left := 0
+		txn := s.db.NewTransaction(false)
+		iterate(ctx, txn, key(pAudit, id), func(_, _ []byte) error { left++; return nil })
+		txn.Discard()
+		if left != 0 {
+			t.Errorf("run %d: %d audit keys left", id, left)
+		}
+	}
+}
