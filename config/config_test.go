@@ -311,6 +311,11 @@ directories:
 			want: []string{`invalid YAML: did not find expected ',' or ']' (line 3)`},
 		},
 		{
+			name: "two documents",
+			src:  "upstream: http://a\n---\nupstream: http://b\n",
+			want: []string{`more than one YAML document (---): put everything in one (line 2)`},
+		},
+		{
 			name: "root is a list",
 			src:  "- a\n- b\n",
 			want: []string{`the file must be a mapping (key: value), got a list (line 1)`},

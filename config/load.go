@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -54,7 +55,15 @@ func Load(path string) (*Config, error) {
 //   - Defaults are applied (ApplyDefaults), then everything is validated.
 func Parse(data []byte, path string) (*Config, error) {
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, Errors{syntaxError(err)}
+	}
+	// A second document would be ignored silently, like a typo'd key.
+	var next yaml.Node
+	if err := dec.Decode(&next); err == nil {
+		return nil, Errors{{Line: next.Line, Msg: "more than one YAML document (---): put everything in one"}}
+	} else if !errors.Is(err, io.EOF) {
 		return nil, Errors{syntaxError(err)}
 	}
 	cfg := &Config{Path: path}
@@ -88,6 +97,13 @@ func readLimited(path string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
+	// A FIFO or a device (a *_file pointed at /dev/stdin or /dev/zero) would
+	// block the start or fill the memory; secrets and configs are files.
+	if st, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
