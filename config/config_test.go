@@ -285,7 +285,6 @@ directories:
 				`directories[0].urls: at least one ldap:// or ldaps:// URL is required (line 3)`,
 				`directories[0].base_dn: required (line 3)`,
 				`directories[1].domain: base_dn "ou=people,o=corp" has no dc= parts to derive the login domain from; set domain (line 7)`,
-				`directories[1].auto_sync: true but no schedule is set (line 8)`,
 			},
 		},
 		{
@@ -679,6 +678,7 @@ func TestWarnings(t *testing.T) {
 	cfg := mustParse(t, `upstream: http://a
 session: {secure_cookie: false}
 directories:
+  - {name: c, type: ldap, urls: ["ldaps://c"], base_dn: "dc=c,dc=com", auto_sync: true}
   - {name: a, type: ldap, urls: ["ldaps://a"], base_dn: "dc=example,dc=com"}
   - {name: b, type: ldap, urls: ["ldap://b.example.com"], base_dn: "ou=x,dc=example,dc=com", tls: {insecure_skip_verify: true}}
 `)
@@ -688,9 +688,10 @@ directories:
 	}
 	want := []string{
 		`session.secure_cookie: false: the session cookie is also sent over plain HTTP; use only for local tests (line 2)`,
-		`directories[1].domain: login domain "example.com" is also the domain of directories[0] (a): username@example.com logins are ambiguous (400) and must name the directory (line 5)`,
-		`directories[1].tls.insecure_skip_verify: certificate verification is off: anyone on the path can read bind passwords; set tls.ca_file instead (line 5)`,
-		`directories[1].urls[0]: "ldap://b.example.com" without start_tls sends passwords in clear text (line 5)`,
+		`directories[0].auto_sync: true but no schedule is set: nothing runs automatically (line 4)`,
+		`directories[2].domain: login domain "example.com" is also the domain of directories[1] (a): username@example.com logins are ambiguous (400) and must name the directory (line 6)`,
+		`directories[2].tls.insecure_skip_verify: certificate verification is off: anyone on the path can read bind passwords; set tls.ca_file instead (line 6)`,
+		`directories[2].urls[0]: "ldap://b.example.com" without start_tls sends passwords in clear text (line 6)`,
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("warnings:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))

@@ -174,10 +174,9 @@ func (d *Directory) ApplyDefaults() {
 		f := DefaultMaxBlockFraction
 		d.MaxBlockFraction = &f
 	}
-	if d.AutoSync == nil {
-		on := strings.TrimSpace(d.Schedule) != ""
-		d.AutoSync = &on
-	}
+	// AutoSync stays nil when unset: AutoSyncEnabled reads nil as "on when a
+	// schedule is set". Freezing false here would make a later API PATCH
+	// that adds a schedule silently never run.
 }
 
 // DomainName is the login domain of the directory (SPEC §3): the domain

@@ -333,8 +333,6 @@ func (d *Directory) validate(col *collector, p string, roles []string) {
 		if _, err := schedule.Parse(d.Schedule); err != nil {
 			col.add(key("schedule"), "%v", err)
 		}
-	} else if d.AutoSync != nil && *d.AutoSync {
-		col.add(key("auto_sync"), "true but no schedule is set")
 	}
 	if d.MaxBlockFraction != nil {
 		if f := *d.MaxBlockFraction; math.IsNaN(f) || f < 0 || f > 1 {

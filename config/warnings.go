@@ -36,6 +36,11 @@ func (c *Config) Warnings() []FieldError {
 				byDomain[dom] = i
 			}
 		}
+		if d.AutoSync != nil && *d.AutoSync && strings.TrimSpace(d.Schedule) == "" {
+			// A warning, not an error: an API PATCH that clears the schedule
+			// of a directory with auto_sync: true must not be refused.
+			col.add(p+".auto_sync", "true but no schedule is set: nothing runs automatically")
+		}
 		if d.Naming == NamingEmail {
 			col.add(p+".naming", "email is the legacy naming; migrate with POST /auth/v4/ldap/{id}/migrate, then set username_at_domain")
 		}
