@@ -449,6 +449,14 @@ directories:
 		t.Errorf("page_size = %d, want 250 (an unquoted ${VAR} is re-typed)", d.PageSize)
 	}
 
+	// Env content is data even when it looks like YAML's null.
+	for _, v := range []string{"null", "~", "true", "0x1F"} {
+		t.Setenv("LG_PW", v)
+		if got := mustParse(t, src).Directories[0].BindPassword.Reveal(); got != v {
+			t.Errorf("bind_password from env %q = %q", v, got)
+		}
+	}
+
 	errs := loadErrors(t, "upstream: http://a\nlog_level: ${LG_SURELY_UNSET_VAR}\ndata_dir: ${bad-name}\nlisten: ${OPEN\n", "")
 	want := []string{
 		`log_level: environment variable LG_SURELY_UNSET_VAR is not set (write ${LG_SURELY_UNSET_VAR:-default} for a fallback) (line 2)`,

@@ -111,6 +111,7 @@ func (c *Config) ApplyDefaults() {
 	setStr(&c.MetricsListen, DefaultMetricsListen)
 	setStr(&c.DataDir, DefaultDataDir)
 	setStr(&c.LogLevel, DefaultLogLevel)
+	c.LogLevel = strings.ToLower(c.LogLevel)
 	if len(c.Roles) == 0 {
 		c.Roles = DefaultRoles()
 	}

@@ -347,6 +347,12 @@ func (d *decoder) leaf(n *yaml.Node, v reflect.Value, path string) bool {
 		d.c.errs = append(d.c.errs, FieldError{Path: path, Line: n.Line, Msg: err.Error()})
 		return false
 	}
+	if v.Kind() == reflect.String {
+		// Strings take the text as is: an expanded password "null" or "~"
+		// is that password, not an unset key.
+		v.SetString(val)
+		return true
+	}
 	e := *n // expand on a copy: an aliased node is visited more than once
 	e.Value = val
 	if val != n.Value && n.Style == 0 {
@@ -366,9 +372,6 @@ func (d *decoder) leaf(n *yaml.Node, v reflect.Value, path string) bool {
 	}
 	var ok bool
 	switch v.Kind() {
-	case reflect.String:
-		v.SetString(val)
-		return true
 	case reflect.Int, reflect.Int64, reflect.Int32:
 		// yaml.v3 would truncate 1.5 into 1; only integers are integers.
 		ok = tag == "!!int" && e.Decode(v.Addr().Interface()) == nil
