@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-ldap/ldap/v3"
+
 	"github.com/ldapgate/ldapgate/internal/ldaptest"
 )
 
@@ -188,6 +190,24 @@ func TestSambaBig(t *testing.T) {
 	n := 0
 	if err := l.ReadUsers(testCtx(t), func(User) error { n++; return nil }); err != nil || n != ldaptest.BigSambaUsers {
 		t.Fatalf("ReadUsers: %d users, %v; want %d", n, err, ldaptest.BigSambaUsers)
+	}
+	// The server really cuts the list (MaxValRange), so the count below
+	// proves range retrieval.
+	var ranged string
+	if err := l.withConn(testCtx(t), "read_groups", nil, func(c *conn) error {
+		req := ldap.NewSearchRequest(ldaptest.BigSambaGroupDN(s), ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+			0, 30, false, "(objectClass=*)", []string{"member"}, nil)
+		return l.search(testCtx(t), c, "read_groups", req, 0, func(e *entry) error {
+			for _, a := range e.Attrs {
+				ranged = a.Name
+			}
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := parseRange(ranged, "member"); !ok || r.last {
+		t.Fatalf("bigstaff's member came back as %q, want a partial range", ranged)
 	}
 	var big *Group
 	if err := l.ReadGroups(testCtx(t), func(g Group) error {

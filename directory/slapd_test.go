@@ -534,3 +534,33 @@ func observedOps(t *testing.T, m *metrics.Metrics) map[string]bool {
 	}
 	return ops
 }
+
+func TestSlapdReferrals(t *testing.T) {
+	s := ldaptest.StartSlapd(t)
+	f := s.NewFixture(t)
+	usersBase := f.Dir.UsersDN + "," + f.Dir.BaseDN
+	ref := ldap.NewAddRequest("ou=elsewhere,"+usersBase, nil)
+	ref.Attribute("objectClass", []string{"referral", "extensibleObject"})
+	ref.Attribute("ou", []string{"elsewhere"})
+	ref.Attribute("ref", []string{"ldap://127.0.0.1:1/ou=elsewhere,dc=other,dc=example"})
+	if err := s.AdminConn(t).Add(ref); err != nil {
+		t.Fatalf("add referral: %v", err)
+	}
+
+	// A continuation reference inside the searched tree (what AD sends for
+	// its other naming contexts) is not part of the answer: the read
+	// succeeds with every user.
+	n := 0
+	if err := openT(t, f.Dir).ReadUsers(testCtx(t), func(User) error { n++; return nil }); err != nil || n != len(f.Users) {
+		t.Fatalf("ReadUsers past a continuation reference: %d users, %v; want %d, nil", n, err, len(f.Users))
+	}
+
+	// A base that is itself elsewhere (result 10) is an incomplete read.
+	cfg := f.Dir
+	cfg.UsersDN = "ou=x,ou=elsewhere," + f.Dir.UsersDN
+	err := openT(t, cfg).ReadUsers(testCtx(t), func(User) error { return nil })
+	var re *ReadError
+	if !errors.As(err, &re) || re.Kind != KindReferral || re.Code != ldap.LDAPResultReferral || !errors.Is(err, ErrIncompleteRead) {
+		t.Fatalf("ReadUsers below a referral = %v, want ErrIncompleteRead of kind referral (10)", err)
+	}
+}
