@@ -163,8 +163,10 @@ type Directory struct {
 	// cn=groups,cn=accounts.
 	GroupsDN string `yaml:"groups_dn" json:"groups_dn"`
 	// GroupNameAttribute is `cn` (read groups and their members) or `memberOf`
-	// (read each user's memberOf). Default: cn for ldap, memberOf for
-	// active_directory and freeipa.
+	// (read each user's memberOf). Default: cn for ldap and
+	// active_directory (AD's memberOf omits the primary group, and group
+	// entries carry nesting, read with range retrieval past 1500 members);
+	// memberOf for freeipa (389-ds's MemberOf plugin flattens nesting).
 	GroupNameAttribute string `yaml:"group_name_attribute" json:"group_name_attribute"`
 	// EmailAttribute holds the mail address; default mail.
 	EmailAttribute string `yaml:"email_attribute" json:"email_attribute"`
