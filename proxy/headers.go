@@ -382,10 +382,19 @@ func (p *Proxy) rewriteCookies(h *fasthttp.RequestHeader, s *scratch) {
 		return
 	}
 	s.cookie = s.cookie[:0]
-	for k, v := range h.AllInOrder() {
-		if !equalFold(k, "cookie") {
+	// A plain line scan of the received block: fasthttp validated it when
+	// parsing, so re-running its scanner (AllInOrder) only costs time.
+	for len(raw) > 0 {
+		var line []byte
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			line, raw = raw, nil
+		}
+		if len(line) < len("cookie:") || !equalFold(line[:len("cookie:")], "cookie:") {
 			continue
 		}
+		v := line[len("cookie:"):]
 		for len(v) > 0 {
 			var pair []byte
 			if i := bytes.IndexByte(v, ';'); i >= 0 {

@@ -216,6 +216,9 @@ func New(o Options, log *slog.Logger, m *metrics.Metrics) (*Proxy, error) {
 		// The raw path goes upstream as the client wrote it (%2F stays).
 		DisablePathNormalizing:   true,
 		NoDefaultUserAgentHeader: true,
+		// Response header names reach the client as the upstream spelled
+		// them, and are not rewritten on the way.
+		DisableHeaderNamesNormalizing: true,
 		// A stale keep-alive connection is retried once for idempotent
 		// requests; a timeout is not (it would only double the wait).
 		MaxIdemponentCallAttempts: 2,

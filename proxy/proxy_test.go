@@ -614,3 +614,81 @@ func TestNewRejectsBadUpstream(t *testing.T) {
 		}
 	}
 }
+
+// rawUpstream answers every request with resp, byte for byte, then closes
+// the connection (its answer says so).
+func rawUpstream(t *testing.T, resp string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if line == "\r\n" {
+						break
+					}
+				}
+				_, _ = io.WriteString(c, resp)
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+func TestResponseHeadersAsUpstreamWrote(t *testing.T) {
+	up := rawUpstream(t, "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close, x-hop\r\n"+
+		"keep-alive: timeout=5\r\nx-hop: 1\r\nx-CamelCase: kept\r\ntransfer-encoding: chunked\r\n\r\n"+
+		"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+	g := startGate(t, Options{Upstream: up}, alice)
+	c, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for i := range 2 { // the client connection outlives the upstream's
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := br.Peek(1); err != nil {
+			t.Fatal(err)
+		}
+		// The answer arrives in one write; check its spelling raw (Go's
+		// reader would canonicalise it).
+		head, _ := br.Peek(br.Buffered())
+		if !strings.Contains(string(head), "\r\nx-CamelCase: kept\r\n") {
+			t.Errorf("header spelling not kept:\n%s", head)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != "hello world" {
+			t.Errorf("body %q", body)
+		}
+		if resp.Close {
+			t.Errorf("the upstream's Connection: close reached the client")
+		}
+		for _, h := range []string{"Keep-Alive", "X-Hop"} {
+			if v := resp.Header.Values(h); len(v) > 0 {
+				t.Errorf("hop-by-hop %s reached the client: %q", h, v)
+			}
+		}
+	}
+}

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Benchmark (a), issue 4: requests/second through ldapgate's proxy against
+# nginx doing a plain proxy_pass, both in front of the same trivial upstream,
+# measured alternately in one run so machine noise hits both alike.
+#
+#   proxy/bench/wrk.sh            # 3 rounds each, wrk -t2 -c64 -d10s
+#   ROUNDS=5 DURATION=20s proxy/bench/wrk.sh
+#
+# Needs: go, nginx (Debian nginx-light), wrk. Everything listens on
+# 127.0.0.1 and is killed on exit.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+THREADS=${THREADS:-2}
+CONNS=${CONNS:-64}
+UP_PORT=${UP_PORT:-18081}
+GATE_PORT=${GATE_PORT:-18080}
+NGINX_PORT=${NGINX_PORT:-18082}
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+for cmd in go nginx wrk; do
+	command -v "$cmd" >/dev/null || { echo "wrk.sh: $cmd not found" >&2; exit 1; }
+done
+
+(cd "$root" && go build -o "$tmp/upstream" ./proxy/bench/upstream && go build -o "$tmp/gate" ./proxy/bench/gate)
+
+"$tmp/upstream" -listen "127.0.0.1:$UP_PORT" & pids+=($!)
+"$tmp/gate" -listen "127.0.0.1:$GATE_PORT" -upstream "http://127.0.0.1:$UP_PORT" 2>"$tmp/gate.log" & pids+=($!)
+
+mkdir -p "$tmp/nginx"
+cat >"$tmp/nginx/nginx.conf" <<EOF
+worker_processes 2;
+daemon off;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+	access_log off;
+	client_body_temp_path $tmp/nginx/body;
+	proxy_temp_path $tmp/nginx/proxy;
+	fastcgi_temp_path $tmp/nginx/fastcgi;
+	uwsgi_temp_path $tmp/nginx/uwsgi;
+	scgi_temp_path $tmp/nginx/scgi;
+	upstream platform {
+		server 127.0.0.1:$UP_PORT;
+		keepalive 64;
+	}
+	server {
+		listen 127.0.0.1:$NGINX_PORT;
+		location / {
+			proxy_pass http://platform;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+			proxy_set_header X-Forwarded-Proto \$scheme;
+			proxy_set_header X-Forwarded-Host \$host;
+		}
+	}
+}
+EOF
+nginx -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" & pids+=($!)
+
+wait_port() {
+	for _ in $(seq 100); do
+		if curl -fsS -o /dev/null "http://127.0.0.1:$1/"; then return 0; fi
+		sleep 0.1
+	done
+	echo "wrk.sh: nothing answers on port $1" >&2
+	exit 1
+}
+wait_port "$UP_PORT"
+wait_port "$GATE_PORT"
+wait_port "$NGINX_PORT"
+
+# The same request to both: a browser-like cookie (the session cookie
+# among others) so ldapgate's cookie rewrite runs, as it would in use.
+hdr="Cookie: ldapgate_session=0123456789abcdef0123456789abcdef; theme=dark; lang=en"
+
+run() { # port -> requests/second
+	wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -H "$hdr" "http://127.0.0.1:$1/app/page?x=1" |
+		awk '/^Requests\/sec:/ {print $2}'
+}
+
+# A short warm-up of each, unmeasured.
+DURATION=2s run "$GATE_PORT" >/dev/null
+DURATION=2s run "$NGINX_PORT" >/dev/null
+
+echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS rounds alternating, upstream answers \"ok\""
+gsum=0
+nsum=0
+for i in $(seq "$ROUNDS"); do
+	g=$(run "$GATE_PORT")
+	n=$(run "$NGINX_PORT")
+	printf 'round %d: ldapgate %10.0f req/s   nginx %10.0f req/s   ratio %.2f\n' "$i" "$g" "$n" "$(echo "$g / $n" | bc -l)"
+	gsum=$(echo "$gsum + $g" | bc -l)
+	nsum=$(echo "$nsum + $n" | bc -l)
+done
+printf 'mean:    ldapgate %10.0f req/s   nginx %10.0f req/s   ratio ldapgate/nginx %.2f\n' \
+	"$(echo "$gsum / $ROUNDS" | bc -l)" "$(echo "$nsum / $ROUNDS" | bc -l)" "$(echo "$gsum / $nsum" | bc -l)"
