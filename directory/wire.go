@@ -84,6 +84,9 @@ func (c *conn) broken(err error) error {
 
 func (c *conn) envelope(op *ber.Packet, controls []ldap.Control) []byte {
 	c.msgID++
+	if c.msgID <= 0 { // 1..2^31-1 (RFC 4511 §4.1.1.1); 0 is for notices
+		c.msgID = 1
+	}
 	p := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "LDAP Request")
 	p.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, int64(c.msgID), "MessageID"))
 	p.AppendChild(op)
