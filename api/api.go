@@ -1,0 +1,173 @@
+// Package api is the admin API of SPEC §7: directories (CRUD, check, sync,
+// preview, migrate, runs), users (list, create local, block, unblock,
+// password, delete) and the run-time log level. It is reached through the
+// HTTP front, which has already identified the caller (auth.Caller); this
+// package decides whether that caller is an admin, or accepts the bearer
+// admin token of admin_token_file.
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/auth"
+	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/config"
+	"github.com/ldapgate/ldapgate/directory"
+	"github.com/ldapgate/ldapgate/metrics"
+	"github.com/ldapgate/ldapgate/respond"
+	"github.com/ldapgate/ldapgate/syncer"
+)
+
+// DirectoryManager changes the set of directories (app.Directories).
+type DirectoryManager interface {
+	Set() *directory.Set
+	Create(ctx context.Context, dc config.Directory) (config.Directory, directory.CheckResult, error)
+	Update(ctx context.Context, id uint64, patch func(*config.Directory) error) (config.Directory, error)
+	Delete(ctx context.Context, id uint64) (int, error)
+}
+
+// Deps are the API's collaborators.
+type Deps struct {
+	Config     *config.Config
+	Store      *cache.Store
+	Dirs       DirectoryManager
+	Syncer     *syncer.Syncer
+	Auth       *auth.Service
+	Log        *slog.Logger
+	Level      *slog.LevelVar
+	AdminToken config.Secret
+	Metrics    *metrics.Metrics
+}
+
+// API serves the admin routes.
+type API struct {
+	d Deps
+}
+
+// New returns the admin API.
+func New(d Deps) *API { return &API{d: d} }
+
+// requestTimeout bounds one admin call (a sync of a large directory can
+// take minutes; it runs under the syncer's own context and the call joins it).
+const requestTimeout = 30 * time.Minute
+
+// Handler answers every path under /auth/v4/ldap, /auth/v4/user and
+// /auth/v4/internal.
+func (a *API) Handler() fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		path := string(ctx.Path())
+		if path == "/auth/v4/internal/settings/log/level" {
+			if !a.isAdmin(ctx) && !internalAuth(ctx) {
+				a.deny(ctx)
+				return
+			}
+			a.logLevel(ctx)
+			return
+		}
+		if !a.isAdmin(ctx) {
+			a.deny(ctx)
+			return
+		}
+		c, cancel := context.WithTimeout(context.Background(), requestTimeout)
+		defer cancel()
+		parts := strings.Split(strings.Trim(strings.TrimPrefix(path, "/auth/v4/"), "/"), "/")
+		switch parts[0] {
+		case "ldap":
+			a.routeLDAP(c, ctx, parts[1:])
+		case "user":
+			a.routeUser(c, ctx, parts[1:])
+		default:
+			notFound(ctx)
+		}
+	}
+}
+
+// isAdmin: an admin session (identified by the front), or the admin token
+// as a bearer, compared in constant time.
+func (a *API) isAdmin(ctx *fasthttp.RequestCtx) bool {
+	if u, ok := auth.Caller(ctx); ok && u.Active() && u.Role == a.adminRole() {
+		return true
+	}
+	if !a.d.AdminToken.IsSet() {
+		return false
+	}
+	h := ctx.Request.Header.Peek("Authorization")
+	const prefix = "Bearer "
+	if len(h) <= len(prefix) || !strings.EqualFold(string(h[:len(prefix)]), prefix) {
+		return false
+	}
+	return subtle.ConstantTimeCompare(h[len(prefix):], []byte(a.d.AdminToken.Reveal())) == 1
+}
+
+// adminRole is the highest configured role (SPEC §7 names it admin).
+func (a *API) adminRole() string {
+	if len(a.d.Config.Roles) > 0 {
+		return a.d.Config.Roles[0]
+	}
+	return "admin"
+}
+
+// internalAuth is the platform guide's diagnostics path: a loopback peer
+// sending `internal-auth: on` may change the log level (and nothing else).
+func internalAuth(ctx *fasthttp.RequestCtx) bool {
+	addr, ok := ctx.RemoteAddr().(*net.TCPAddr)
+	return ok && addr.IP.IsLoopback() &&
+		strings.EqualFold(string(ctx.Request.Header.Peek("internal-auth")), "on")
+}
+
+// deny: 401 without credentials, 403 with a non-admin session.
+func (a *API) deny(ctx *fasthttp.RequestCtx) {
+	if _, ok := auth.Caller(ctx); ok {
+		respond.Error(ctx, fasthttp.StatusForbidden, "forbidden", "the admin API needs the admin role", nil)
+		return
+	}
+	respond.Error(ctx, fasthttp.StatusUnauthorized, "unauthorized", "authentication required", nil)
+}
+
+func (a *API) logLevel(ctx *fasthttp.RequestCtx) {
+	if !ctx.IsPost() {
+		methodNotAllowed(ctx)
+		return
+	}
+	level := strings.Trim(strings.TrimSpace(string(ctx.PostBody())), `"`)
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		respond.Error(ctx, fasthttp.StatusBadRequest, "bad_level", "level must be debug, info, warn or error", level)
+		return
+	}
+	a.d.Level.Set(l)
+	a.d.Log.Info("log level changed", "level", l.String())
+	respond.OK(ctx, map[string]string{"level": strings.ToLower(l.String())})
+}
+
+func notFound(ctx *fasthttp.RequestCtx) {
+	respond.Error(ctx, fasthttp.StatusNotFound, "not_found", "no such endpoint", nil)
+}
+
+func methodNotAllowed(ctx *fasthttp.RequestCtx) {
+	respond.Error(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", "method not allowed here", nil)
+}
+
+// userView is a user as answered: account.User already omits the hash.
+type userView = account.User
+
+// Errors a DirectoryManager returns; the API maps them to statuses.
+var (
+	// ErrManagedByConfig: directories from the file are read-only (409).
+	ErrManagedByConfig = errors.New("directory is declared in the config file")
+	// ErrCheckFailed: the connection check failed; nothing was saved (422).
+	ErrCheckFailed = errors.New("directory connection check failed")
+	// ErrInvalid: the settings do not validate (422).
+	ErrInvalid = errors.New("invalid directory settings")
+	// ErrNoDirectory: unknown id (404).
+	ErrNoDirectory = errors.New("no such directory")
+)

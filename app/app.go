@@ -1,0 +1,237 @@
+// Package app wires ldapgate together: the store, the directories, the
+// syncer and its schedules, the login service, the proxy, the HTTP front
+// with the admin API, and the metrics listener. `serve` and `demo` both run
+// exactly this; the demo only supplies a config.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/ldapgate/ldapgate/api"
+	"github.com/ldapgate/ldapgate/auth"
+	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/config"
+	"github.com/ldapgate/ldapgate/metrics"
+	"github.com/ldapgate/ldapgate/proxy"
+	"github.com/ldapgate/ldapgate/syncer"
+	"github.com/ldapgate/ldapgate/web"
+)
+
+// Options are what the command line adds to the config.
+type Options struct {
+	Version string
+	// SyncAtStart syncs every directory once before serving (the demo).
+	SyncAtStart bool
+	// Ready is called once both listeners accept connections.
+	Ready func()
+	// Logger overrides the JSON logger on stderr (tests).
+	Logger *slog.Logger
+	// ShutdownTimeout bounds draining in-flight requests (default 15s).
+	ShutdownTimeout time.Duration
+}
+
+// Run serves until ctx ends, then shuts down gracefully: stop accepting,
+// drain in-flight requests (bounded), cancel syncs (no partial batch is
+// ever written: each batch is one transaction), close the store.
+func Run(ctx context.Context, cfg *config.Config, opt Options) error {
+	level := new(slog.LevelVar)
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		level.Set(slog.LevelInfo)
+	}
+	log := opt.Logger
+	if log == nil {
+		log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	}
+	if opt.ShutdownTimeout == 0 {
+		opt.ShutdownTimeout = 15 * time.Second
+	}
+	log.Info("starting ldapgate", "version", opt.Version, "config", cfg)
+
+	m := metrics.New()
+	store, err := cache.Open(cfg.DataDir, log, m)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	dirs := newDirectories(store, log, m)
+	defer dirs.Close()
+	if err := dirs.Load(ctx, cfg); err != nil {
+		return err
+	}
+	sync_ := syncer.New(store, dirs.Set(), cfg.Roles, log, m)
+	dirs.syncer = sync_
+	if err := auth.SyncLocalUsers(ctx, store, cfg.LocalUsers); err != nil {
+		return fmt.Errorf("local users: %w", err)
+	}
+
+	trusted, err := parsePrefixes(cfg.TrustedProxies)
+	if err != nil {
+		return err
+	}
+	px, err := proxy.New(proxy.Options{
+		Upstream: cfg.Upstream, Headers: cfg.Headers, CookieName: cfg.Session.CookieName,
+		TrustedProxies: trusted,
+	}, log, m)
+	if err != nil {
+		return err
+	}
+	defer px.Close()
+	authSvc, err := auth.New(auth.Deps{Config: cfg, Store: store, Dirs: dirs.Set(), Syncer: sync_, Log: log, Metrics: m})
+	if err != nil {
+		return err
+	}
+	defer authSvc.Close()
+	admin := api.New(api.Deps{
+		Config: cfg, Store: store, Dirs: dirs, Syncer: sync_, Auth: authSvc, Log: log, Level: level,
+		AdminToken: cfg.AdminToken, Metrics: m,
+	})
+	front, err := web.New(web.Deps{
+		Config: cfg, Auth: authSvc, Proxy: px, Dirs: dirs.Set(), Log: log, Metrics: m,
+		Admin: admin.Handler(),
+	})
+	if err != nil {
+		return err
+	}
+
+	// Background work has one owner: this function. wg waits for it.
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := sync_.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("scheduler stopped", "err", err)
+		}
+	})
+
+	if opt.SyncAtStart {
+		for _, e := range dirs.Set().List() {
+			run, err := sync_.Sync(ctx, e.Config.ID, syncer.Options{Trigger: "start"})
+			if err != nil {
+				log.Warn("initial sync failed", "directory", e.Config.Name, "err", err)
+				continue
+			}
+			log.Info("initial sync", "directory", e.Config.Name, "result", run.Result, "counts", run.Counts)
+		}
+	}
+
+	srv := &fasthttp.Server{
+		Handler:               front.Handler(),
+		Name:                  "ldapgate",
+		NoDefaultServerHeader: true,
+		// Bodies stream through the proxy: a 200 MiB upload must not be
+		// buffered in memory.
+		StreamRequestBody:            true,
+		ReadTimeout:                  5 * time.Minute,
+		IdleTimeout:                  2 * time.Minute,
+		ReadBufferSize:               16 << 10,
+		DisablePreParseMultipartForm: true,
+		// Underscored header names are kept as sent so the proxy sees (and
+		// strips) X_Forwarded_User spellings (CVE-2025-64484).
+		DisableHeaderNamesNormalizing: false,
+		CloseOnShutdown:               true,
+		Logger:                        slogPrinter{log},
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	ops, err := newOpsServer(cfg.MetricsListen, store, dirs.Set(), m, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	serveErr := make(chan error, 2)
+	wg.Go(func() { serveErr <- srv.Serve(ln) })
+	wg.Go(func() { serveErr <- ops.serve() })
+	log.Info("serving", "listen", ln.Addr().String(), "metrics_listen", ops.addr(), "upstream", cfg.Upstream,
+		"directories", len(dirs.Set().List()))
+	if opt.Ready != nil {
+		opt.Ready()
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-serveErr:
+			runErr = fmt.Errorf("listener stopped: %w", err)
+			break loop
+		case <-hup:
+			reload(ctx, cfg, dirs, front, log)
+		}
+	}
+
+	log.Info("shutting down")
+	shutCtx, shutCancel := context.WithTimeout(context.Background(), opt.ShutdownTimeout)
+	defer shutCancel()
+	if err := srv.ShutdownWithContext(shutCtx); err != nil {
+		log.Warn("draining requests", "err", err)
+	}
+	ops.shutdown(shutCtx)
+	cancel()
+	wg.Wait()
+	log.Info("stopped")
+	return runErr
+}
+
+// reload re-reads the config file on SIGHUP: directories, role mappings,
+// schedules, headers. A bad file is rejected with every error logged and
+// the running config kept. Listen addresses and data_dir need a restart.
+func reload(ctx context.Context, cur *config.Config, dirs *Directories, front *web.Server, log *slog.Logger) {
+	next, err := config.Load(cur.Path)
+	if err != nil {
+		var errs config.Errors
+		if errors.As(err, &errs) {
+			for _, e := range errs {
+				log.Error("config reload rejected", "path", cur.Path, "error", e.Error())
+			}
+		} else {
+			log.Error("config reload rejected", "path", cur.Path, "err", err)
+		}
+		return
+	}
+	if err := dirs.Load(ctx, next); err != nil {
+		log.Error("config reload: directories not applied", "err", err)
+		return
+	}
+	front.Reload(next)
+	log.Info("config reloaded", "path", cur.Path, "directories", len(next.Directories))
+}
+
+func parsePrefixes(cidrs []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return nil, fmt.Errorf("trusted_proxies: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// slogPrinter routes fasthttp's own messages into the JSON log.
+type slogPrinter struct{ log *slog.Logger }
+
+func (p slogPrinter) Printf(format string, args ...any) {
+	p.log.Warn(fmt.Sprintf(format, args...), "component", "fasthttp")
+}

@@ -1,0 +1,272 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ldapgate/ldapgate/api"
+	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/config"
+	"github.com/ldapgate/ldapgate/directory"
+	"github.com/ldapgate/ldapgate/metrics"
+	"github.com/ldapgate/ldapgate/syncer"
+)
+
+// Directories owns the live directory set: the file's directories (stable
+// ids from the store) and the API-created ones (persisted in the store). It
+// is the only writer of the set; the syncer and the login path only read it.
+type Directories struct {
+	store *cache.Store
+	set   *directory.Set
+	log   *slog.Logger
+	m     *metrics.Metrics
+
+	mu     sync.Mutex // serialises changes to the set
+	roles  []string
+	syncer *syncer.Syncer
+}
+
+func newDirectories(store *cache.Store, log *slog.Logger, m *metrics.Metrics) *Directories {
+	return &Directories{store: store, set: directory.NewSet(), log: log, m: m}
+}
+
+// Set is the live set.
+func (d *Directories) Set() *directory.Set { return d.set }
+
+// Load (re)builds the set from cfg and the store. Clients of directories
+// whose settings did not change are kept (their pools stay warm); others
+// are opened anew and the replaced ones closed.
+func (d *Directories) Load(ctx context.Context, cfg *config.Config) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.roles = cfg.Roles
+	var want []config.Directory
+	for _, dc := range cfg.Directories {
+		id, err := d.store.DirectoryIDForName(ctx, dc.Name)
+		if err != nil {
+			return fmt.Errorf("directory %q: %w", dc.Name, err)
+		}
+		dc.ID = id
+		dc.Managed = "config"
+		naming, err := d.store.NamingOverride(ctx, id)
+		if err != nil {
+			return fmt.Errorf("directory %q: %w", dc.Name, err)
+		}
+		if naming != "" && naming != dc.Naming {
+			// SPEC §7: a migration done through the API outlives the file.
+			d.log.Warn("directory was migrated to username@domain names; the config file still says naming: "+dc.Naming+"; update the file",
+				"directory", dc.Name)
+			dc.Naming = naming
+		}
+		want = append(want, dc)
+	}
+	apiDirs, err := d.store.Directories(ctx)
+	if err != nil {
+		return fmt.Errorf("loading API directories: %w", err)
+	}
+	for _, dc := range apiDirs {
+		dc.ApplyDefaults()
+		dc.Managed = "api"
+		if naming, err := d.store.NamingOverride(ctx, dc.ID); err == nil && naming != "" {
+			dc.Naming = naming
+		}
+		want = append(want, dc)
+	}
+	return d.install(want)
+}
+
+// install swaps in entries for want, reusing unchanged clients.
+func (d *Directories) install(want []config.Directory) error {
+	old := d.set.List()
+	byID := map[uint64]*directory.Entry{}
+	for _, e := range old {
+		byID[e.Config.ID] = e
+	}
+	var next []*directory.Entry
+	keep := map[*directory.Entry]bool{}
+	for _, dc := range want {
+		if e, ok := byID[dc.ID]; ok && sameSettings(e.Config, dc) {
+			next = append(next, &directory.Entry{Config: dc, Client: e.Client})
+			keep[e] = true
+			continue
+		}
+		client, err := directory.Open(dc, d.log, d.m)
+		if err != nil {
+			for _, e := range next {
+				if !keep[byID[e.Config.ID]] {
+					e.Client.Close()
+				}
+			}
+			return fmt.Errorf("directory %q: %w", dc.Name, err)
+		}
+		next = append(next, &directory.Entry{Config: dc, Client: client})
+	}
+	slices.SortFunc(next, func(a, b *directory.Entry) int { return int(a.Config.ID) - int(b.Config.ID) })
+	d.set.Replace(next)
+	for _, e := range old {
+		if !keep[e] {
+			e.Client.Close()
+		}
+	}
+	if d.syncer != nil {
+		d.syncer.Reschedule()
+	}
+	return nil
+}
+
+// sameSettings reports whether a client opened for a can serve b: the
+// connection settings are equal (role mapping, schedule, note may differ).
+func sameSettings(a, b config.Directory) bool {
+	return slices.Equal(a.URLs, b.URLs) && a.StartTLS == b.StartTLS && a.TLS == b.TLS &&
+		a.BaseDN == b.BaseDN && a.BindDN == b.BindDN && a.BindPassword.Reveal() == b.BindPassword.Reveal() &&
+		a.UsersDN == b.UsersDN && a.GroupsDN == b.GroupsDN && a.Type == b.Type &&
+		a.UserFilter == b.UserFilter && a.DisabledFilter == b.DisabledFilter &&
+		a.UsernameAttribute == b.UsernameAttribute && a.UUIDAttribute == b.UUIDAttribute &&
+		a.EmailAttribute == b.EmailAttribute && a.DisplayNameAttribute == b.DisplayNameAttribute &&
+		a.GroupNameAttribute == b.GroupNameAttribute && a.UserObjectFilter == b.UserObjectFilter &&
+		a.GroupObjectFilter == b.GroupObjectFilter && a.PageSize == b.PageSize &&
+		a.ConnectTimeout == b.ConnectTimeout && a.Timeout == b.Timeout && a.PoolSize == b.PoolSize &&
+		a.Naming == b.Naming && a.Domain == b.Domain
+}
+
+// checkTimeout bounds the connection check of a create or edit.
+const checkTimeout = 15 * time.Second
+
+// Create validates dc, checks the connection, and only then saves it
+// (SPEC §7: a failing check saves nothing).
+func (d *Directories) Create(ctx context.Context, dc config.Directory) (config.Directory, directory.CheckResult, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dc.ID = 0
+	dc.Managed = "api"
+	dc.ApplyDefaults()
+	if errs := dc.Validate(d.roles); len(errs) > 0 {
+		return dc, directory.CheckResult{}, fmt.Errorf("%w: %w", api.ErrInvalid, errs)
+	}
+	for _, e := range d.set.List() {
+		if strings.EqualFold(e.Config.Name, dc.Name) {
+			return dc, directory.CheckResult{}, fmt.Errorf("%w: name %q is taken", api.ErrInvalid, dc.Name)
+		}
+	}
+	res, err := check(ctx, dc, d.log)
+	if err != nil {
+		return dc, res, err
+	}
+	saved, err := d.store.SaveDirectory(ctx, dc)
+	if err != nil {
+		return dc, res, err
+	}
+	saved.Managed = "api"
+	saved.ApplyDefaults()
+	return saved, res, d.install(append(configs(d.set.List()), saved))
+}
+
+// Update applies patch to an API directory, re-checks the connection when
+// connection settings changed, and saves.
+func (d *Directories) Update(ctx context.Context, id uint64, patch func(*config.Directory) error) (config.Directory, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.set.ByID(id)
+	if !ok {
+		return config.Directory{}, api.ErrNoDirectory
+	}
+	if e.Config.Managed == "config" {
+		return e.Config, api.ErrManagedByConfig
+	}
+	dc := e.Config
+	dc.RoleMapping = cloneMapping(dc.RoleMapping)
+	dc.URLs = slices.Clone(dc.URLs)
+	if err := patch(&dc); err != nil {
+		return e.Config, fmt.Errorf("%w: %w", api.ErrInvalid, err)
+	}
+	dc.ID, dc.Managed = id, "api"
+	dc.ApplyDefaults()
+	if errs := dc.Validate(d.roles); len(errs) > 0 {
+		return e.Config, fmt.Errorf("%w: %w", api.ErrInvalid, errs)
+	}
+	if !sameSettings(e.Config, dc) {
+		if _, err := check(ctx, dc, d.log); err != nil {
+			return e.Config, err
+		}
+	}
+	saved, err := d.store.SaveDirectory(ctx, dc)
+	if err != nil {
+		return e.Config, err
+	}
+	saved.Managed = "api"
+	saved.ApplyDefaults()
+	list := configs(d.set.List())
+	for i := range list {
+		if list[i].ID == id {
+			list[i] = saved
+		}
+	}
+	return saved, d.install(list)
+}
+
+// Delete removes an API directory; its users are blocked first (rule 9).
+func (d *Directories) Delete(ctx context.Context, id uint64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.set.ByID(id)
+	if !ok {
+		return 0, api.ErrNoDirectory
+	}
+	if e.Config.Managed == "config" {
+		return 0, api.ErrManagedByConfig
+	}
+	blocked, err := d.syncer.RemoveDirectory(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	if err := d.store.DeleteDirectory(ctx, id); err != nil {
+		return blocked, err
+	}
+	list := slices.DeleteFunc(configs(d.set.List()), func(c config.Directory) bool { return c.ID == id })
+	return blocked, d.install(list)
+}
+
+// Close closes every client.
+func (d *Directories) Close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, e := range d.set.Replace(nil) {
+		e.Client.Close()
+	}
+}
+
+func check(ctx context.Context, dc config.Directory, log *slog.Logger) (directory.CheckResult, error) {
+	client, err := directory.Open(dc, log, nil)
+	if err != nil {
+		return directory.CheckResult{}, fmt.Errorf("%w: %w", api.ErrCheckFailed, err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	res, err := client.Check(ctx)
+	if err != nil {
+		return res, fmt.Errorf("%w: %w", api.ErrCheckFailed, err)
+	}
+	return res, nil
+}
+
+func configs(entries []*directory.Entry) []config.Directory {
+	out := make([]config.Directory, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, e.Config)
+	}
+	return out
+}
+
+func cloneMapping(m map[string][]string) map[string][]string {
+	out := make(map[string][]string, len(m))
+	for k, v := range m {
+		out[k] = slices.Clone(v)
+	}
+	return out
+}

@@ -1,0 +1,147 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/directory"
+	"github.com/ldapgate/ldapgate/metrics"
+)
+
+// opsServer is the metrics listener: /metrics, /healthz, /readyz. It is a
+// plain net/http server on its own address so scraping and probes never
+// compete with user traffic and can stay off the public network.
+type opsServer struct {
+	srv   *http.Server
+	ln    net.Listener
+	store *cache.Store
+	dirs  *directory.Set
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	probes map[uint64]probe // directory id → last reachability probe
+}
+
+type probe struct {
+	at  time.Time
+	err error
+}
+
+const (
+	// probeEvery keeps readiness probes from hammering the directories.
+	probeEvery = 30 * time.Second
+	// freshSync: a directory that cannot be reached right now still counts
+	// as ready if it synced successfully this recently.
+	freshSync = 25 * time.Hour
+)
+
+func newOpsServer(addr string, store *cache.Store, dirs *directory.Set, m *metrics.Metrics, log *slog.Logger) (*opsServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	o := &opsServer{ln: ln, store: store, dirs: dirs, log: log, probes: map[uint64]probe{}}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
+	})
+	mux.HandleFunc("GET /readyz", o.readyz)
+	o.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return o, nil
+}
+
+func (o *opsServer) addr() string { return o.ln.Addr().String() }
+
+func (o *opsServer) serve() error {
+	if err := o.srv.Serve(o.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func (o *opsServer) shutdown(ctx context.Context) { _ = o.srv.Shutdown(ctx) }
+
+type dirReadiness struct {
+	ID          uint64 `json:"id"`
+	Name        string `json:"name"`
+	Ready       bool   `json:"ready"`
+	Reason      string `json:"reason"` // reachable, last_sync_fresh, unreachable
+	Error       string `json:"error,omitempty"`
+	LastSuccess string `json:"last_success,omitempty"`
+}
+
+// readyz: ready when the store answers and every directory is either
+// reachable now or synced successfully within freshSync. The body says
+// which, per directory.
+func (o *opsServer) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	body := struct {
+		Ready       bool           `json:"ready"`
+		Store       string         `json:"store"`
+		Directories []dirReadiness `json:"directories"`
+	}{Ready: true, Store: "ok", Directories: []dirReadiness{}}
+	if _, err := o.store.UserByID(ctx, 0); err != nil && !errors.Is(err, cache.ErrNotFound) {
+		body.Ready, body.Store = false, err.Error()
+	}
+	for _, e := range o.dirs.List() {
+		d := dirReadiness{ID: e.Config.ID, Name: e.Config.Name}
+		if err := o.probe(ctx, e); err == nil {
+			d.Ready, d.Reason = true, "reachable"
+		} else {
+			d.Error = err.Error()
+			d.Reason = "unreachable"
+			if runs, rerr := o.store.Runs(ctx, e.Config.ID, 50); rerr == nil {
+				for _, run := range runs {
+					if run.Result == cache.RunSuccess {
+						d.LastSuccess = run.FinishedAt.Format(time.RFC3339)
+						if time.Since(run.FinishedAt) < freshSync {
+							d.Ready, d.Reason = true, "last_sync_fresh"
+						}
+						break
+					}
+				}
+			}
+		}
+		body.Ready = body.Ready && d.Ready
+		body.Directories = append(body.Directories, d)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if !body.Ready {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func (o *opsServer) probe(ctx context.Context, e *directory.Entry) error {
+	o.mu.Lock()
+	p, ok := o.probes[e.Config.ID]
+	o.mu.Unlock()
+	if ok && time.Since(p.at) < probeEvery {
+		return p.err
+	}
+	// A login-name search for nobody is the cheapest round trip that proves
+	// the service account can bind and search.
+	_, err := e.Client.FindUser(ctx, "ldapgate-readiness-probe")
+	if errors.Is(err, directory.ErrUserNotFound) {
+		err = nil
+	}
+	o.mu.Lock()
+	o.probes[e.Config.ID] = probe{at: time.Now(), err: err}
+	o.mu.Unlock()
+	return err
+}
+
+var _ = account.StateActive

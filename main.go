@@ -1,0 +1,167 @@
+// Command ldapgate is an LDAP-aware authentication sidecar: it syncs
+// directory users into its own store, logs them in with an LDAP bind, and
+// proxies their requests to the platform with identity headers. main only
+// parses the command line and wires; the work lives in the packages.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/ldapgate/ldapgate/app"
+	"github.com/ldapgate/ldapgate/config"
+	"github.com/ldapgate/ldapgate/demo"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(args, stderr)
+	case "check-config":
+		return checkConfig(args, stdout, stderr)
+	case "demo":
+		return runDemo(args, stdout, stderr)
+	case "healthcheck":
+		return healthcheck(args, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "ldapgate", buildVersion())
+		return 0
+	case "help", "-h", "--help":
+		usage(stdout)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "ldapgate: unknown command %q\n\n", cmd)
+		usage(stderr)
+		return 2
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  ldapgate [serve] -config FILE        run the sidecar (default command)
+  ldapgate check-config -config FILE   validate a config file and exit
+  ldapgate demo [-listen ADDR]         embedded directory + demo upstream, no setup
+  ldapgate healthcheck [-url URL]      exit 0 if /healthz answers 200 (container HEALTHCHECK)
+  ldapgate version
+`)
+}
+
+func serve(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/ldapgate/config.yaml", "config file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		printConfigError(stderr, *path, err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := app.Run(ctx, cfg, app.Options{Version: buildVersion()}); err != nil {
+		fmt.Fprintf(stderr, "ldapgate: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func checkConfig(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/ldapgate/config.yaml", "config file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		printConfigError(stderr, *path, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d directories, %d local users)\n", *path, len(cfg.Directories), len(cfg.LocalUsers))
+	return 0
+}
+
+func runDemo(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:8080", "address of the login page and proxy")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := demo.Run(ctx, demo.Options{Listen: *listen, Out: stdout, Version: buildVersion()}); err != nil {
+		fmt.Fprintf(stderr, "ldapgate demo: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// healthcheck exists because the container image has no curl: Docker's
+// HEALTHCHECK runs the binary itself against the metrics listener.
+func healthcheck(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "http://127.0.0.1:9090/healthz", "health endpoint")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	client := &http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Get(*url)
+	if err != nil {
+		fmt.Fprintf(stderr, "healthcheck: %v\n", err)
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "healthcheck: %s\n", resp.Status)
+		return 1
+	}
+	return 0
+}
+
+// printConfigError lists every validation error, one per line, each with
+// its key path and line, so an operator fixes the file in one pass.
+func printConfigError(w io.Writer, path string, err error) {
+	var errs config.Errors
+	if errors.As(err, &errs) {
+		fmt.Fprintf(w, "%s: %d error(s):\n", path, len(errs))
+		for _, e := range errs {
+			fmt.Fprintf(w, "  %s\n", e.Error())
+		}
+		return
+	}
+	fmt.Fprintf(w, "%s: %v\n", path, err)
+}
+
+func buildVersion() string {
+	if version != "dev" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return version
+}
