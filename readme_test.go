@@ -30,7 +30,7 @@ func TestReadmeConfigReference(t *testing.T) {
 		t.Fatal("README's configuration reference differs from config.example.yaml; copy the file into the README block")
 	}
 	for _, key := range yamlKeys(reflect.TypeFor[config.Config]()) {
-		if !regexp.MustCompile(`(?m)^[\s#-]*` + regexp.QuoteMeta(key) + `:`).Match(example) &&
+		if !regexp.MustCompile(`(?m)^[\s#-]*`+regexp.QuoteMeta(key)+`:`).Match(example) &&
 			!strings.Contains(string(example), key+":") {
 			t.Errorf("config key %q is not documented in config.example.yaml", key)
 		}
