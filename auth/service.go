@@ -30,12 +30,14 @@ const (
 	// new bind: a password changed or an account disabled in the
 	// directory takes effect within it (a store block at once).
 	basicTTL = 60 * time.Second
-	// touchEvery: a session's LastSeen is written back at most this often,
-	// so a busy client costs one store write a minute, not one a request.
-	touchEvery = time.Minute
 	// gaugeEvery: how often ldapgate_sessions_active is recounted.
 	gaugeEvery = 30 * time.Second
 )
+
+// touchEvery: a session's LastSeen is written back at most this often, so
+// a busy client costs one store write a minute, not one a request. A var
+// so tests can shorten it.
+var touchEvery = time.Minute
 
 // Deps are the Service's collaborators.
 type Deps struct {
