@@ -5,10 +5,12 @@ import (
 	"errors"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 )
@@ -419,5 +421,50 @@ func TestSambaFixtureChanges(t *testing.T) {
 		0, 0, false, "(sAMAccountName="+ldap.EscapeFilter(f.Users["gina"])+")", []string{"dn"}, nil))
 	if err != nil || len(res.Entries) != 0 {
 		t.Fatalf("deleted user still found: %d, %v", sambaCount(res), err)
+	}
+}
+
+// close ends a proxy's listeners and open sessions and leaves no goroutine
+// behind (the shared proxy lives for the whole test binary; this one does
+// not).
+func TestSambaADLimitsProxyClose(t *testing.T) {
+	s := SharedSamba(t)
+	env, _ := sambaEnvFromGetenv(os.Getenv)
+	ops, err := newSambaOps(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(env.cert, env.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	p, err := startSambaADLimitsProxy(ops.upstreamAddr, ops.tls,
+		&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := sambaBind(t, p.url())
+	if err := c.Bind(s.AdminDN, s.AdminPassword); err != nil {
+		p.close()
+		t.Fatalf("bind through a fresh proxy: %v", err)
+	}
+	p.close()
+	p.close() // twice is fine
+	if _, err := c.Search(ldap.NewSearchRequest(s.BaseDN, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+		0, 0, false, "(objectClass=*)", []string{"dn"}, nil)); err == nil {
+		t.Fatal("search on a session of a closed proxy succeeded")
+	}
+	if c2, err := net.DialTimeout("tcp", strings.TrimPrefix(p.url(), "ldap://"), time.Second); err == nil {
+		_ = c2.Close()
+		t.Fatal("closed proxy still accepts connections")
+	}
+	_ = c.Close()
+	deadline := time.Now().Add(3 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Fatalf("%d goroutines after close, %d before start", n, before)
 	}
 }
