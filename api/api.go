@@ -10,6 +10,8 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -33,6 +35,8 @@ type DirectoryManager interface {
 	Create(ctx context.Context, dc config.Directory) (config.Directory, directory.CheckResult, error)
 	Update(ctx context.Context, id uint64, patch func(*config.Directory) error) (config.Directory, error)
 	Delete(ctx context.Context, id uint64) (int, error)
+	// Refresh re-reads the store's overrides (a migration's naming).
+	Refresh(ctx context.Context, id uint64) error
 }
 
 // Deps are the API's collaborators.
@@ -138,7 +142,11 @@ func (a *API) logLevel(ctx *fasthttp.RequestCtx) {
 		methodNotAllowed(ctx)
 		return
 	}
-	level := strings.Trim(strings.TrimSpace(string(ctx.PostBody())), `"`)
+	raw, ok := readBody(ctx)
+	if !ok {
+		return
+	}
+	level := strings.Trim(strings.TrimSpace(string(raw)), `"`)
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		respond.Error(ctx, fasthttp.StatusBadRequest, "bad_level", "level must be debug, info, warn or error", level)
@@ -171,3 +179,33 @@ var (
 	// ErrNoDirectory: unknown id (404).
 	ErrNoDirectory = errors.New("no such directory")
 )
+
+// maxBody bounds admin request bodies: they are small JSON documents.
+const maxBody = 1 << 20
+
+// body reads the request body through the stream the server hands over
+// (StreamRequestBody is on for the proxy's sake), at most maxBody bytes.
+func body(ctx *fasthttp.RequestCtx) ([]byte, error) {
+	r := ctx.RequestBodyStream()
+	if r == nil {
+		return ctx.Request.Body(), nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the request body: %w", err)
+	}
+	if len(b) > maxBody {
+		return nil, fmt.Errorf("request body larger than %d bytes", maxBody)
+	}
+	return b, nil
+}
+
+// readBody is body, answering 400 itself on failure.
+func readBody(ctx *fasthttp.RequestCtx) ([]byte, bool) {
+	b, err := body(ctx)
+	if err != nil {
+		respond.Error(ctx, fasthttp.StatusBadRequest, "bad_body", err.Error(), nil)
+		return nil, false
+	}
+	return b, true
+}

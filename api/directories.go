@@ -90,6 +90,9 @@ func (a *API) routeLDAP(c context.Context, ctx *fasthttp.RequestCtx, parts []str
 		case err != nil:
 			a.syncError(ctx, err)
 		default:
+			if err := a.d.Dirs.Refresh(c, id); err != nil {
+				a.d.Log.Error("directory not refreshed after migration", "directory_id", id, "err", err)
+			}
 			respond.OK(ctx, res)
 		}
 	case action == "runs" && method == fasthttp.MethodGet && len(parts) == 2:
@@ -108,8 +111,12 @@ func (a *API) routeLDAP(c context.Context, ctx *fasthttp.RequestCtx, parts []str
 }
 
 func (a *API) createDirectory(c context.Context, ctx *fasthttp.RequestCtx) {
+	raw, ok := readBody(ctx)
+	if !ok {
+		return
+	}
 	var dc config.Directory
-	dec := json.NewDecoder(bytes.NewReader(ctx.PostBody()))
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&dc); err != nil {
 		respond.Error(ctx, fasthttp.StatusBadRequest, "bad_json", err.Error(), nil)
@@ -127,7 +134,10 @@ func (a *API) createDirectory(c context.Context, ctx *fasthttp.RequestCtx) {
 // patchDirectory merges the given keys onto the directory: keys not sent
 // keep their values (bind_password included).
 func (a *API) patchDirectory(c context.Context, ctx *fasthttp.RequestCtx, id uint64) {
-	body := ctx.PostBody()
+	body, ok := readBody(ctx)
+	if !ok {
+		return
+	}
 	var keys map[string]json.RawMessage
 	if err := json.Unmarshal(body, &keys); err != nil {
 		respond.Error(ctx, fasthttp.StatusBadRequest, "bad_json", err.Error(), nil)

@@ -115,8 +115,12 @@ type newUser struct {
 }
 
 func (a *API) createUser(c context.Context, ctx *fasthttp.RequestCtx) {
+	raw, ok := readBody(ctx)
+	if !ok {
+		return
+	}
 	var in newUser
-	dec := json.NewDecoder(bytes.NewReader(ctx.PostBody()))
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
 		respond.Error(ctx, fasthttp.StatusBadRequest, "bad_json", err.Error(), nil)
@@ -193,7 +197,11 @@ func (a *API) setPassword(c context.Context, ctx *fasthttp.RequestCtx, u account
 	var in struct {
 		Password string `json:"password"`
 	}
-	if err := json.Unmarshal(ctx.PostBody(), &in); err != nil {
+	raw, ok := readBody(ctx)
+	if !ok {
+		return
+	}
+	if err := json.Unmarshal(raw, &in); err != nil {
 		respond.Error(ctx, fasthttp.StatusBadRequest, "bad_json", err.Error(), nil)
 		return
 	}

@@ -231,6 +231,24 @@ func (d *Directories) Delete(ctx context.Context, id uint64) (int, error) {
 	return blocked, d.install(list)
 }
 
+// Refresh re-reads what the store overrides for directory id (the naming
+// after a migration) into the live set.
+func (d *Directories) Refresh(ctx context.Context, id uint64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	naming, err := d.store.NamingOverride(ctx, id)
+	if err != nil || naming == "" {
+		return err
+	}
+	list := configs(d.set.List())
+	for i := range list {
+		if list[i].ID == id {
+			list[i].Naming = naming
+		}
+	}
+	return d.install(list)
+}
+
 // Close closes every client.
 func (d *Directories) Close() {
 	d.mu.Lock()

@@ -279,7 +279,8 @@ func TestAdminStory(t *testing.T) {
 		t.Fatalf("sync undid the admin block: %v", u)
 	}
 	g.must(200, "POST", "/auth/v4/user/"+bobID+"/unblock", "admin", nil)
-	g.login(fx.Login("bob"), ldaptest.Password)
+	g.must(401, "GET", "/auth/v4/whoami", bobToken, nil) // ended by the block for good
+	bobToken = g.login(fx.Login("bob"), ldaptest.Password)
 
 	// LDAP users' passwords live in the directory: 409.
 	g.must(409, "POST", "/auth/v4/user/"+bobID+"/password", "admin", map[string]string{"password": "x"})
