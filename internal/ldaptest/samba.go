@@ -173,16 +173,25 @@ func newSambaOps(env sambaEnv) (*sambaOps, error) {
 
 // dial opens an admin connection to Samba's LDAPS port; the caller closes.
 func (o *sambaOps) dial() (*ldap.Conn, error) {
+	c, err := o.dialNoBind()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Bind(o.adminDN, o.adminPassword); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("bind %s at ldaps://%s: %w", o.adminDN, o.upstreamAddr, err)
+	}
+	return c, nil
+}
+
+// dialNoBind opens an anonymous connection to Samba's LDAPS port.
+func (o *sambaOps) dialNoBind() (*ldap.Conn, error) {
 	c, err := ldap.DialURL("ldaps://"+o.upstreamAddr,
 		ldap.DialWithDialer(&net.Dialer{Timeout: harnessDialTimeout}), ldap.DialWithTLSConfig(o.tls))
 	if err != nil {
 		return nil, fmt.Errorf("dial ldaps://%s: %w", o.upstreamAddr, err)
 	}
 	c.SetTimeout(harnessOpTimeout)
-	if err := c.Bind(o.adminDN, o.adminPassword); err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("bind %s at ldaps://%s: %w", o.adminDN, o.upstreamAddr, err)
-	}
 	return c, nil
 }
 

@@ -362,3 +362,71 @@ func sambaRandom(n int) string {
 	}
 	return string(b)
 }
+
+// SambaSetLocked locks a Samba fixture user out the way AD does — failed
+// binds beyond the lockout threshold set lockoutTime — or unlocks them
+// (lockoutTime 0, the one value AD lets an administrator write). A locked
+// user's bind fails with 49 and "data 775" even with the right password,
+// while userAccountControl keeps the account enabled: a lockout is
+// temporary and must not count as disabled in the directory.
+//
+// The domain's own policy has no lockout (tests type wrong passwords on
+// purpose), so locking first gives this one user a fine-grained password
+// policy (PSO) with a threshold of one failed bind.
+func SambaSetLocked(t testing.TB, f *Fixture, name string, locked bool) {
+	t.Helper()
+	o, ok := f.Server.ops.(*sambaOps)
+	if !ok {
+		t.Fatalf("ldaptest: SambaSetLocked on a %s fixture", f.Server.Flavor)
+	}
+	dn := sambaUserDN(f, name)
+	if !locked {
+		o.with(t, func(c *ldap.Conn) error {
+			req := ldap.NewModifyRequest(dn, nil)
+			req.Replace("lockoutTime", []string{"0"})
+			if err := c.Modify(req); err != nil {
+				return fmt.Errorf("unlock %s: %w", dn, err)
+			}
+			return nil
+		})
+		return
+	}
+	o.with(t, func(c *ldap.Conn) error {
+		pso := "CN=pso-" + ldap.EscapeDN(f.Users[name]) + ",CN=Password Settings Container,CN=System," + f.Server.BaseDN
+		req := ldap.NewAddRequest(pso, nil)
+		req.Attribute("objectClass", []string{"msDS-PasswordSettings"})
+		req.Attribute("msDS-PasswordSettingsPrecedence", []string{"1"})
+		req.Attribute("msDS-PasswordReversibleEncryptionEnabled", []string{"FALSE"})
+		req.Attribute("msDS-PasswordHistoryLength", []string{"0"})
+		req.Attribute("msDS-PasswordComplexityEnabled", []string{"FALSE"})
+		req.Attribute("msDS-MinimumPasswordLength", []string{"0"})
+		req.Attribute("msDS-MinimumPasswordAge", []string{"0"})
+		req.Attribute("msDS-MaximumPasswordAge", []string{"-9223372036854775808"})
+		req.Attribute("msDS-LockoutThreshold", []string{"1"})
+		// Negative 100 ns intervals: a 30-minute window, a one-day lockout,
+		// far longer than any test.
+		req.Attribute("msDS-LockoutObservationWindow", []string{"-18000000000"})
+		req.Attribute("msDS-LockoutDuration", []string{"-864000000000"})
+		req.Attribute("msDS-PSOAppliesTo", []string{dn})
+		if err := c.Add(req); err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultEntryAlreadyExists) {
+			return fmt.Errorf("add lockout policy for %s: %w", dn, err)
+		}
+		bad, err := o.dialNoBind()
+		if err != nil {
+			return err
+		}
+		defer bad.Close()
+		if err := bad.Bind(dn, "not-"+Password); !ldap.IsErrorWithCode(err, ldap.LDAPResultInvalidCredentials) {
+			return fmt.Errorf("failed bind to lock %s: %v, want invalid credentials", dn, err)
+		}
+		res, err := c.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+			0, 0, false, "(objectClass=*)", []string{"lockoutTime"}, nil))
+		if err != nil || len(res.Entries) != 1 {
+			return fmt.Errorf("read lockoutTime of %s: %v", dn, err)
+		}
+		if v := res.Entries[0].GetAttributeValue("lockoutTime"); v == "" || v == "0" {
+			return fmt.Errorf("%s not locked after a failed bind (lockoutTime %q)", dn, v)
+		}
+		return nil
+	})
+}

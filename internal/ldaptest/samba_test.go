@@ -468,3 +468,39 @@ func TestSambaADLimitsProxyClose(t *testing.T) {
 		t.Fatalf("%d goroutines after close, %d before start", n, before)
 	}
 }
+
+func TestSambaSetLocked(t *testing.T) {
+	s := SharedSamba(t)
+	f := s.NewFixture(t)
+	admin := s.AdminConn(t)
+	bind := func() error {
+		c := sambaBind(t, s.URL)
+		return c.Bind(f.Login("bob"), Password)
+	}
+	uac := func() string {
+		res, err := admin.Search(ldap.NewSearchRequest(sambaUserDN(f, "bob"), ldap.ScopeBaseObject,
+			ldap.NeverDerefAliases, 0, 0, false, "(objectClass=*)", []string{"userAccountControl"}, nil))
+		if err != nil || len(res.Entries) != 1 {
+			t.Fatalf("read bob: %v", err)
+		}
+		return res.Entries[0].GetAttributeValue("userAccountControl")
+	}
+
+	SambaSetLocked(t, f, "bob", true)
+	err := bind()
+	if !ldap.IsErrorWithCode(err, ldap.LDAPResultInvalidCredentials) || !strings.Contains(err.Error(), "data 775") {
+		t.Fatalf("locked bind with the right password: %v, want 49 data 775", err)
+	}
+	if got := uac(); got != strconv.Itoa(sambaUACNormalAccount) {
+		t.Fatalf("locked user's userAccountControl = %s, want %d (lockout is not disable)", got, sambaUACNormalAccount)
+	}
+	SambaSetLocked(t, f, "bob", false)
+	if err := bind(); err != nil {
+		t.Fatalf("unlocked bind: %v", err)
+	}
+	// The PSO stays: a single wrong password locks bob again.
+	SambaSetLocked(t, f, "bob", true)
+	if err := bind(); err == nil || !strings.Contains(err.Error(), "data 775") {
+		t.Fatalf("relocked bind: %v, want data 775", err)
+	}
+}
