@@ -72,8 +72,14 @@ var (
 // (ADMaxPageSize entries per search or page, ADMaxValRange values per
 // attribute: see sambaADLimitsProxy), so paging and range retrieval are
 // exercised as on a real AD. The proxy lives as long as the test binary.
-// URL and LDAPSURL point at the proxy; CAFile verifies both. Stop is nil:
-// the script owns Samba.
+// URL and LDAPSURL point at the proxy; CAFile verifies both. Samba's own
+// ports stay in $LDAPGATE_TEST_SAMBA_URL and $LDAPGATE_TEST_SAMBA_LDAPS_URL
+// (e.g. for a baseline ldapsearch in a benchmark). Stop is nil: the script
+// owns Samba.
+//
+// Fixtures (NewFixture) hold the common content plus two AD-only users,
+// "outsider" and "primary" (see sambaMembers); SambaSetLocked locks a user
+// out (bind 49 "data 775").
 //
 // The server also holds the read-only OU=big tree (BigSambaDirectory).
 //

@@ -130,6 +130,13 @@ mkdir -p "$STATE"
 STATE=$(cd "$STATE" && pwd)
 stop_server
 
+# Another server on the fixed port (a Samba from another STATE_DIR, a stray
+# slapd) would answer our readiness probe and the tests would use it.
+# ldapsearch exits 255 only when it cannot reach a server.
+rc=0
+ldapsearch -x -H "ldap://$ADDR:389" -o nettimeout=2 -s base -b '' >/dev/null 2>&1 || rc=$?
+[ "$rc" -eq 255 ] || die "something already answers LDAP on $ADDR:389 (another samba.sh STATE_DIR? SAMBA_ADDR=127.0.0.2 gives a second address)"
+
 T0=$(date +%s)
 DC=$STATE/dc
 TLS=$STATE/tls
