@@ -32,7 +32,8 @@
 #   more take about 50 s of CPU (1600 take 3.5 s).
 #
 # Start time: about 11 s on an idle 2-core machine (provision 4.5 s, bulk
-# load 3.5 s, LDAP up 1.5 s after samba starts), 18 s under load 10.
+# load 3.5 s, LDAP up 1.5 s after samba starts), about 20 s when other jobs
+# keep both cores busy.
 #
 # Why the bulk users are written offline with ldbadd and precomputed NT
 # hashes: adding a user with a clear-text password makes Samba derive its
@@ -48,7 +49,8 @@
 # Password policy is relaxed (no complexity, no minimum length/age, no
 # history, no expiry) so tests may set simple passwords. Account lockout stays
 # off (lockoutThreshold 0): tests that type wrong passwords must not lock
-# shared accounts.
+# shared accounts (ldaptest.SambaSetLocked gives one user its own lockout
+# policy instead). FIXTURE_PASSWORD must stay equal to ldaptest.Password.
 #
 # `stop` ends the samba process started here (STATE_DIR/samba.pid) and leaves
 # every file in place for post-mortems (STATE_DIR/samba.log, dc/log/).
