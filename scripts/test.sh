@@ -21,6 +21,7 @@ PACKAGES=(
 	/usr/bin/ldapsearch:ldap-utils
 	/usr/sbin/samba:samba
 	/usr/bin/samba-tool:samba-ad-dc
+	/usr/share/samba/setup/provision.ldif:samba-ad-provision
 	/usr/bin/ldbadd:ldb-tools
 	/usr/sbin/ns-slapd:389-ds-base
 	/usr/bin/chromium:chromium
@@ -30,7 +31,7 @@ PACKAGES=(
 )
 missing=()
 for pair in "${PACKAGES[@]}"; do
-	[ -x "${pair%%:*}" ] || missing+=("${pair##*:}")
+	[ -e "${pair%%:*}" ] || missing+=("${pair##*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -46,7 +47,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 		export DEBIAN_FRONTEND=noninteractive
 		apt-get update -q >/dev/null
 		apt-get install -y -q --no-install-recommends \
-			krb5-user winbind python3-ldb "${missing[@]}" >/dev/null
+			krb5-user winbind python3-ldb samba-ad-provision "${missing[@]}" >/dev/null
 		[ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
 	else
 		log "missing packages (not root, not installing): ${missing[*]}"
