@@ -23,7 +23,7 @@ func SyncLocalUsers(ctx context.Context, store *cache.Store, locals []config.Loc
 			continue
 		}
 		hash := lu.PasswordHash.Reveal()
-		if _, err := parseStoredHash(hash); err != nil {
+		if err := checkStoredHash(hash); err != nil {
 			return fmt.Errorf("local user %q: %w", name, err)
 		}
 		cur, err := store.UserByName(ctx, name)
@@ -62,10 +62,9 @@ func SyncLocalUsers(ctx context.Context, store *cache.Store, locals []config.Loc
 	return nil
 }
 
-// parseStoredHash checks a hash is one VerifyPassword can read.
-func parseStoredHash(h string) (string, error) {
-	if _, err := VerifyPassword(h, ""); err != nil {
-		return "", err
-	}
-	return h, nil
+// checkStoredHash checks a hash is one VerifyPassword can read, so a bad
+// local_users entry fails the start instead of every login.
+func checkStoredHash(h string) error {
+	_, err := VerifyPassword(h, "")
+	return err
 }

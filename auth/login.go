@@ -65,12 +65,10 @@ func (s *Service) login(ctx context.Context, req LoginRequest, withSession bool)
 
 	ln, err := ParseLoginName(req.Name, req.Directory, s.dirs.List())
 	if err != nil {
-		if errors.Is(err, ErrBadCredentials) {
-			result = resultBadCredentials
-			s.log.Info("login refused", "reason", "malformed name", "client", req.ClientIP)
-		} else {
-			result = resultBadCredentials
-		}
+		// A malformed name or an unknown directory: refused before any
+		// look-up, so not counted against a name or address.
+		result = resultBadCredentials
+		s.log.Info("login refused", "err", err, "client", req.ClientIP)
 		return LoginResult{}, err
 	}
 	if ln.Dir != nil {

@@ -621,3 +621,43 @@ func TestReloadUnderTraffic(t *testing.T) {
 		t.Fatalf("old public path: %d", r.status)
 	}
 }
+
+// The per-address limit uses the socket peer unless it is a trusted
+// proxy: a client cannot dodge it by inventing X-Forwarded-For values.
+func TestClientAddressForLimits(t *testing.T) {
+	for _, trusted := range []bool{false, true} {
+		t.Run(fmt.Sprint("trusted=", trusted), func(t *testing.T) {
+			s := newStack(t, stackOpts{tweak: func(c *config.Config) {
+				c.Login.MaxFailuresPerAddress = 3
+				if trusted {
+					c.TrustedProxies = []string{"127.0.0.1/32"}
+				}
+			}})
+			if s == nil {
+				return
+			}
+			var last reply
+			for i := range 4 {
+				last = s.do(t, "POST", "/auth/v4/public/token", loginBody(fmt.Sprintf("%su%d@example.com", s.fx.Prefix, i), "bad"),
+					fmt.Sprintf("X-Forwarded-For: 198.51.100.%d", i))
+			}
+			if want := map[bool]int{false: 429, true: 401}[trusted]; last.status != want {
+				t.Fatalf("4th failure from spoofed addresses: %d, want %d", last.status, want)
+			}
+		})
+	}
+}
+
+func TestLoginBodyBounded(t *testing.T) {
+	s := newStack(t, stackOpts{})
+	if s == nil {
+		return
+	}
+	big := `{"email":"` + strings.Repeat("a", maxLoginBody) + `","password":"x"}`
+	if r := s.do(t, "POST", "/auth/v4/public/token", big); r.status != 413 {
+		t.Fatalf("large login body: %d", r.status)
+	}
+	if r := s.do(t, "GET", "/auth/v4/public/token", ""); r.status != 405 {
+		t.Fatalf("GET token: %d", r.status)
+	}
+}
