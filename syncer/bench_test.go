@@ -1,0 +1,142 @@
+package syncer
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/config"
+	"github.com/ldapgate/ldapgate/directory"
+	"github.com/ldapgate/ldapgate/internal/ldaptest"
+)
+
+// BenchmarkFirstSync100k is issue 3's benchmark: 100,000 users in 100
+// groups loaded into slapd with slapadd; a first sync into an empty store
+// against a paged ldapsearch of the same entries (same attributes, same page
+// size) timed in the same run, the process's peak RSS during the sync, and
+// an unchanged re-sync (which must write no user). Run it alone:
+//
+//	go test ./syncer -run '^$' -bench FirstSync100k -benchtime 1x -timeout 30m
+//
+// Targets: sync ≤ 2× ldapsearch, peak RSS ≤ 300 MiB, re-sync ≤ 1.5×
+// ldapsearch with 0 users written.
+func BenchmarkFirstSync100k(b *testing.B) {
+	const users, groups = 100_000, 100
+	if _, err := exec.LookPath("ldapsearch"); err != nil {
+		ldaptest.Missing(b, "ldapsearch not installed (ldap-utils)")
+	}
+	srv := ldaptest.StartSlapdWith(b, ldaptest.SlapdOptions{BulkUsers: users, BulkGroups: groups})
+	dir := ldaptest.BulkDirectory(srv)
+	dir.ID = 1
+	dir.ApplyDefaults()
+	client, err := directory.Open(dir, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	set := directory.NewSet()
+	set.Replace([]*directory.Entry{{Config: dir, Client: client}})
+	ctx := context.Background()
+
+	// Warm slapd's caches the same way for both sides.
+	ldapsearchTime(b, srv, dir)
+	search := ldapsearchTime(b, srv, dir)
+
+	for range b.N {
+		store, err := cache.Open(b.TempDir(), nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := New(store, set, config.DefaultRoles(), nil, nil)
+		resetPeakRSS(b)
+		start := time.Now()
+		run, err := s.Sync(ctx, dir.ID, Options{})
+		first := time.Since(start)
+		peak := peakRSS(b)
+		if err != nil || run.Counts["create"] != users {
+			b.Fatalf("first sync: %v %+v", err, run)
+		}
+		start = time.Now()
+		again, err := s.Sync(ctx, dir.ID, Options{})
+		resync := time.Since(start)
+		if err != nil {
+			b.Fatal(err)
+		}
+		written := writes(again)
+		audit, _ := store.RunChanges(ctx, again.ID)
+		store.Close()
+
+		b.ReportMetric(first.Seconds(), "sync_s")
+		b.ReportMetric(search.Seconds(), "ldapsearch_s")
+		b.ReportMetric(first.Seconds()/search.Seconds(), "sync/ldapsearch")
+		b.ReportMetric(float64(peak)/(1<<20), "peak_rss_MiB")
+		b.ReportMetric(resync.Seconds(), "resync_s")
+		b.ReportMetric(resync.Seconds()/search.Seconds(), "resync/ldapsearch")
+		b.ReportMetric(float64(written+len(audit)), "resync_users_written")
+		if written != 0 || len(audit) != 0 {
+			b.Errorf("unchanged re-sync wrote %d users (%d audit entries)", written, len(audit))
+		}
+	}
+}
+
+// ldapsearchTime runs OpenLDAP's ldapsearch, paged like the syncer, over the
+// users and the groups with the attributes the directory client requests.
+func ldapsearchTime(b *testing.B, srv *ldaptest.Server, dir config.Directory) time.Duration {
+	b.Helper()
+	page := "pr=" + strconv.Itoa(dir.PageSize) + "/noprompt"
+	start := time.Now()
+	for _, q := range [][]string{
+		{dir.UsersBase(), "(objectClass=inetOrgPerson)", "uid", "entryUUID", "mail", "cn", "memberOf", "pwdAccountLockedTime"},
+		{dir.GroupsBase(), "(objectClass=groupOfNames)", "cn", "member", "uniqueMember", "memberUid", "memberOf", "objectSid"},
+	} {
+		args := append([]string{"-x", "-LLL", "-H", srv.URL, "-D", srv.AdminDN, "-w", srv.AdminPassword,
+			"-E", page, "-b", q[0], q[1]}, q[2:]...)
+		cmd := exec.Command("ldapsearch", args...)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 1<<24)
+		for sc.Scan() {
+		}
+		if err := cmd.Wait(); err != nil {
+			b.Fatalf("ldapsearch: %v", err)
+		}
+	}
+	return time.Since(start)
+}
+
+// resetPeakRSS resets VmHWM (Linux: writing 5 to clear_refs).
+func resetPeakRSS(b *testing.B) {
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		b.Logf("cannot reset peak RSS: %v", err)
+	}
+}
+
+// peakRSS reads VmHWM from /proc/self/status, in bytes.
+func peakRSS(b *testing.B) int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	b.Fatal("no VmHWM")
+	return 0
+}
