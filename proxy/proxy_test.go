@@ -63,6 +63,7 @@ func startUpstream(t testing.TB, h http.Handler) *httptest.Server {
 // front does: streaming request bodies, the session cookie read first.
 type gate struct {
 	p    *Proxy
+	m    *metrics.Metrics
 	addr string
 	url  string
 }
@@ -72,7 +73,8 @@ func startGate(t testing.TB, o Options, user *account.User) *gate {
 	if o.CookieName == "" {
 		o.CookieName = testCookie
 	}
-	p, err := New(o, slog.New(slog.DiscardHandler), metrics.New())
+	m := metrics.New()
+	p, err := New(o, slog.New(slog.DiscardHandler), m)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -98,7 +100,7 @@ func startGate(t testing.TB, o Options, user *account.User) *gate {
 		defer cancel()
 		_ = srv.ShutdownWithContext(ctx)
 	})
-	return &gate{p: p, addr: ln.Addr().String(), url: "http://" + ln.Addr().String()}
+	return &gate{p: p, m: m, addr: ln.Addr().String(), url: "http://" + ln.Addr().String()}
 }
 
 type quietLogger struct{}
@@ -123,7 +125,9 @@ func rawDo(t testing.TB, addr, raw string) (*http.Response, []byte) {
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	// Go's reader needs the method to know a HEAD answer has no body.
+	method, _, _ := strings.Cut(raw, " ")
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: method})
 	if err != nil {
 		t.Fatalf("read response: %v", err)
 	}
@@ -604,6 +608,62 @@ func TestKeepAlivePooling(t *testing.T) {
 	}
 	if n := len(conns); n != 1 {
 		t.Errorf("20 sequential requests opened %d upstream connections, want 1", n)
+	}
+	mfs, err := g.m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got uint64
+	for _, mf := range mfs {
+		if mf.GetName() == "ldapgate_upstream_request_duration_seconds" {
+			got = mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	if got != 20 {
+		t.Errorf("upstream_request_duration_seconds observed %d requests, want 20", got)
+	}
+}
+
+func TestHeadAndExpectContinue(t *testing.T) {
+	up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			w.Header().Set("Content-Length", "1234")
+			return
+		}
+		echoHandler(w, r)
+	}))
+	g := startGate(t, Options{Upstream: up.URL}, alice)
+
+	resp, body := rawDo(t, g.addr, "HEAD /file HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp.StatusCode != http.StatusOK || resp.ContentLength != 1234 || len(body) != 0 {
+		t.Errorf("HEAD: %d, Content-Length %d, %d body bytes", resp.StatusCode, resp.ContentLength, len(body))
+	}
+
+	// curl sends Expect: 100-continue for large uploads and waits.
+	c, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.WriteString(c, "PUT /up HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.Contains(line, " 100 ") {
+		t.Fatalf("want 100 Continue, got %q %v", line, err)
+	}
+	_, _ = br.ReadString('\n') // the blank line after it
+	_, _ = io.WriteString(c, "hello")
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e echoed
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+		t.Fatal(err)
+	}
+	if e.BodyLen != 5 || e.Header.Get("Expect") != "" {
+		t.Errorf("upstream got %d body bytes and Expect %q", e.BodyLen, e.Header.Get("Expect"))
 	}
 }
 

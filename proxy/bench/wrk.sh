@@ -72,7 +72,7 @@ nginx -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" & pids+=($!)
 
 wait_port() {
 	for _ in $(seq 100); do
-		if curl -fsS -o /dev/null "http://127.0.0.1:$1/"; then return 0; fi
+		if curl -fsS -o /dev/null "http://127.0.0.1:$1/" 2>/dev/null; then return 0; fi
 		sleep 0.1
 	done
 	echo "wrk.sh: nothing answers on port $1" >&2
