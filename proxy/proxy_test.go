@@ -752,3 +752,26 @@ func TestResponseHeadersAsUpstreamWrote(t *testing.T) {
 		}
 	}
 }
+
+// Header names a lenient upstream might trim into an identity header are
+// refused by the server or stripped; none reaches the upstream.
+func TestMalformedIdentityNames(t *testing.T) {
+	up := startUpstream(t, http.HandlerFunc(echoHandler))
+	g := startGate(t, Options{Upstream: up.URL}, nil)
+	for _, line := range []string{
+		"X-Forwarded-User : mallory",
+		"X-Forwarded-User\t: mallory",
+		" X-Forwarded-User: mallory",
+		"X-Forwarded-User:mallory",
+		"X-Forwarded-User\r\n : mallory",
+		"X-Forwarded-User:\tmallory ",
+	} {
+		resp, body := rawDo(t, g.addr, "GET / HTTP/1.1\r\nHost: h\r\n"+line+"\r\n\r\n")
+		if resp.StatusCode == http.StatusBadRequest {
+			continue
+		}
+		if strings.Contains(string(body), "mallory") {
+			t.Errorf("%q reached the upstream: %s", line, body)
+		}
+	}
+}
