@@ -1,9 +1,21 @@
 package proxy
 
 import (
+	"errors"
 	"net"
 	"time"
 )
+
+// staleCheckAfter: a pooled connection idle for longer than this is probed
+// before a request is written on it. Shorter idle times skip the probe (a
+// syscall): an upstream that drops keep-alive connections within 100ms is
+// not worth slowing every busy request for.
+const staleCheckAfter = 100 * time.Millisecond
+
+// errStaleConn says the upstream closed a pooled connection while it sat
+// idle; nothing of the request was written or read, so it is safe to send
+// again on another connection, body stream included.
+var errStaleConn = errors.New("proxy: pooled upstream connection closed by the upstream")
 
 // idleConn gives every Read and Write a deadline of timeout from the moment
 // it starts, like nginx's proxy_read_timeout/proxy_send_timeout: a silent
@@ -19,10 +31,11 @@ import (
 // reads and writes keep separate state and never share a field.
 type idleConn struct {
 	net.Conn
-	timeout time.Duration
-	slack   time.Duration
-	rArmed  time.Time
-	wArmed  time.Time
+	timeout  time.Duration
+	slack    time.Duration
+	rArmed   time.Time
+	wArmed   time.Time
+	lastRead time.Time
 }
 
 func newIdleConn(c net.Conn, timeout time.Duration) *idleConn {
@@ -30,13 +43,16 @@ func newIdleConn(c net.Conn, timeout time.Duration) *idleConn {
 }
 
 func (c *idleConn) Read(b []byte) (int, error) {
-	if now := time.Now(); now.Sub(c.rArmed) > c.slack {
+	now := time.Now()
+	if now.Sub(c.rArmed) > c.slack {
 		if err := c.Conn.SetReadDeadline(now.Add(c.timeout)); err != nil {
 			return 0, err
 		}
 		c.rArmed = now
 	}
-	return c.Conn.Read(b)
+	n, err := c.Conn.Read(b)
+	c.lastRead = now
+	return n, err
 }
 
 func (c *idleConn) Write(b []byte) (int, error) {
@@ -49,9 +65,20 @@ func (c *idleConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-// SetReadDeadline and SetWriteDeadline from HostClient are ignored: it only
-// sets them when its own (total) timeouts are configured, and they are
-// not; the idle deadlines above are the ones that hold.
-func (c *idleConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *idleConn) SetWriteDeadline(time.Time) error { return nil }
-func (c *idleConn) SetDeadline(time.Time) error      { return nil }
+// HostClient's deadlines are ignored: they are totals, and the idle
+// deadlines above are the ones that hold.
+func (c *idleConn) SetReadDeadline(time.Time) error { return nil }
+func (c *idleConn) SetDeadline(time.Time) error     { return nil }
+
+// SetWriteDeadline is HostClient's first touch of a pooled connection for
+// each request (New sets a WriteTimeout so that it is called), before any
+// byte of the request, body stream included, is consumed. A connection the
+// upstream has closed while idle fails here, and Forward sends again: the
+// keep-alive race that would otherwise lose a POST whose body cannot be
+// replayed.
+func (c *idleConn) SetWriteDeadline(time.Time) error {
+	if !c.lastRead.IsZero() && time.Since(c.lastRead) > staleCheckAfter && peerClosed(c.Conn) {
+		return errStaleConn
+	}
+	return nil
+}

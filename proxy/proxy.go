@@ -46,6 +46,9 @@ const (
 	// maxUpgradeErrorBody bounds the body of a refused WebSocket upgrade,
 	// which is buffered before it is relayed.
 	maxUpgradeErrorBody = 1 << 20
+	// maxStaleRetries bounds how many stale pooled connections one request
+	// may run into before the error is the answer.
+	maxStaleRetries = 8
 )
 
 // Default identity header names (SPEC §6).
@@ -211,6 +214,10 @@ func New(o Options, log *slog.Logger, m *metrics.Metrics) (*Proxy, error) {
 		// all are busy.
 		MaxConnWaitTimeout:  p.timeout,
 		MaxIdleConnDuration: defaultMaxIdleConn,
+		// Only there to make HostClient call SetWriteDeadline before each
+		// request, where idleConn probes for a stale connection; the
+		// deadline itself is ignored (idleConn keeps idle deadlines).
+		WriteTimeout: p.timeout,
 		// Bodies stream: the upstream's response body is never buffered.
 		StreamResponseBody: true,
 		// The raw path goes upstream as the client wrote it (%2F stays).
@@ -275,6 +282,11 @@ func (p *Proxy) Forward(ctx *fasthttp.RequestCtx, u *account.User) {
 
 	start := time.Now()
 	err := p.client.Do(req, &ctx.Response)
+	// A connection found closed before anything was sent: try another
+	// (several may have gone stale together, e.g. an upstream restart).
+	for i := 0; i < maxStaleRetries && errors.Is(err, errStaleConn); i++ {
+		err = p.client.Do(req, &ctx.Response)
+	}
 	if p.m != nil {
 		p.m.UpstreamDuration.Observe(time.Since(start).Seconds())
 	}

@@ -775,3 +775,21 @@ func TestMalformedIdentityNames(t *testing.T) {
 		}
 	}
 }
+
+// An upstream that drops idle keep-alive connections sooner than the pool
+// does (Node's default is 5s) must not cost a request an error.
+func TestStaleUpstreamConnection(t *testing.T) {
+	up := httptest.NewUnstartedServer(http.HandlerFunc(echoHandler))
+	up.Config.IdleTimeout = 50 * time.Millisecond
+	up.Start()
+	t.Cleanup(up.Close)
+	g := startGate(t, Options{Upstream: up.URL}, alice)
+	for range 3 {
+		rawEcho(t, g, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		time.Sleep(200 * time.Millisecond)
+	}
+	resp, body := rawDo(t, g.addr, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi")
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("POST after idle: %d %s", resp.StatusCode, body)
+	}
+}
