@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -146,50 +145,6 @@ func vmKB(field string) int {
 		}
 	}
 	return 0
-}
-
-// TestTxnCapacity documents how many user writes fit in one transaction
-// (the migration renames a whole directory in one).
-func TestTxnCapacity(t *testing.T) {
-	if testing.Short() {
-		t.Skip("writes tens of thousands of users")
-	}
-	ctx := context.Background()
-	s := openTest(t, "")
-	created := 0
-	err := s.Update(ctx, func(tx *Tx) error {
-		for i := 0; ; i++ {
-			u := benchUser(i)
-			if err := tx.PutUser(&u); err != nil {
-				return err
-			}
-			created = i + 1
-		}
-	})
-	if !errors.Is(err, ErrTxnTooBig) {
-		t.Fatalf("unbounded create: %v, want ErrTxnTooBig", err)
-	}
-	t.Logf("one transaction holds %d new users", created)
-	putBatched(t, s, created, 1000)
-	renamed := 0
-	err = s.Update(ctx, func(tx *Tx) error {
-		for i := 0; i < created; i++ {
-			u, err := tx.UserByName(fmt.Sprintf("user%06d@example.com", i))
-			if err != nil {
-				return err
-			}
-			u.Username = fmt.Sprintf("renamed%06d@example.com", i)
-			if err := tx.PutUser(&u); err != nil {
-				return err
-			}
-			renamed = i + 1
-		}
-		return nil
-	})
-	t.Logf("one transaction holds %d renames (%v)", renamed, err)
-	if renamed < 5000 {
-		t.Fatalf("only %d renames fit in one transaction", renamed)
-	}
 }
 
 func TestUserCodecRoundTrip(t *testing.T) {

@@ -32,8 +32,12 @@ import (
 // without it badger needs no block cache and no compression goroutines, and
 // reads blocks straight from the mmapped tables. Index cache 0 keeps the
 // (small) table indexes in memory instead of in a second ristretto cache.
+//
+// Values stay inside the LSM tree (threshold 1 MiB; no record comes near),
+// so the value log is only a write-ahead log and needs no GC goroutine.
+var memTableSize int64 = 32 << 20 // a var so tests can make big transactions cheap
+
 const (
-	memTableSize = 32 << 20
 	numMemtables = 2
 	vlogFileSize = 64 << 20
 
@@ -52,6 +56,11 @@ type Store struct {
 	log *slog.Logger
 
 	userSeq, dirSeq, runSeq *badger.Sequence
+
+	// writeMu is held shared by every commit and exclusively by a big
+	// transaction (bigtx.go) for its whole run.
+	writeMu sync.RWMutex
+	broken  atomic.Pointer[error]
 
 	// byID and byName front the user records. fillMu and gen keep them
 	// coherent with writes: see fillUser.
@@ -80,6 +89,7 @@ func Open(dir string, log *slog.Logger, m *metrics.Metrics) (*Store, error) {
 		WithLoggingLevel(badger.WARNING).
 		WithLogger(badgerLogger{log}).
 		WithMemTableSize(memTableSize).
+		WithValueThreshold(min(1<<20, memTableSize*15/100)).
 		WithNumMemtables(numMemtables).
 		WithNumLevelZeroTables(numMemtables).
 		WithNumLevelZeroTablesStall(numMemtables * 4).
@@ -100,6 +110,10 @@ func Open(dir string, log *slog.Logger, m *metrics.Metrics) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	s := &Store{db: db, log: log}
+	if err := s.recoverJournal(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: recover interrupted transaction: %w", dir, err)
+	}
 	for _, sq := range []struct {
 		p   **badger.Sequence
 		key string

@@ -44,10 +44,10 @@ func (s *Store) PutSession(ctx context.Context, sess Session) error {
 	}
 	exp := badgerExpiry(sess.ExpiresAt)
 	err = s.Update(ctx, func(tx *Tx) error {
-		if err := tx.txn.SetEntry(&badger.Entry{Key: sessionKey(sess.TokenHash), Value: b, ExpiresAt: exp}); err != nil {
+		if err := tx.setEntry(&badger.Entry{Key: sessionKey(sess.TokenHash), Value: b, ExpiresAt: exp}); err != nil {
 			return err
 		}
-		return tx.txn.SetEntry(&badger.Entry{Key: userSessionKey(sess.UserID, sess.TokenHash), ExpiresAt: exp})
+		return tx.setEntry(&badger.Entry{Key: userSessionKey(sess.UserID, sess.TokenHash), ExpiresAt: exp})
 	})
 	if err != nil {
 		return fmt.Errorf("put session: %w", err)
@@ -127,15 +127,7 @@ func (tx *Tx) DeleteUserSessions(userID uint64) (int, error) {
 
 func (tx *Tx) deleteUserSessions(userID uint64) (int, error) {
 	prefix := key(pUserSession, userID)
-	var keys [][]byte
-	opts := badger.DefaultIteratorOptions
-	opts.Prefix = prefix
-	opts.PrefetchValues = false
-	it := tx.txn.NewIterator(opts)
-	for it.Rewind(); it.Valid(); it.Next() {
-		keys = append(keys, it.Item().KeyCopy(nil))
-	}
-	it.Close()
+	keys := tx.keys(prefix)
 	for _, k := range keys {
 		var h [32]byte
 		copy(h[:], k[len(prefix):])

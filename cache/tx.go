@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -17,15 +19,18 @@ import (
 const maxConflictRetries = 10
 
 // ErrTxnTooBig is badger's limit on one transaction (15% of the memtable:
-// about 4.8 MiB or 50,000 keys here). Callers batching writes (the syncer)
-// split their work when they see it.
+// about 4.8 MiB or 50,000 keys here). Update handles it itself (see
+// updateBig), so callers only see it if fn hides it from Update.
 var ErrTxnTooBig = badger.ErrTxnTooBig
 
-// Tx is one badger write transaction handed to the function given to
-// Update. It is not safe for concurrent use and must not escape fn.
+// Tx is the write transaction handed to the function given to Update. It
+// is not safe for concurrent use and must not escape fn.
 type Tx struct {
-	s   *Store
+	s *Store
+	// txn is the badger write transaction, or in big mode a read-only
+	// snapshot under big.
 	txn *badger.Txn
+	big *overlay
 	now time.Time
 
 	// assigned are user ids drawn from the sequence by earlier attempts of
@@ -38,11 +43,20 @@ type Tx struct {
 	names []string
 }
 
-// Update runs fn in one badger write transaction and commits it. On
-// badger.ErrConflict it runs fn again in a fresh transaction, so fn must be
-// safe to repeat (read what it needs through tx). After commit (or a failed
-// commit) the user cache entries of every touched user are dropped, so a
-// reader never sees the old state of a user once Update has returned.
+// Update runs fn in one transaction and commits it, all or nothing.
+//
+// On badger.ErrConflict (another writer changed what fn read) fn runs again
+// in a fresh transaction, so fn must be safe to repeat and must read what it
+// needs through tx. When fn writes more than one badger transaction holds
+// (ErrTxnTooBig: a migration renaming a whole big directory), fn runs again
+// in big mode: writes are buffered and committed through a journal that
+// Open replays after a crash, with every other writer held off meanwhile;
+// fn must then not call write methods of the Store itself (it would wait
+// for itself).
+//
+// After commit (or a failed commit) the cache entries of every touched user
+// are dropped, so no reader sees the old state of a user once Update has
+// returned.
 func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	assigned := map[uint64]bool{}
 	for attempt := 0; ; attempt++ {
@@ -52,16 +66,23 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 		tx := &Tx{s: s, txn: s.db.NewTransaction(true), now: time.Now().UTC(), assigned: assigned}
 		err := fn(tx)
 		if err == nil {
-			err = tx.txn.Commit()
+			// Shared: only a big commit (exclusive) waits on it.
+			s.writeMu.RLock()
+			if err = s.brokenErr(); err == nil {
+				err = tx.txn.Commit()
+			}
+			s.writeMu.RUnlock()
 		}
 		tx.txn.Discard()
 		s.invalidate(tx.ids, tx.names)
 		switch {
 		case err == nil:
 			return nil
+		case errors.Is(err, badger.ErrTxnTooBig):
+			return s.updateBig(ctx, fn, assigned)
 		case errors.Is(err, badger.ErrConflict) && attempt < maxConflictRetries:
 			continue
-		case errors.Is(err, badger.ErrConflict), errors.Is(err, badger.ErrTxnTooBig):
+		case errors.Is(err, badger.ErrConflict):
 			return fmt.Errorf("store update: %w", err)
 		default:
 			return err
@@ -69,44 +90,95 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	}
 }
 
-func (tx *Tx) get(k []byte) ([]byte, error) {
-	it, err := tx.txn.Get(k)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, ErrNotFound
+// lookup calls fn with the value of k as this transaction sees it
+// (its own writes included). ErrNotFound.
+func (tx *Tx) lookup(k []byte, fn func(v []byte) error) error {
+	if tx.big != nil {
+		if e, ok := tx.big.m[string(k)]; ok {
+			if e.deleted {
+				return ErrNotFound
+			}
+			return fn(e.value)
+		}
 	}
-	if err != nil {
-		return nil, err
-	}
-	return it.ValueCopy(nil)
+	return txnLookup(tx.txn)(k, fn)
 }
 
-func (tx *Tx) set(k, v []byte) error {
-	if err := tx.txn.Set(k, v); err != nil {
-		return fmt.Errorf("write %q: %w", k[:min(len(k), 3)], err)
+func (tx *Tx) get(k []byte) ([]byte, error) {
+	var out []byte
+	err := tx.lookup(k, func(v []byte) error {
+		out = append([]byte{}, v...)
+		return nil
+	})
+	return out, err
+}
+
+func (tx *Tx) setEntry(e *badger.Entry) error {
+	if tx.big != nil {
+		tx.big.put(e.Key, bigEntry{value: e.Value, expiresAt: e.ExpiresAt})
+		return nil
+	}
+	if err := tx.txn.SetEntry(e); err != nil {
+		return fmt.Errorf("write %q: %w", e.Key[:min(len(e.Key), 3)], err)
 	}
 	return nil
 }
 
+func (tx *Tx) set(k, v []byte) error { return tx.setEntry(badger.NewEntry(k, v)) }
+
 func (tx *Tx) del(k []byte) error {
+	if tx.big != nil {
+		tx.big.put(k, bigEntry{deleted: true})
+		return nil
+	}
 	if err := tx.txn.Delete(k); err != nil {
 		return fmt.Errorf("delete %q: %w", k[:min(len(k), 3)], err)
 	}
 	return nil
 }
 
+// keys returns the keys under prefix as this transaction sees them, sorted.
+func (tx *Tx) keys(prefix []byte) [][]byte {
+	var out [][]byte
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = prefix
+	opts.PrefetchValues = false
+	it := tx.txn.NewIterator(opts)
+	for it.Rewind(); it.Valid(); it.Next() {
+		k := it.Item().KeyCopy(nil)
+		if tx.big != nil {
+			if _, ok := tx.big.m[string(k)]; ok {
+				continue // the overlay decides below
+			}
+		}
+		out = append(out, k)
+	}
+	it.Close()
+	if tx.big != nil {
+		for k, e := range tx.big.m {
+			if !e.deleted && strings.HasPrefix(k, string(prefix)) {
+				out = append(out, []byte(k))
+			}
+		}
+		slices.SortFunc(out, bytes.Compare)
+	}
+	return out
+}
+
 // UserByID reads a user inside the transaction (sees its own writes).
 func (tx *Tx) UserByID(id uint64) (account.User, error) {
-	return txUserByID(tx.txn, id)
+	return readUserByID(tx.lookup, id)
 }
 
 // UserByName reads a user by (normalised) name inside the transaction.
 func (tx *Tx) UserByName(name string) (account.User, error) {
-	return txUserByName(tx.txn, account.NormalizeName(name))
+	name = account.NormalizeName(name)
+	return readUserByIndex(tx.lookup, userNameKey(name), fmt.Sprintf("user %q", name))
 }
 
 // UserByUUID reads a user by (directory, ldap_uuid) inside the transaction.
 func (tx *Tx) UserByUUID(dirID uint64, uuid string) (account.User, error) {
-	return txUserByIndex(tx.txn, userUUIDKey(dirID, uuid), fmt.Sprintf("user uuid %d/%s", dirID, uuid))
+	return readUserByIndex(tx.lookup, userUUIDKey(dirID, uuid), fmt.Sprintf("user uuid %d/%s", dirID, uuid))
 }
 
 // PutUser creates (ID 0: a new id is assigned into u, CreatedAt set if
@@ -130,7 +202,7 @@ func (tx *Tx) PutUser(u *account.User) error {
 		tx.assigned[id] = true
 		u.ID = id
 	default:
-		o, err := txUserByID(tx.txn, u.ID)
+		o, err := tx.UserByID(u.ID)
 		switch {
 		case err == nil:
 			old = &o
@@ -214,7 +286,7 @@ func (tx *Tx) PutUser(u *account.User) error {
 // DeleteUser removes a user, its index entries and all its sessions.
 // ErrNotFound if there is no such user.
 func (tx *Tx) DeleteUser(id uint64) error {
-	u, err := txUserByID(tx.txn, id)
+	u, err := tx.UserByID(id)
 	if err != nil {
 		return fmt.Errorf("delete user: %w", err)
 	}

@@ -19,16 +19,27 @@ var ErrUUIDTaken = errors.New("ldap uuid already taken")
 
 func encodeJSON(v any) ([]byte, error) { return json.Marshal(v) }
 
-func txUserByID(txn *badger.Txn, id uint64) (account.User, error) {
-	it, err := txn.Get(userKey(id))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return account.User{}, fmt.Errorf("user %d: %w", id, ErrNotFound)
+// lookupFn calls fn with the value stored under k, or returns ErrNotFound.
+// It lets the user readers serve both badger read transactions and a Tx
+// (whose big mode reads through an overlay).
+type lookupFn func(k []byte, fn func(v []byte) error) error
+
+func txnLookup(txn *badger.Txn) lookupFn {
+	return func(k []byte, fn func(v []byte) error) error {
+		it, err := txn.Get(k)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		return it.Value(fn)
 	}
-	if err != nil {
-		return account.User{}, fmt.Errorf("user %d: %w", id, err)
-	}
+}
+
+func readUserByID(look lookupFn, id uint64) (account.User, error) {
 	var u account.User
-	err = it.Value(func(v []byte) error {
+	err := look(userKey(id), func(v []byte) error {
 		var err error
 		u, err = decodeUser(v)
 		return err
@@ -39,19 +50,20 @@ func txUserByID(txn *badger.Txn, id uint64) (account.User, error) {
 	return u, nil
 }
 
-func txUserByIndex(txn *badger.Txn, k []byte, what string) (account.User, error) {
-	it, err := txn.Get(k)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return account.User{}, fmt.Errorf("%s: %w", what, ErrNotFound)
-	}
-	if err != nil {
-		return account.User{}, fmt.Errorf("%s: %w", what, err)
-	}
+func readUserByIndex(look lookupFn, k []byte, what string) (account.User, error) {
 	var id uint64
-	if err := it.Value(func(v []byte) error { id = bytesID(v); return nil }); err != nil {
+	if err := look(k, func(v []byte) error { id = bytesID(v); return nil }); err != nil {
 		return account.User{}, fmt.Errorf("%s: %w", what, err)
 	}
-	return txUserByID(txn, id)
+	return readUserByID(look, id)
+}
+
+func txUserByID(txn *badger.Txn, id uint64) (account.User, error) {
+	return readUserByID(txnLookup(txn), id)
+}
+
+func txUserByIndex(txn *badger.Txn, k []byte, what string) (account.User, error) {
+	return readUserByIndex(txnLookup(txn), k, what)
 }
 
 func txUserByName(txn *badger.Txn, name string) (account.User, error) {
