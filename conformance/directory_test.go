@@ -334,3 +334,50 @@ func TestDirectoryTransports(t *testing.T) {
 		}
 	})
 }
+
+// TestDirectoryReadFromBase reads users and groups from the top of the
+// tree rather than the fixture's subtree. On AD a search from the base DN
+// also meets continuation references to the other naming contexts (Samba
+// answers one for CN=Configuration): SPEC §4 says they are skipped, not a
+// failed read.
+func TestDirectoryReadFromBase(t *testing.T) {
+	ldaptest.Each(t, func(t *testing.T, s *ldaptest.Server) {
+		t.Parallel()
+		ctx := testCtx(t)
+		f := s.NewFixture(t)
+		cfg := f.Dir.Clone()
+		// An empty users_dn/groups_dn means base_dn, except on freeipa,
+		// where it means the type's cn=users/cn=groups,cn=accounts: there
+		// the top of the fixtures is cn=accounts.
+		cfg.UsersDN, cfg.GroupsDN = "", ""
+		if s.Flavor == ds389 {
+			cfg.UsersDN, cfg.GroupsDN = "cn=accounts", "cn=accounts"
+		}
+		if s.Flavor == samba {
+			// The shared domain holds thousands of other users (OU=big,
+			// other tests' fixtures): the filters keep the read to this
+			// fixture while the search still starts at the base DN.
+			cfg.UserFilter = "(sAMAccountName=" + f.Prefix + "*)"
+			cfg.GroupObjectFilter = "(&(objectClass=group)(sAMAccountName=" + f.Prefix + "*))"
+		}
+		cfg.ID = 1
+		cfg.ApplyDefaults()
+		users, groups := readAll(t, ctx, openClient(t, cfg))
+		for logical, login := range f.Users {
+			if _, ok := users[login]; !ok {
+				t.Errorf("read from %s lacks %s (%s)", cfg.BaseDN, logical, login)
+			}
+		}
+		found := 0
+		for _, g := range groups {
+			for _, dn := range f.Groups {
+				if directory.EqualDN(g.DN, dn) {
+					found++
+				}
+			}
+		}
+		if found != len(f.Groups) {
+			t.Errorf("read from %s found %d of the fixture's %d groups", cfg.BaseDN, found, len(f.Groups))
+		}
+	})
+}
