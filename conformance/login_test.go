@@ -106,6 +106,12 @@ func TestLoginConformance(t *testing.T) {
 				if got := status(err); got != tc.want {
 					t.Fatalf("Login(%q) = %d (%v), want %d", tc.login, got, err, tc.want)
 				}
+				if tc.directory == "" {
+					// Authorization: Basic runs the same checks.
+					if _, berr := svc.Basic(ctx, tc.login, tc.password, ip); status(berr) != tc.want {
+						t.Errorf("Basic(%q) = %d (%v), want %d", tc.login, status(berr), berr, tc.want)
+					}
+				}
 				if tc.want != 200 {
 					return
 				}
