@@ -1,8 +1,15 @@
 package cache
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -213,4 +220,75 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return pb.GetCounter().GetValue()
+}
+
+// TestMain lets the test binary act as "another ldapgate" holding a store.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("CACHE_TEST_HOLD_STORE"); dir != "" {
+		s, err := Open(dir, nil, nil)
+		if err != nil {
+			fmt.Println("open:", err)
+			os.Exit(1)
+		}
+		fmt.Println("holding")
+		io.Copy(io.Discard, os.Stdin) // until the parent closes our stdin
+		s.Close()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestOpenLockedByOtherProcess(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run", "^$")
+	cmd.Env = append(os.Environ(), "CACHE_TEST_HOLD_STORE="+dir)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		cmd.Wait()
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "holding\n" {
+		t.Fatalf("child: %q, %v", line, err)
+	}
+	if _, err := Open(dir, nil, nil); !errors.Is(err, ErrLocked) {
+		t.Fatalf("Open of a store held by another process: %v, want ErrLocked", err)
+	}
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	s, err := Open(dir, nil, nil)
+	if err != nil {
+		t.Fatalf("Open after the other process exited: %v", err)
+	}
+	s.Close()
+}
+
+func TestBadgerLogsThroughSlog(t *testing.T) {
+	var buf bytes.Buffer
+	l := badgerLogger{slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	l.Infof("compaction %d done\n", 1)
+	l.Debugf("noise")
+	l.Warningf("disk %s slow\n", "sda")
+	l.Errorf("broken")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want only the warning and the error, got %q", lines)
+	}
+	for i, want := range []string{`"level":"WARN","msg":"disk sda slow","source":"badger"`, `"level":"ERROR","msg":"broken","source":"badger"`} {
+		if !strings.Contains(lines[i], want) {
+			t.Errorf("line %d = %s, want %s", i, lines[i], want)
+		}
+	}
 }

@@ -232,9 +232,13 @@ func (tx *Tx) PutUser(u *account.User) error {
 		if err := tx.set(userNameKey(u.Username), idBytes(u.ID)); err != nil {
 			return fmt.Errorf("put user %q: %w", u.Username, err)
 		}
+		// The old name is freed only if it still points here: in a chain of
+		// renames in one transaction another user may have taken it already.
 		if old != nil {
-			if err := tx.del(userNameKey(old.Username)); err != nil {
-				return fmt.Errorf("put user %q: %w", u.Username, err)
+			if v, err := tx.get(userNameKey(old.Username)); err == nil && bytesID(v) == u.ID {
+				if err := tx.del(userNameKey(old.Username)); err != nil {
+					return fmt.Errorf("put user %q: %w", u.Username, err)
+				}
 			}
 		}
 	}
@@ -253,8 +257,11 @@ func (tx *Tx) PutUser(u *account.User) error {
 		}
 	}
 	if old != nil && hasUUID(old) && (old.DirectoryID != u.DirectoryID || old.LDAPUUID != u.LDAPUUID) {
-		if err := tx.del(userUUIDKey(old.DirectoryID, old.LDAPUUID)); err != nil {
-			return fmt.Errorf("put user %q: %w", u.Username, err)
+		k := userUUIDKey(old.DirectoryID, old.LDAPUUID)
+		if v, err := tx.get(k); err == nil && bytesID(v) == u.ID {
+			if err := tx.del(k); err != nil {
+				return fmt.Errorf("put user %q: %w", u.Username, err)
+			}
 		}
 	}
 	lv := listValue(u)

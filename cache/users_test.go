@@ -558,3 +558,40 @@ func TestLargeListings(t *testing.T) {
 		}
 	}
 }
+
+// A swap of two names in one transaction (through a temporary name, as the
+// migration does) leaves each name pointing at the right user.
+func TestRenameSwapInOneTx(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "")
+	a := mustCreate(t, s, localUser("a@x", "user"))
+	b := mustCreate(t, s, localUser("b@x", "user"))
+	s.UserByName(ctx, "a@x") // warm the cache
+	err := s.Update(ctx, func(tx *Tx) error {
+		for _, step := range []struct {
+			id   uint64
+			name string
+		}{{a.ID, "tmp@x"}, {b.ID, "a@x"}, {a.ID, "b@x"}} {
+			u, err := tx.UserByID(step.id)
+			if err != nil {
+				return err
+			}
+			u.Username = step.name
+			if err := tx.PutUser(&u); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("swap: %v", err)
+	}
+	for name, want := range map[string]uint64{"a@x": b.ID, "b@x": a.ID} {
+		if got := mustByName(t, s, name); got.ID != want {
+			t.Errorf("%s → user %d, want %d", name, got.ID, want)
+		}
+	}
+	if _, err := s.UserByName(ctx, "tmp@x"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("temporary name left behind: %v", err)
+	}
+}
