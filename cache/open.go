@@ -146,6 +146,9 @@ func (s *Store) releaseSeqs() error {
 // Close releases the unused id leases and closes badger. Safe to call twice.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		// Let a big transaction in flight finish its apply first.
+		s.writeMu.Lock()
+		defer s.writeMu.Unlock()
 		seqErr := s.releaseSeqs()
 		dbErr := s.db.Close()
 		if err := errors.Join(seqErr, dbErr); err != nil {
