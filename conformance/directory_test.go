@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-ldap/ldap/v3"
+
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
 	"github.com/ldapgate/ldapgate/internal/ldaptest"
@@ -380,4 +382,38 @@ func TestDirectoryReadFromBase(t *testing.T) {
 			t.Errorf("read from %s found %d of the fixture's %d groups", cfg.BaseDN, found, len(f.Groups))
 		}
 	})
+}
+
+// TestFreeIPALockValues: FreeIPA writes nsAccountLock TRUE, but the
+// attribute is a string compared case-insensitively by 389-ds; "false"
+// (what ipa user-enable may leave behind) is not a lock.
+func TestFreeIPALockValues(t *testing.T) {
+	s := ldaptest.Shared389(t)
+	t.Parallel()
+	ctx := testCtx(t)
+	f := s.NewFixture(t)
+	cfg := dirConfig(f)
+	c := openClient(t, cfg)
+	for _, tc := range []struct {
+		value    string
+		disabled bool
+	}{{"true", true}, {"True", true}, {"false", false}, {"FALSE", false}} {
+		t.Run(tc.value, func(t *testing.T) {
+			users, _ := readAll(t, ctx, c)
+			dn := users[f.Users["bob"]].DN
+			req := ldap.NewModifyRequest(dn, nil)
+			req.Replace("nsAccountLock", []string{tc.value})
+			if err := s.AdminConn(t).Modify(req); err != nil {
+				t.Fatal(err)
+			}
+			users, _ = readAll(t, ctx, c)
+			if got := users[f.Users["bob"]].Disabled; got != tc.disabled {
+				t.Errorf("nsAccountLock %q: Disabled = %v, want %v", tc.value, got, tc.disabled)
+			}
+			_, err := c.Authenticate(ctx, f.Users["bob"], ldaptest.Password)
+			if tc.disabled != errors.Is(err, directory.ErrAccountDisabled) || (!tc.disabled && err != nil) {
+				t.Errorf("nsAccountLock %q: Authenticate = %v, want disabled %v", tc.value, err, tc.disabled)
+			}
+		})
+	}
 }
