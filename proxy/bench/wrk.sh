@@ -36,6 +36,7 @@ done
 
 "$tmp/upstream" -listen "127.0.0.1:$UP_PORT" & pids+=($!)
 "$tmp/gate" -listen "127.0.0.1:$GATE_PORT" -upstream "http://127.0.0.1:$UP_PORT" 2>"$tmp/gate.log" & pids+=($!)
+gate_pid=$!
 
 mkdir -p "$tmp/nginx"
 cat >"$tmp/nginx/nginx.conf" <<EOF
@@ -69,6 +70,7 @@ http {
 }
 EOF
 nginx -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" & pids+=($!)
+nginx_pid=$!
 
 wait_port() {
 	for _ in $(seq 100); do
@@ -86,22 +88,42 @@ wait_port "$NGINX_PORT"
 # among others) so ldapgate's cookie rewrite runs, as it would in use.
 hdr="Cookie: ldapgate_session=0123456789abcdef0123456789abcdef; theme=dark; lang=en"
 
-run() { # port -> requests/second
-	wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -H "$hdr" "http://127.0.0.1:$1/app/page?x=1" |
-		awk '/^Requests\/sec:/ {print $2}'
+# CPU ticks (user+system) of the given processes, from /proc.
+ticks() {
+	local t=0 p f
+	for p in "$@"; do
+		read -ra f < <(sed 's/.*) //' "/proc/$p/stat")
+		t=$((t + f[11] + f[12]))
+	done
+	echo "$t"
 }
 
+run() { # port pids... -> "requests/second CPU-microseconds/request" of pids
+	local port=$1 out t0 t1 n
+	shift
+	t0=$(ticks "$@")
+	out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -H "$hdr" "http://127.0.0.1:$port/app/page?x=1")
+	t1=$(ticks "$@")
+	n=$(awk '/ requests in / {print $1}' <<<"$out")
+	echo "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out") $(echo "($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / $n" | bc -l)"
+}
+
+nginx_workers=$(pgrep -P "$nginx_pid" | tr '\n' ' ')
+
 # A short warm-up of each, unmeasured.
-DURATION=2s run "$GATE_PORT" >/dev/null
-DURATION=2s run "$NGINX_PORT" >/dev/null
+DURATION=2s run "$GATE_PORT" "$gate_pid" >/dev/null
+# shellcheck disable=SC2086 # one pid per word
+DURATION=2s run "$NGINX_PORT" $nginx_workers >/dev/null
 
 echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS rounds alternating, upstream answers \"ok\""
 gsum=0
 nsum=0
 for i in $(seq "$ROUNDS"); do
-	g=$(run "$GATE_PORT")
-	n=$(run "$NGINX_PORT")
-	printf 'round %d: ldapgate %10.0f req/s   nginx %10.0f req/s   ratio %.2f\n' "$i" "$g" "$n" "$(echo "$g / $n" | bc -l)"
+	read -r g gcpu < <(run "$GATE_PORT" "$gate_pid")
+	# shellcheck disable=SC2086
+	read -r n ncpu < <(run "$NGINX_PORT" $nginx_workers)
+	printf 'round %d: ldapgate %8.0f req/s (%5.1f us CPU/req)   nginx %8.0f req/s (%5.1f us CPU/req)   ratio %.2f\n' \
+		"$i" "$g" "$gcpu" "$n" "$ncpu" "$(echo "$g / $n" | bc -l)"
 	gsum=$(echo "$gsum + $g" | bc -l)
 	nsum=$(echo "$nsum + $n" | bc -l)
 done
