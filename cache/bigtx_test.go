@@ -1,9 +1,13 @@
 package cache
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
 	"testing"
 )
 
@@ -218,5 +222,85 @@ func TestBigTransactionConflicts(t *testing.T) {
 	got, _ := s.UserByID(ctx, first.ID)
 	if got.Username != bigName(0, "example.com") || got.Role != "admin" {
 		t.Fatalf("user after both: %+v", got)
+	}
+}
+
+// killableMigration (run in a child process by TestBigTransactionKill9)
+// seeds a store, then migrates it, announcing step on stdout and then
+// hanging there until the parent kills it with SIGKILL.
+func killableMigration(dir, step string) {
+	memTableSize = 2 << 20
+	s, err := Open(dir, nil, nil)
+	if err != nil {
+		fmt.Println("open:", err)
+		os.Exit(1)
+	}
+	ctx := context.Background()
+	for lo := 0; lo < bigN; lo += 200 {
+		err := s.Update(ctx, func(tx *Tx) error {
+			for i := lo; i < lo+200; i++ {
+				u := ldapUser(bigName(i, "mail.example"), 9, fmt.Sprint(i), "user")
+				if err := tx.PutUser(&u); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			fmt.Println("seed:", err)
+			os.Exit(1)
+		}
+	}
+	r, err := s.CreateRun(ctx, Run{DirectoryID: 9})
+	if err != nil {
+		fmt.Println("run:", err)
+		os.Exit(1)
+	}
+	testHookBigCommit = func(at string) error {
+		if at == step {
+			fmt.Printf("at %s run %d\n", at, r.ID)
+			select {} // wait for SIGKILL
+		}
+		return nil
+	}
+	migrateAll(s, r.ID, -1)
+	fmt.Println("finished without reaching", step)
+	os.Exit(1)
+}
+
+// A real kill -9 at each step of a big commit: after a restart the store
+// holds all of the transaction or none of it.
+func TestBigTransactionKill9(t *testing.T) {
+	tests := []struct {
+		step     string
+		migrated bool
+	}{
+		{"journal", false},
+		{"marked", true},
+		{"applied-batch", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.step, func(t *testing.T) {
+			dir := t.TempDir()
+			cmd := exec.Command(os.Args[0], "-test.run", "^$")
+			cmd.Env = append(os.Environ(), "CACHE_TEST_KILL_AT="+tc.step, "CACHE_TEST_DIR="+dir)
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			line, err := bufio.NewReader(out).ReadString('\n')
+			cmd.Process.Signal(syscall.SIGKILL)
+			cmd.Wait()
+			var runID uint64
+			if _, serr := fmt.Sscanf(line, "at "+tc.step+" run %d\n", &runID); err != nil || serr != nil {
+				t.Fatalf("child said %q (%v)", line, err)
+			}
+			s := openSmall(t, dir)
+			checkMigrated(t, s, runID, tc.migrated)
+			mustCreate(t, s, localUser("after@local", "user"))
+		})
 	}
 }

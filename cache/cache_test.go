@@ -235,6 +235,10 @@ func TestMain(m *testing.M) {
 		s.Close()
 		os.Exit(0)
 	}
+	if step := os.Getenv("CACHE_TEST_KILL_AT"); step != "" {
+		killableMigration(os.Getenv("CACHE_TEST_DIR"), step)
+		return
+	}
 	os.Exit(m.Run())
 }
 
