@@ -3,8 +3,10 @@ package conformance
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 
@@ -221,4 +223,50 @@ func expectUser(t *testing.T, ctx context.Context, env *syncEnv, f *ldaptest.Fix
 		t.Errorf("%s: state %s/%q role %q, want %s/%q role %q", logical, u.State, u.BlockReason, u.Role, state, reason, role)
 	}
 	return u
+}
+
+// TestADLockoutIsNotABlock (issue 6): a temporary lockout (lockoutTime set)
+// refuses the bind with 49/data 775 but is not a directory block: the read
+// says enabled and the sync leaves the user active; clearing it lets the
+// user in again. Only userAccountControl's 0x2 is "disabled".
+func TestADLockoutIsNotABlock(t *testing.T) {
+	s := ldaptest.SharedSamba(t)
+	t.Parallel()
+	ctx := testCtx(t)
+	f := s.NewFixture(t)
+	cfg := dirConfig(f)
+	env := newSyncEnv(t, cfg)
+	mustSync(t, ctx, env)
+
+	u, err := env.client.FindUser(ctx, f.Users["bob"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	setLockout := func(v string) {
+		t.Helper()
+		req := ldap.NewModifyRequest(u.DN, nil)
+		req.Replace("lockoutTime", []string{v})
+		if err := s.AdminConn(t).Modify(req); err != nil {
+			t.Fatalf("set lockoutTime %s: %v", v, err)
+		}
+	}
+	// lockoutTime is a FILETIME: 100 ns ticks since 1601-01-01.
+	setLockout(strconv.FormatInt((time.Now().Unix()+11644473600)*10_000_000, 10))
+
+	if _, err := env.client.Authenticate(ctx, f.Users["bob"], ldaptest.Password); !errors.Is(err, directory.ErrAccountLocked) {
+		t.Errorf("Authenticate(locked bob) = %v, want ErrAccountLocked (data 775)", err)
+	}
+	if got, err := env.client.FindUser(ctx, f.Users["bob"]); err != nil || got.Disabled {
+		t.Errorf("FindUser(locked bob) = Disabled %v, %v; want enabled", got.Disabled, err)
+	}
+	run := mustSync(t, ctx, env)
+	expectUser(t, ctx, env, f, "bob", account.StateActive, "", "user")
+	if ch, _ := env.store.RunChanges(ctx, run.ID); len(ch) != 0 {
+		t.Errorf("a lockout changed %d users: %+v", len(ch), ch)
+	}
+
+	setLockout("0")
+	if _, err := env.client.Authenticate(ctx, f.Users["bob"], ldaptest.Password); err != nil {
+		t.Errorf("Authenticate(unlocked bob) = %v", err)
+	}
 }
