@@ -2,11 +2,14 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -173,5 +176,49 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestHTTPSUpstream(t *testing.T) {
+	var lastProto atomic.Value
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		lastProto.Store(r.Proto)
+		if r.URL.Path == "/ws" {
+			up := websocket.Upgrader{}
+			c, err := up.Upgrade(w, r, nil)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			typ, msg, err := c.ReadMessage()
+			if err == nil {
+				_ = c.WriteMessage(typ, msg)
+			}
+			return
+		}
+		echoHandler(w, r)
+	}))
+	srv.EnableHTTP2 = true // ALPN must still settle on HTTP/1.1
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	tlsCfg := srv.Client().Transport.(*http.Transport).TLSClientConfig
+	g := startGate(t, Options{Upstream: srv.URL, TLSConfig: &tls.Config{RootCAs: tlsCfg.RootCAs}}, alice)
+
+	e := rawEcho(t, g, "GET /x?y=1 HTTP/1.1\r\nHost: h\r\n\r\n")
+	if e.URI != "/x?y=1" || e.Header.Get("X-Forwarded-User") != "alice@example.org" || lastProto.Load() != "HTTP/1.1" {
+		t.Errorf("over TLS: uri %q user %q proto %s", e.URI, e.Header.Get("X-Forwarded-User"), lastProto)
+	}
+
+	c, _, err := websocket.DefaultDialer.Dial("ws://"+g.addr+"/ws", nil)
+	if err != nil {
+		t.Fatalf("WebSocket to an https upstream: %v", err)
+	}
+	defer c.Close()
+	if err := c.WriteMessage(websocket.TextMessage, []byte("over tls")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, msg, err := c.ReadMessage(); err != nil || string(msg) != "over tls" {
+		t.Errorf("echo over TLS: %q %v", msg, err)
 	}
 }
