@@ -24,9 +24,11 @@ import (
 // MiB (two memtable arenas of ~42 MiB, table builders of the flush and the
 // compactions); the rest of the RSS is GC headroom, which GOMEMLIMIT bounds.
 //
-// The memtable size also bounds one transaction (15% of it: ~4.8 MiB or
-// 50,000 keys, i.e. ~12,000 new users or ~16,000 renames); 16 MiB saved no
-// measurable RSS and would halve that.
+// The memtable size also bounds one badger transaction (15% of it: ~4.8
+// MiB or 50,000 keys, i.e. ~12,000 new users or ~16,000 renames); Update
+// commits anything bigger through its journal (bigtx.go), which costs a
+// second write of every key, so the common batches should stay below it.
+// 16 MiB saved no measurable RSS and would halve it.
 //
 // No compression: the store is small (100k users ≈ 40 MiB of tables), and
 // without it badger needs no block cache and no compression goroutines, and
