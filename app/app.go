@@ -13,7 +13,9 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 	"github.com/ldapgate/ldapgate/auth"
 	"github.com/ldapgate/ldapgate/cache"
 	"github.com/ldapgate/ldapgate/config"
+	"github.com/ldapgate/ldapgate/directory"
 	"github.com/ldapgate/ldapgate/metrics"
 	"github.com/ldapgate/ldapgate/proxy"
 	"github.com/ldapgate/ldapgate/syncer"
@@ -77,18 +80,6 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		return fmt.Errorf("local users: %w", err)
 	}
 
-	trusted, err := parsePrefixes(cfg.TrustedProxies)
-	if err != nil {
-		return err
-	}
-	px, err := proxy.New(proxy.Options{
-		Upstream: cfg.Upstream, Headers: cfg.Headers, CookieName: cfg.Session.CookieName,
-		TrustedProxies: trusted,
-	}, log, m)
-	if err != nil {
-		return err
-	}
-	defer px.Close()
 	authSvc, err := auth.New(auth.Deps{Config: cfg, Store: store, Dirs: dirs.Set(), Syncer: sync_, Log: log, Metrics: m})
 	if err != nil {
 		return err
@@ -98,13 +89,11 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		Config: cfg, Store: store, Dirs: dirs, Syncer: sync_, Auth: authSvc, Log: log, Level: level,
 		AdminToken: cfg.AdminToken, Metrics: m,
 	})
-	front, err := web.New(web.Deps{
-		Config: cfg, Auth: authSvc, Proxy: px, Dirs: dirs.Set(), Log: log, Metrics: m,
-		Admin: admin.Handler(),
-	})
-	if err != nil {
+	fr := &frontend{auth: authSvc, dirs: dirs.Set(), admin: admin.Handler(), log: log, m: m}
+	if err := fr.apply(cfg); err != nil {
 		return err
 	}
+	defer fr.close()
 
 	// Background work has one owner: this function. wg waits for it.
 	runCtx, cancel := context.WithCancel(ctx)
@@ -128,7 +117,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	}
 
 	srv := &fasthttp.Server{
-		Handler:               front.Handler(),
+		Handler:               fr.serve,
 		Name:                  "ldapgate",
 		NoDefaultServerHeader: true,
 		// Bodies stream through the proxy: a 200 MiB upload must not be
@@ -176,7 +165,7 @@ loop:
 			runErr = fmt.Errorf("listener stopped: %w", err)
 			break loop
 		case <-hup:
-			reload(ctx, cfg, dirs, front, log)
+			reload(ctx, cfg, dirs, fr, log)
 		}
 	}
 
@@ -196,7 +185,7 @@ loop:
 // reload re-reads the config file on SIGHUP: directories, role mappings,
 // schedules, headers. A bad file is rejected with every error logged and
 // the running config kept. Listen addresses and data_dir need a restart.
-func reload(ctx context.Context, cur *config.Config, dirs *Directories, front *web.Server, log *slog.Logger) {
+func reload(ctx context.Context, cur *config.Config, dirs *Directories, fr *frontend, log *slog.Logger) {
 	next, err := config.Load(cur.Path)
 	if err != nil {
 		var errs config.Errors
@@ -213,8 +202,84 @@ func reload(ctx context.Context, cur *config.Config, dirs *Directories, front *w
 		log.Error("config reload: directories not applied", "err", err)
 		return
 	}
-	front.Reload(next)
+	if err := fr.apply(next); err != nil {
+		log.Error("config reload: proxy settings not applied", "err", err)
+		return
+	}
 	log.Info("config reloaded", "path", cur.Path, "directories", len(next.Directories))
+}
+
+// frontend is the HTTP front and the proxy it forwards through. The proxy
+// fixes its identity header names, session cookie name and trusted proxies
+// when built, so a reload that changes any of them builds a new proxy and
+// front and swaps them in: otherwise the upstream would keep receiving the
+// old header names (and a client could send the new ones unchecked), and a
+// renamed session cookie would travel upstream.
+type frontend struct {
+	auth  *auth.Service
+	dirs  *directory.Set
+	admin fasthttp.RequestHandler
+	log   *slog.Logger
+	m     *metrics.Metrics
+
+	cur atomic.Pointer[web.Server]
+
+	mu      sync.Mutex // serialises apply and close
+	opts    proxy.Options
+	proxies []*proxy.Proxy // every proxy built; requests may still use retired ones
+}
+
+func (f *frontend) serve(ctx *fasthttp.RequestCtx) { f.cur.Load().Handler()(ctx) }
+
+// apply makes cfg's front settings current.
+func (f *frontend) apply(cfg *config.Config) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	trusted, err := parsePrefixes(cfg.TrustedProxies)
+	if err != nil {
+		return err
+	}
+	opts := proxy.Options{
+		Upstream: cfg.Upstream, Headers: cfg.Headers, CookieName: cfg.Session.CookieName,
+		TrustedProxies: trusted,
+	}
+	if cur := f.cur.Load(); cur != nil && sameProxyOptions(f.opts, opts) {
+		cur.Reload(cfg)
+		return nil
+	}
+	px, err := proxy.New(opts, f.log, f.m)
+	if err != nil {
+		return err
+	}
+	front, err := web.New(web.Deps{
+		Config: cfg, Auth: f.auth, Proxy: px, Dirs: f.dirs, Log: f.log, Metrics: f.m, Admin: f.admin,
+	})
+	if err != nil {
+		px.Close()
+		return err
+	}
+	// Reload also hands cfg's session and login settings to auth.
+	front.Reload(cfg)
+	f.opts = opts
+	f.proxies = append(f.proxies, px)
+	f.cur.Store(front)
+	return nil
+}
+
+// close ends every proxy's tunnels and idle connections. Retired proxies
+// are closed only here, after the server drained: a request that started
+// before a reload finishes on the proxy it started with.
+func (f *frontend) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, px := range f.proxies {
+		px.Close()
+	}
+}
+
+func sameProxyOptions(a, b proxy.Options) bool {
+	return a.Upstream == b.Upstream && a.Headers == b.Headers && a.CookieName == b.CookieName &&
+		slices.Equal(a.TrustedProxies, b.TrustedProxies)
 }
 
 func parsePrefixes(cidrs []string) ([]netip.Prefix, error) {
