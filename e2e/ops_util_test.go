@@ -91,6 +91,7 @@ func startEchoUpstream(t *testing.T, slow time.Duration) *echoUpstream {
 // opsConfig is a complete config file for one ldapgate.
 type opsConfig struct {
 	Listen, Metrics, Upstream, DataDir, TokenFile, LogLevel string
+	Session                                                 string // the session: mapping; default {secure_cookie: false}
 	Extra                                                   string // more top-level YAML (directories:, headers:, ...)
 }
 
@@ -99,8 +100,12 @@ func (c opsConfig) yaml() string {
 	if level == "" {
 		level = "info"
 	}
-	s := fmt.Sprintf("listen: %q\nmetrics_listen: %q\nupstream: %q\ndata_dir: %q\nlog_level: %s\nsession: {secure_cookie: false}\n",
-		c.Listen, c.Metrics, c.Upstream, c.DataDir, level)
+	session := c.Session
+	if session == "" {
+		session = "{secure_cookie: false}"
+	}
+	s := fmt.Sprintf("listen: %q\nmetrics_listen: %q\nupstream: %q\ndata_dir: %q\nlog_level: %s\nsession: %s\n",
+		c.Listen, c.Metrics, c.Upstream, c.DataDir, level, session)
 	if c.TokenFile != "" {
 		s += fmt.Sprintf("admin_token_file: %q\n", c.TokenFile)
 	}

@@ -1,0 +1,262 @@
+package e2e
+
+// Signals with the real binary: SIGHUP reloads the config file (a bad one
+// is refused, the old config kept), SIGTERM drains in-flight requests and
+// releases the store.
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ldapgate/ldapgate/internal/ldaptest"
+)
+
+// publicDirectories lists the names GET /auth/v4/public/directories gives.
+func publicDirectories(t *testing.T, base string) []string {
+	t.Helper()
+	code, body := get(t, base+"/auth/v4/public/directories")
+	if code != 200 {
+		t.Fatalf("directories: %d %s", code, body)
+	}
+	var out struct {
+		List []struct{ Name string } `json:"list"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		t.Fatalf("directories: %v: %s", err, body)
+	}
+	var names []string
+	for _, d := range out.List {
+		names = append(names, d.Name)
+	}
+	return names
+}
+
+// proxiedHeaders returns the headers the upstream received for a proxied
+// request with the session token.
+func proxiedHeaders(t *testing.T, base, token string) map[string]string {
+	t.Helper()
+	code, body := get(t, base+"/app/whoami", "Authorization", "Bearer "+token)
+	if code != 200 {
+		t.Fatalf("proxied request: %d %s", code, body)
+	}
+	var h map[string]string
+	if err := json.Unmarshal(body, &h); err != nil {
+		t.Fatalf("upstream answer: %v: %s", err, body)
+	}
+	return h
+}
+
+func countLog(logs *logBuf, sub string) int { return strings.Count(logs.String(), sub) }
+
+// hup sends SIGHUP and waits until the process logged one more line
+// containing marker than before.
+func hup(t *testing.T, p *proc, marker string) {
+	t.Helper()
+	n := countLog(p.stderr, marker)
+	p.signal(syscall.SIGHUP)
+	eventually(t, 5*time.Second, "reload logged "+marker, func() (bool, string) {
+		return countLog(p.stderr, marker) > n, ""
+	})
+}
+
+// TestReloadOnSIGHUP: directories and identity headers change on SIGHUP;
+// a file with an error is refused with the error and its line logged, and
+// the running config stays.
+func TestReloadOnSIGHUP(t *testing.T) {
+	bin := binary(t)
+	fx1, fx2 := twoFixtures(t)
+	up := startEchoUpstream(t, 0)
+	c := newOpsConfig(t, up.URL, "")
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	one := "directories:\n" + dirYAML("first", fx1, "")
+	two := one + dirYAML("second", fx2, "")
+	c.Extra = one
+	writeConfig(t, path, c.yaml())
+	p := startBinary(t, bin, path, c.Listen)
+
+	if got := publicDirectories(t, p.base); strings.Join(got, ",") != "first" {
+		t.Fatalf("directories at start: %v", got)
+	}
+	g := &gate{t: t, base: p.base}
+	token := g.must(200, "POST", "/auth/v4/public/token", "", map[string]string{
+		"username": fx1.Login("alice"), "password": ldaptest.Password})["token"].(string)
+	if h := proxiedHeaders(t, p.base, token); h["X-Forwarded-User"] != fx1.Login("alice") {
+		t.Fatalf("headers before reload: %v", h)
+	}
+
+	// A second directory.
+	c.Extra = two
+	writeConfig(t, path, c.yaml())
+	hup(t, p, "config reloaded")
+	if got := publicDirectories(t, p.base); strings.Join(got, ",") != "first,second" {
+		t.Fatalf("directories after adding one: %v", got)
+	}
+
+	// A bad file: refused, logged with key and line, the old config stays.
+	bad := c.yaml() + "bogus_key: 1\n"
+	line := strings.Count(bad, "\n")
+	writeConfig(t, path, bad)
+	hup(t, p, "config reload rejected")
+	logLine := waitLog(t, p.stderr, time.Second, "config reload rejected", "bogus_key")
+	var entry map[string]any
+	if err := json.Unmarshal([]byte(logLine), &entry); err != nil {
+		t.Fatalf("log line is not JSON: %v: %s", err, logLine)
+	}
+	if entry["level"] != "ERROR" || !strings.Contains(logLine, fmt.Sprintf("line %d", line)) {
+		t.Fatalf("rejected reload log line lacks level ERROR or line %d: %s", line, logLine)
+	}
+	if !p.alive() {
+		t.Fatalf("process exited after a bad reload: %v", p.err)
+	}
+	if got := publicDirectories(t, p.base); strings.Join(got, ",") != "first,second" {
+		t.Fatalf("directories after a rejected reload: %v", got)
+	}
+
+	// Identity header names.
+	c.Extra = two + "headers:\n  user: X-Auth-User\n"
+	writeConfig(t, path, c.yaml())
+	hup(t, p, "config reloaded")
+	token = g.must(200, "POST", "/auth/v4/public/token", "", map[string]string{
+		"username": fx1.Login("alice"), "password": ldaptest.Password, "directory": "first"})["token"].(string)
+	h := proxiedHeaders(t, p.base, token)
+	if h["X-Auth-User"] != fx1.Login("alice") {
+		t.Errorf("after reload with headers.user X-Auth-User, upstream got X-Auth-User %q (headers %v)", h["X-Auth-User"], h)
+	}
+	if _, ok := h["X-Forwarded-User"]; ok {
+		t.Errorf("after reload, the old user header still goes upstream: %v", h)
+	}
+	// The header a client sends under the new name never passes.
+	code, body := get(t, p.base+"/app/x", "Authorization", "Bearer "+token, "X-Auth-User", "mallory@example.com")
+	if code != 200 || strings.Contains(string(body), "mallory") {
+		t.Errorf("client X-Auth-User after reload: %d %s", code, body)
+	}
+
+	// A renamed session cookie: it carries the session, and like the old
+	// one it never travels upstream.
+	c.Session = "{secure_cookie: false, cookie_name: gate_sess}"
+	writeConfig(t, path, c.yaml())
+	hup(t, p, "config reloaded")
+	code, body = get(t, p.base+"/app/cookie", "Cookie", "gate_sess="+token+"; theme=dark")
+	if code != 200 {
+		t.Fatalf("request with the renamed session cookie: %d %s", code, body)
+	}
+	if strings.Contains(string(body), token) || !strings.Contains(string(body), "theme=dark") {
+		t.Errorf("after renaming the session cookie, the upstream got: %s", body)
+	}
+}
+
+// TestShutdownDrainsOnSIGTERM: a request in flight when SIGTERM arrives
+// completes; new connections are refused; the process exits 0 in time
+// and a new process opens the same data dir (the badger lock is released).
+func TestShutdownDrainsOnSIGTERM(t *testing.T) {
+	bin := binary(t)
+	const slow = 2 * time.Second
+	up := startEchoUpstream(t, slow)
+	c := newOpsConfig(t, up.URL, "public_paths: [\"/public/\"]\n")
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	writeConfig(t, path, c.yaml())
+	p := startBinary(t, bin, path, c.Listen)
+
+	type result struct {
+		code int
+		body string
+	}
+	res := make(chan result, 1)
+	go func() {
+		// Not get(): it would call t.Fatal off the test goroutine.
+		conn, err := net.DialTimeout("tcp", c.Listen, time.Second)
+		if err != nil {
+			res <- result{0, err.Error()}
+			return
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "GET /public/slow HTTP/1.1\r\nHost: %s\r\n\r\n", c.Listen)
+		buf := make([]byte, 8192)
+		var all []byte
+		for {
+			n, err := conn.Read(buf)
+			all = append(all, buf[:n]...)
+			if err != nil || strings.Contains(string(all), "/public/slow\"}") {
+				break
+			}
+		}
+		s := string(all)
+		code := 0
+		fmt.Sscanf(s, "HTTP/1.1 %d", &code)
+		res <- result{code, s}
+	}()
+	select {
+	case <-up.arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the slow request never reached the upstream")
+	}
+	termAt := time.Now()
+	p.signal(syscall.SIGTERM)
+
+	// While the slow request drains, the listener is closed.
+	eventually(t, time.Second, "new connections refused after SIGTERM", func() (bool, string) {
+		conn, err := net.DialTimeout("tcp", c.Listen, 200*time.Millisecond)
+		if err == nil {
+			conn.Close()
+			return false, "connected"
+		}
+		return errors.Is(err, syscall.ECONNREFUSED), err.Error()
+	})
+	if d := time.Since(termAt); d >= slow {
+		t.Fatalf("refusal only seen after %v, when the slow request was done anyway", d)
+	}
+
+	select {
+	case r := <-res:
+		if r.code != 200 || !strings.Contains(r.body, `"path":"/public/slow"`) {
+			t.Fatalf("in-flight request: %d %q", r.code, r.body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("in-flight request did not complete")
+	}
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("process did not exit within 5s of SIGTERM")
+	}
+	if p.err != nil {
+		t.Fatalf("exit after SIGTERM: %v", p.err)
+	}
+	if d := time.Since(termAt); d > slow+3*time.Second {
+		t.Fatalf("shutdown took %v", d)
+	}
+	if !strings.Contains(p.stderr.String(), `"msg":"stopped"`) {
+		t.Fatalf("no clean stop in the log")
+	}
+
+	// Same data dir, new process: badger's directory lock was released.
+	c2 := c
+	c2.Listen, c2.Metrics = freePort(t), freePort(t)
+	path2 := filepath.Join(t.TempDir(), "config.yaml")
+	writeConfig(t, path2, c2.yaml())
+	p2 := startBinary(t, bin, path2, c2.Listen)
+	if code, body := get(t, "http://"+c2.Metrics+"/readyz"); code != 200 {
+		t.Fatalf("second process /readyz: %d %s", code, body)
+	}
+	p2.signal(syscall.SIGINT)
+	select {
+	case <-p2.done:
+		if p2.err != nil {
+			t.Fatalf("exit after SIGINT: %v", p2.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("second process did not exit on SIGINT")
+	}
+	if _, err := os.Stat(filepath.Join(c.DataDir, "LOCK")); err == nil {
+		t.Errorf("badger LOCK file left in %s after a clean exit", c.DataDir)
+	}
+}
