@@ -12,10 +12,11 @@ import (
 
 // defaultBatch is how many changes one store transaction applies. Each
 // change writes about six keys (user, name, uuid and listing indexes, audit
-// entry and sequence) and under 2 KiB, so 500 stay far below badger's
-// per-transaction limit while keeping the number of commits of a 100k-user
-// first sync at 200.
-const defaultBatch = 500
+// entry and sequence) and under 1.5 KiB, so 1000 stay well below badger's
+// per-transaction limit (about 4.8 MiB or 50,000 keys with the store's
+// settings; a batch found too big is split) while a 100k-user first sync
+// commits 100 times.
+const defaultBatch = 1000
 
 // testHookAfterBatch, when set (tests only), is called after each committed
 // batch with the number of changes applied so far.
@@ -27,7 +28,8 @@ type applied struct {
 	skipped int            // planned writes dropped because the store changed meanwhile
 }
 
-// apply writes the plan's changes in batches, each batch one store
+// apply writes the plan's changes in batches (and clears each change once
+// its batch is committed: apply consumes them), each batch one store
 // transaction holding the changed users and their audit entries: after a
 // crash the store holds whole batches only, and audit and data agree.
 // Blocking a user deletes their sessions in the same transaction (SPEC §5:
@@ -44,6 +46,11 @@ func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes 
 			return err
 		}
 		done += len(batch)
+		// Applied changes are not looked at again: dropping their
+		// records lets the strings they hold go while the rest applies.
+		for _, c := range batch {
+			*c = Change{Action: c.Action, Reason: c.Reason}
+		}
 		batch = batch[:0]
 		if testHookAfterBatch != nil {
 			testHookAfterBatch(done)
@@ -64,36 +71,67 @@ func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes 
 	return res, flush()
 }
 
+// conflict is a change PutUser refused (name or uuid taken meanwhile): the
+// batch is retried without it.
+type conflict struct {
+	idx int
+	err error
+}
+
+func (c *conflict) Error() string { return c.err.Error() }
+
 // applyBatch commits one batch; a batch badger finds too big is split in
 // two rather than failing the sync.
 func (s *Syncer) applyBatch(ctx context.Context, runID, dirID uint64, batch []*Change, res *applied) error {
 	var got applied
-	err := s.store.Update(ctx, func(tx *cache.Tx) error {
-		// Update may run this again after a conflict: start over each time.
-		got = applied{counts: map[Action]int{}}
-		now := time.Now().UTC()
-		for _, c := range batch {
-			a, err := applyOne(tx, runID, dirID, c, now)
-			if err != nil {
+	var drop map[int]bool // changes that met a name or uuid conflict
+	for {
+		err := s.store.Update(ctx, func(tx *cache.Tx) error {
+			// Update may run this again after a conflict: start over each time.
+			got = applied{counts: map[Action]int{}}
+			now := time.Now().UTC()
+			for i, c := range batch {
+				if drop[i] {
+					got.skipped++
+					continue
+				}
+				a, err := applyOne(tx, runID, dirID, c, now)
+				if errors.Is(err, cache.ErrNameTaken) || errors.Is(err, cache.ErrUUIDTaken) {
+					// PutUser may have written part of its index keys: the
+					// whole transaction is dropped and redone without it.
+					return &conflict{i, err}
+				}
+				if err != nil {
+					return err
+				}
+				if a == "" {
+					got.skipped++
+					continue
+				}
+				got.counts[a]++
+			}
+			return nil
+		})
+		var cf *conflict
+		if errors.As(err, &cf) {
+			if drop == nil {
+				drop = map[int]bool{}
+			}
+			drop[cf.idx] = true
+			s.log.Warn("sync: change dropped, the store changed meanwhile", "user", batch[cf.idx].Username, "err", cf.err)
+			continue
+		}
+		if errors.Is(err, cache.ErrTxnTooBig) && len(batch) > 1 {
+			h := len(batch) / 2
+			if err := s.applyBatch(ctx, runID, dirID, batch[:h], res); err != nil {
 				return err
 			}
-			if a == "" {
-				got.skipped++
-				continue
-			}
-			got.counts[a]++
+			return s.applyBatch(ctx, runID, dirID, batch[h:], res)
 		}
-		return nil
-	})
-	if errors.Is(err, cache.ErrTxnTooBig) && len(batch) > 1 {
-		h := len(batch) / 2
-		if err := s.applyBatch(ctx, runID, dirID, batch[:h], res); err != nil {
-			return err
+		if err != nil {
+			return fmt.Errorf("apply batch: %w", err)
 		}
-		return s.applyBatch(ctx, runID, dirID, batch[h:], res)
-	}
-	if err != nil {
-		return fmt.Errorf("apply batch: %w", err)
+		break
 	}
 	for a, n := range got.counts {
 		res.counts[a] += n
@@ -106,15 +144,21 @@ func (s *Syncer) applyBatch(ctx context.Context, runID, dirID uint64, batch []*C
 // transaction, not as it was when the plan was made: an admin may have
 // blocked, deleted or renamed the user while the directory was read. It
 // returns the action written, or "" when the change no longer applies.
+// A name or uuid another user took meanwhile comes back as PutUser's
+// cache.ErrNameTaken / cache.ErrUUIDTaken.
 func applyOne(tx *cache.Tx, runID, dirID uint64, c *Change, now time.Time) (Action, error) {
 	var (
-		fresh account.User
-		u     account.User
+		fresh  account.User
+		u      account.User
+		fields map[string][2]string
 	)
 	switch c.Action {
 	case ActionCreate:
 		u = c.After
 		u.ID = 0
+		// The record itself says the rest; the audit keeps what an
+		// operator looks for.
+		fields = map[string][2]string{"role": {"", u.Role}, "state": {"", string(u.State)}}
 	default:
 		var err error
 		fresh, err = tx.UserByID(c.Before.ID)
@@ -139,32 +183,18 @@ func applyOne(tx *cache.Tx, runID, dirID uint64, c *Change, now time.Time) (Acti
 		if fresh.BlockReason != account.ReasonAdmin {
 			u.State, u.BlockReason = c.After.State, c.After.BlockReason
 		}
-	}
-
-	// Names and uuids are checked here first because a failed PutUser may
-	// have written part of its index keys into the transaction.
-	if c.Action == ActionCreate || fresh.Username != u.Username {
-		if o, err := tx.UserByName(u.Username); err == nil && o.ID != fresh.ID {
-			return "", nil
-		} else if err != nil && !errors.Is(err, cache.ErrNotFound) {
-			return "", err
+		fields = diff(&fresh, &u)
+		if c.Action == ActionConvertLocal {
+			if fields == nil {
+				fields = map[string][2]string{}
+			}
+			fields["password_hash"] = [2]string{"set", ""}
 		}
-	}
-	if u.LDAPUUID != "" && (c.Action == ActionCreate || fresh.LDAPUUID != u.LDAPUUID || fresh.DirectoryID != u.DirectoryID) {
-		if o, err := tx.UserByUUID(dirID, u.LDAPUUID); err == nil && o.ID != fresh.ID {
+		if fields == nil {
 			return "", nil
-		} else if err != nil && !errors.Is(err, cache.ErrNotFound) {
-			return "", err
 		}
 	}
 
-	fields := diff(&fresh, &u)
-	if c.Action == ActionConvertLocal {
-		fields["password_hash"] = [2]string{"set", ""}
-	}
-	if c.Action != ActionCreate && len(fields) == 0 {
-		return "", nil
-	}
 	// Only users that change get LastSyncedAt: an unchanged re-sync must
 	// write nothing but its run record (issue 3).
 	u.LastSyncedAt = now

@@ -102,7 +102,8 @@ type Change struct {
 	// After is the desired record. For skips it carries what is known of
 	// the entry (name, email, DN, uuid, role) for the preview.
 	After account.User
-	// Fields lists the changed fields, name → [old, new], for the audit log.
+	// Fields lists the changed fields, name → [old, new], for the audit log
+	// (nil for creates: the whole record is new; apply records it).
 	Fields map[string][2]string
 }
 
@@ -128,6 +129,10 @@ type PlanInput struct {
 	// a same-directory user found only by name is not taken over, since
 	// its uuid might belong to an entry this read did not see.
 	Partial bool
+	// OmitUnchanged leaves unchanged users out of Changes (they are still
+	// counted in Summary): a real sync of a large directory does not need
+	// a row for each of them, the preview does.
+	OmitUnchanged bool
 }
 
 // Plan is the list of changes for one directory.
@@ -142,6 +147,8 @@ type Plan struct {
 	// ActiveUsers is the number of this directory's store users that are
 	// active before the plan: the base of the max_block_fraction check.
 	ActiveUsers int
+	// Unchanged counts the unchanged users left out by OmitUnchanged.
+	Unchanged int
 }
 
 // Summary counts the changes by action.
@@ -149,6 +156,9 @@ func (p *Plan) Summary() map[string]int {
 	out := map[string]int{}
 	for i := range p.Changes {
 		out[string(p.Changes[i].Action)]++
+	}
+	if p.Unchanged > 0 {
+		out[string(ActionUnchanged)] += p.Unchanged
 	}
 	return out
 }
@@ -205,10 +215,11 @@ func (p *Plan) Check(maxFraction float64, force bool) error {
 
 // entryResult is the first pass over a directory entry.
 type entryResult struct {
-	name   string
-	skip   string
-	role   string
-	groups []string
+	name    string
+	skip    string
+	role    string
+	groups  []string
+	dupUUID bool // a second entry with an immutable id already seen
 }
 
 // BuildPlan turns a snapshot and the store's users into a plan (SPEC §4
@@ -248,6 +259,7 @@ func BuildPlan(in PlanInput) Plan {
 		u := &in.Snapshot.Users[i]
 		r := &res[i]
 		if u.UUID != "" {
+			r.dupUUID = inSnapshot[u.UUID]
 			inSnapshot[u.UUID] = true
 		}
 		name, ok := canonicalName(dir, u)
@@ -269,13 +281,18 @@ func BuildPlan(in PlanInput) Plan {
 				r.skip = SkipNoMappedGroup
 			}
 		}
-		if r.skip == "" {
+		if r.skip == "" && !r.dupUUID {
 			nameCount[name]++
 		}
 	}
 
+	// Allocated only now: the group graph of pass 1 is garbage by here,
+	// which keeps it and the changes from peaking together.
+	if !in.OmitUnchanged {
+		plan.Changes = make([]Change, 0, len(in.Snapshot.Users)+len(in.Current)/8)
+	}
+
 	// Pass 2: match every entry to a store user and decide its change.
-	seenUUID := make(map[string]bool, len(res))
 	for i := range in.Snapshot.Users {
 		u := &in.Snapshot.Users[i]
 		r := &res[i]
@@ -287,12 +304,11 @@ func BuildPlan(in PlanInput) Plan {
 		// a rename and the next sync sorts it out).
 		var before *account.User
 		var idx = -1
+		if r.dupUUID {
+			plan.add(skip(u, r, SkipDuplicateUUID, nil))
+			continue
+		}
 		if u.UUID != "" {
-			if seenUUID[u.UUID] {
-				plan.add(skip(u, r, SkipDuplicateUUID, nil))
-				continue
-			}
-			seenUUID[u.UUID] = true
 			if j, ok := byUUID[u.UUID]; ok {
 				idx, before = j, cur[j]
 			}
@@ -336,7 +352,12 @@ func BuildPlan(in PlanInput) Plan {
 				continue
 			}
 		}
-		plan.add(admit(dir, u, r, before, convert, in.Now))
+		c := admit(dir, u, r, before, convert, in.Now)
+		if c.Action == ActionUnchanged && in.OmitUnchanged {
+			plan.Unchanged++
+			continue
+		}
+		plan.add(c)
 	}
 
 	// Pass 3: store users of this directory the read did not return
@@ -412,6 +433,9 @@ func scopeChange(u *directory.User, r *entryResult, before *account.User, now ti
 		return skip(u, r, r.skip, before)
 	}
 	c := block(before, account.StateBlocked, account.ReasonOutOfScope, now)
+	if c.Fields == nil {
+		c.Fields = map[string][2]string{}
+	}
 	c.Fields["skip_reason"] = [2]string{"", r.skip}
 	return c
 }
@@ -451,13 +475,16 @@ func admit(dir *config.Directory, u *directory.User, r *entryResult,
 		}
 		after.UpdatedAt, after.LastSyncedAt = now, now
 		f := diff(convert, &after)
+		if f == nil {
+			f = map[string][2]string{}
+		}
 		f["password_hash"] = [2]string{"set", ""}
 		return Change{Action: ActionConvertLocal, Username: after.Username, Before: convert, After: after, Fields: f}
 	case before == nil:
 		// Rules 3 and 6: an entry without a store user is created, also
 		// when an admin deleted the previous one.
 		want.CreatedAt, want.UpdatedAt, want.LastSyncedAt = now, now, now
-		return Change{Action: ActionCreate, Username: want.Username, After: want, Fields: diff(&account.User{}, &want)}
+		return Change{Action: ActionCreate, Username: want.Username, After: want}
 	}
 
 	after := *before
@@ -480,7 +507,7 @@ func admit(dir *config.Directory, u *directory.User, r *entryResult,
 		}
 	}
 	f := diff(before, &after)
-	if len(f) == 0 {
+	if f == nil {
 		return Change{Action: ActionUnchanged, Username: after.Username, Before: before, After: after}
 	}
 	after.UpdatedAt, after.LastSyncedAt = now, now
@@ -500,12 +527,16 @@ func copyDirectoryFields(dst, src *account.User) {
 	dst.LDAPUUID = src.LDAPUUID
 }
 
-// diff lists the fields that differ between two records. An unchanged
-// directory yields no fields for anyone, hence no writes.
+// diff lists the fields that differ between two records (nil when none:
+// an unchanged directory yields no fields for anyone, hence no writes, and
+// no allocation per user either).
 func diff(a, b *account.User) map[string][2]string {
-	f := map[string][2]string{}
+	var f map[string][2]string
 	add := func(k, x, y string) {
 		if x != y {
+			if f == nil {
+				f = make(map[string][2]string, 4)
+			}
 			f[k] = [2]string{x, y}
 		}
 	}
@@ -514,13 +545,13 @@ func diff(a, b *account.User) map[string][2]string {
 	add("display_name", a.DisplayName, b.DisplayName)
 	add("role", a.Role, b.Role)
 	if !slices.Equal(a.Groups, b.Groups) {
-		f["groups"] = [2]string{joinGroups(a.Groups), joinGroups(b.Groups)}
+		add("groups", joinGroups(a.Groups), joinGroups(b.Groups))
 	}
 	add("state", string(a.State), string(b.State))
 	add("block_reason", string(a.BlockReason), string(b.BlockReason))
 	add("source", string(a.Source), string(b.Source))
 	if a.DirectoryID != b.DirectoryID {
-		f["directory_id"] = [2]string{fmt.Sprint(a.DirectoryID), fmt.Sprint(b.DirectoryID)}
+		add("directory_id", fmt.Sprint(a.DirectoryID), fmt.Sprint(b.DirectoryID))
 	}
 	add("ldap_dn", a.LDAPDN, b.LDAPDN)
 	add("ldap_uuid", a.LDAPUUID, b.LDAPUUID)

@@ -271,6 +271,18 @@ func TestPlanRules(t *testing.T) {
 			},
 		},
 		{
+			name: "two entries with one uuid: the second is skipped",
+			snap: Snapshot{
+				Users:  []directory.User{du("bob"), func() directory.User { u := du("bobby"); u.UUID = "uuid-bob"; return u }()},
+				Groups: []directory.Group{grp(staffDN, "bob", "bobby")},
+			},
+			current: []account.User{stored(2, "bob", "user", "staff")},
+			want: []want{
+				{ActionUnchanged, "", "bob@example.com", "user", active},
+				{ActionSkip, SkipDuplicateUUID, "bobby@example.com", "user", ""},
+			},
+		},
+		{
 			name: "rule 4: a local user of the same name is converted",
 			snap: Snapshot{
 				Users:  []directory.User{du("bob")},

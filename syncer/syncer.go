@@ -190,33 +190,94 @@ func readSnapshot(ctx context.Context, c directory.Client) (Snapshot, error) {
 	return snap, nil
 }
 
+// phases times the parts of a run for the log.
+type phases struct{ read, plan, apply time.Duration }
+
+// preloadLimit: when the store holds at most this many users outside the
+// directory being synced, their names are loaded once instead of looked up
+// per directory entry (a first sync of 100k users would otherwise make 100k
+// store reads to learn that no name is taken).
+const preloadLimit = 50_000
+
 // plan reads the directory and plans against the store.
-func (s *Syncer) plan(ctx context.Context, e *directory.Entry, cfg config.Directory) (Plan, error) {
+func (s *Syncer) plan(ctx context.Context, e *directory.Entry, cfg config.Directory, omitUnchanged bool, ph *phases) (Plan, error) {
+	t0 := time.Now()
 	snap, err := readSnapshot(ctx, e.Client)
+	ph.read = time.Since(t0)
 	if err != nil {
 		return Plan{}, err
 	}
+	defer func() { ph.plan = time.Since(t0) - ph.read }()
 	current, err := s.store.UsersOfDirectory(ctx, cfg.ID)
 	if err != nil {
 		return Plan{}, err
 	}
+	byName, err := s.nameLookup(ctx, cfg.ID)
+	if err != nil {
+		return Plan{}, err
+	}
 	var lookupErr error
-	byName := func(name string) (account.User, bool) {
-		u, err := s.store.UserByName(ctx, name)
-		if err != nil {
-			if !errors.Is(err, cache.ErrNotFound) && lookupErr == nil {
+	p := BuildPlan(PlanInput{Dir: cfg, Roles: s.roles, Snapshot: snap, Current: current,
+		ByName: func(name string) (account.User, bool) {
+			u, ok, err := byName(name)
+			if err != nil && lookupErr == nil {
 				lookupErr = err
 			}
-			return account.User{}, false
-		}
-		return u, true
-	}
-	p := BuildPlan(PlanInput{Dir: cfg, Roles: s.roles, Snapshot: snap, Current: current,
-		ByName: byName, Now: time.Now().UTC()})
+			return u, ok
+		}, Now: time.Now().UTC(), OmitUnchanged: omitUnchanged})
 	if lookupErr != nil {
 		return Plan{}, fmt.Errorf("store: %w", lookupErr)
 	}
 	return p, nil
+}
+
+// nameLookup returns the planner's ByName: the users outside directory
+// dirID preloaded into a map when they are few, else store reads.
+func (s *Syncer) nameLookup(ctx context.Context, dirID uint64) (func(string) (account.User, bool, error), error) {
+	counts, err := s.store.CountUsers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	outside := 0
+	for id, states := range counts {
+		if id == dirID {
+			continue
+		}
+		for _, n := range states {
+			outside += n
+		}
+	}
+	if outside > preloadLimit {
+		return func(name string) (account.User, bool, error) {
+			u, err := s.store.UserByName(ctx, name)
+			switch {
+			case err == nil:
+				return u, true, nil
+			case errors.Is(err, cache.ErrNotFound):
+				return account.User{}, false, nil
+			}
+			return account.User{}, false, err
+		}, nil
+	}
+	others := make(map[string]account.User, outside)
+	for id := range counts {
+		if id == dirID {
+			continue
+		}
+		us, err := s.store.UsersOfDirectory(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range us {
+			others[u.Username] = u
+		}
+	}
+	// Users of this directory are in the planner's own index; a name
+	// missing from both is free.
+	return func(name string) (account.User, bool, error) {
+		u, ok := others[name]
+		return u, ok, nil
+	}, nil
 }
 
 func (s *Syncer) sync(ctx context.Context, dirID uint64, opt Options) (cache.Run, error) {
@@ -233,6 +294,7 @@ func (s *Syncer) sync(ctx context.Context, dirID uint64, opt Options) (cache.Run
 	}
 	s.setLive(run.ID, true)
 	defer s.setLive(run.ID, false)
+	var ph phases
 
 	finish := func(result string, runErr error) (cache.Run, error) {
 		run.Result = result
@@ -248,7 +310,8 @@ func (s *Syncer) sync(ctx context.Context, dirID uint64, opt Options) (cache.Run
 		}
 		s.observe(fctx, cfg.Name, run, start)
 		attrs := []any{"run", run.ID, "result", result, "trigger", opt.Trigger, "forced", opt.Force,
-			"directory_users", run.DirectoryUsers, "counts", run.Counts, "duration", time.Since(start)}
+			"directory_users", run.DirectoryUsers, "counts", run.Counts, "duration", time.Since(start),
+			"read", ph.read, "plan", ph.plan, "apply", ph.apply}
 		switch result {
 		case cache.RunFailed:
 			log.Error("sync failed", append(attrs, "err", runErr)...)
@@ -260,7 +323,7 @@ func (s *Syncer) sync(ctx context.Context, dirID uint64, opt Options) (cache.Run
 		return run, runErr
 	}
 
-	p, err := s.plan(ctx, e, cfg)
+	p, err := s.plan(ctx, e, cfg, true, &ph)
 	if err != nil {
 		return finish(cache.RunFailed, fmt.Errorf("sync of %s: %w", cfg.Name, err))
 	}
@@ -279,7 +342,9 @@ func (s *Syncer) sync(ctx context.Context, dirID uint64, opt Options) (cache.Run
 		return finish(cache.RunRefused, fmt.Errorf("sync of %s: %w: %w", cfg.Name, ErrRefused, checkErr))
 	}
 
+	t0 := time.Now()
 	res, err := s.apply(ctx, run.ID, dirID, p.Changes)
+	ph.apply = time.Since(t0)
 	// Counts say what was written: planned writes the store overtook become
 	// skips.
 	for _, a := range []Action{ActionCreate, ActionConvertLocal, ActionUpdate, ActionBlock, ActionUnblock} {
@@ -368,7 +433,7 @@ func (s *Syncer) Preview(ctx context.Context, dirID uint64) ([]PreviewRow, error
 	if err != nil {
 		return nil, err
 	}
-	p, err := s.plan(ctx, e, cfg)
+	p, err := s.plan(ctx, e, cfg, false, &phases{})
 	if err != nil {
 		return nil, fmt.Errorf("preview of %s: %w", cfg.Name, err)
 	}
