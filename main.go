@@ -67,16 +67,9 @@ func usage(w io.Writer) {
 }
 
 func serve(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "/etc/ldapgate/config.yaml", "config file")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	cfg, err := config.Load(*path)
-	if err != nil {
-		printConfigError(stderr, *path, err)
-		return 1
+	cfg, code := loadConfig("serve", args, stderr)
+	if cfg == nil {
+		return code
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -88,19 +81,32 @@ func serve(args []string, stderr io.Writer) int {
 }
 
 func checkConfig(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
+	cfg, code := loadConfig("check-config", args, stderr)
+	if cfg == nil {
+		return code
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "warning: %s\n", w.Error())
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d directories, %d local users)\n", cfg.Path, len(cfg.Directories), len(cfg.LocalUsers))
+	return 0
+}
+
+// loadConfig parses the -config flag and loads the file; on failure it
+// prints every error and returns the exit code with a nil config.
+func loadConfig(cmd string, args []string, stderr io.Writer) (*config.Config, int) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "/etc/ldapgate/config.yaml", "config file")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return nil, 2
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
 		printConfigError(stderr, *path, err)
-		return 1
+		return nil, 1
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d directories, %d local users)\n", *path, len(cfg.Directories), len(cfg.LocalUsers))
-	return 0
+	return cfg, 0
 }
 
 func runDemo(args []string, stdout, stderr io.Writer) int {

@@ -61,6 +61,9 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		opt.ShutdownTimeout = 15 * time.Second
 	}
 	log.Info("starting ldapgate", "version", opt.Version, "config", cfg)
+	for _, w := range cfg.Warnings() {
+		log.Warn("config: "+w.Msg, "key", w.Path, "line", w.Line)
+	}
 
 	m := metrics.New()
 	store, err := cache.Open(cfg.DataDir, log, m)
