@@ -71,7 +71,7 @@ func hup(t *testing.T, p *proc, marker string) {
 // a file with an error is refused with the error and its line logged, and
 // the running config stays.
 func TestReloadOnSIGHUP(t *testing.T) {
-	bin := binary(t)
+	bin := opsBinary(t)
 	fx1, fx2 := twoFixtures(t)
 	up := startEchoUpstream(t, 0)
 	c := newOpsConfig(t, up.URL, "")
@@ -157,7 +157,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 // completes; new connections are refused; the process exits 0 in time
 // and a new process opens the same data dir (the badger lock is released).
 func TestShutdownDrainsOnSIGTERM(t *testing.T) {
-	bin := binary(t)
+	bin := opsBinary(t)
 	const slow = 2 * time.Second
 	up := startEchoUpstream(t, slow)
 	c := newOpsConfig(t, up.URL, "public_paths: [\"/public/\"]\n")
