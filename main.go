@@ -5,6 +5,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -14,10 +15,12 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/ldapgate/ldapgate/app"
+	"github.com/ldapgate/ldapgate/auth"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/demo"
 )
@@ -41,6 +44,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return checkConfig(args, stdout, stderr)
 	case "demo":
 		return runDemo(args, stdout, stderr)
+	case "hash-password":
+		return hashPassword(os.Stdin, stdout, stderr)
 	case "healthcheck":
 		return healthcheck(args, stderr)
 	case "version":
@@ -61,6 +66,7 @@ func usage(w io.Writer) {
   ldapgate [serve] -config FILE        run the sidecar (default command)
   ldapgate check-config -config FILE   validate a config file and exit
   ldapgate demo [-listen ADDR]         embedded directory + demo upstream, no setup
+  ldapgate hash-password < PASSWORD    print an argon2id hash for local_users
   ldapgate healthcheck [-url URL]      exit 0 if /healthz answers 200 (container HEALTHCHECK)
   ldapgate version
 `)
@@ -122,6 +128,29 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ldapgate demo: %v\n", err)
 		return 1
 	}
+	return 0
+}
+
+// hashPassword reads one password line from stdin (not from the command
+// line, where it would land in shell history and ps) and prints the
+// argon2id hash local_users[].password_hash takes.
+func hashPassword(stdin io.Reader, stdout, stderr io.Writer) int {
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		fmt.Fprintf(stderr, "hash-password: %v\n", err)
+		return 1
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" {
+		fmt.Fprintln(stderr, "hash-password: empty password")
+		return 1
+	}
+	hash, err := auth.HashPassword(pw)
+	if err != nil {
+		fmt.Fprintf(stderr, "hash-password: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, hash)
 	return 0
 }
 

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Benchmark (a), issue 4: requests/second through ldapgate's proxy against
-# nginx doing a plain proxy_pass, both in front of the same trivial upstream,
+# Benchmark (a), issue 4: requests/second through ldapgate against nginx
+# doing a plain proxy_pass, both in front of the same trivial upstream,
 # measured alternately in one run so machine noise hits both alike.
+#
+# GATE=ldapgate (default): the real binary (`ldapgate serve`), a local user
+# logged in through /auth/v4/public/token, and wrk sending that session
+# cookie: every request runs the whole front (session check, routing,
+# header stripping, metrics) before the proxy.
+# GATE=proxy: proxy/bench/gate, the proxy alone with a fixed user.
 #
 #   proxy/bench/wrk.sh            # 3 rounds each, wrk -t2 -c64 -d10s
 #   ROUNDS=5 DURATION=20s proxy/bench/wrk.sh
@@ -17,6 +23,8 @@ CONNS=${CONNS:-64}
 UP_PORT=${UP_PORT:-18081}
 GATE_PORT=${GATE_PORT:-18080}
 NGINX_PORT=${NGINX_PORT:-18082}
+METRICS_PORT=${METRICS_PORT:-18083}
+GATE=${GATE:-ldapgate}
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tmp=$(mktemp -d)
@@ -32,10 +40,26 @@ for cmd in go nginx wrk; do
 	command -v "$cmd" >/dev/null || { echo "wrk.sh: $cmd not found" >&2; exit 1; }
 done
 
-(cd "$root" && go build -o "$tmp/upstream" ./proxy/bench/upstream && go build -o "$tmp/gate" ./proxy/bench/gate)
+(cd "$root" && go build -o "$tmp/upstream" ./proxy/bench/upstream && go build -o "$tmp/gate" ./proxy/bench/gate &&
+	go build -o "$tmp/ldapgate" .)
 
 "$tmp/upstream" -listen "127.0.0.1:$UP_PORT" & pids+=($!)
-"$tmp/gate" -listen "127.0.0.1:$GATE_PORT" -upstream "http://127.0.0.1:$UP_PORT" 2>"$tmp/gate.log" & pids+=($!)
+if [ "$GATE" = ldapgate ]; then
+	hash=$(echo bench-password | "$tmp/ldapgate" hash-password)
+	cat >"$tmp/ldapgate.yaml" <<EOF
+listen: "127.0.0.1:$GATE_PORT"
+metrics_listen: "127.0.0.1:$METRICS_PORT"
+upstream: "http://127.0.0.1:$UP_PORT"
+data_dir: "$tmp/data"
+log_level: warn
+session: {secure_cookie: false}
+local_users:
+  - {username: bench@local, password_hash: '$hash', role: user}
+EOF
+	"$tmp/ldapgate" serve -config "$tmp/ldapgate.yaml" 2>"$tmp/gate.log" & pids+=($!)
+else
+	"$tmp/gate" -listen "127.0.0.1:$GATE_PORT" -upstream "http://127.0.0.1:$UP_PORT" 2>"$tmp/gate.log" & pids+=($!)
+fi
 gate_pid=$!
 
 mkdir -p "$tmp/nginx"
@@ -74,7 +98,7 @@ nginx_pid=$!
 
 wait_port() {
 	for _ in $(seq 100); do
-		if curl -fsS -o /dev/null "http://127.0.0.1:$1/" 2>/dev/null; then return 0; fi
+		if curl -sS -o /dev/null "http://127.0.0.1:$1/" 2>/dev/null; then return 0; fi
 		sleep 0.1
 	done
 	echo "wrk.sh: nothing answers on port $1" >&2
@@ -86,7 +110,14 @@ wait_port "$NGINX_PORT"
 
 # The same request to both: a browser-like cookie (the session cookie
 # among others) so ldapgate's cookie rewrite runs, as it would in use.
-hdr="Cookie: ldapgate_session=0123456789abcdef0123456789abcdef; theme=dark; lang=en"
+session=0123456789abcdef0123456789abcdef
+if [ "$GATE" = ldapgate ]; then
+	session=$(curl -fsS -X POST "http://127.0.0.1:$GATE_PORT/auth/v4/public/token" \
+		-d '{"username":"bench@local","password":"bench-password"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: ldapgate_session=$session" "http://127.0.0.1:$GATE_PORT/app/page")
+	[ "$code" = 200 ] || { echo "wrk.sh: the session does not pass ldapgate (HTTP $code)" >&2; exit 1; }
+fi
+hdr="Cookie: ldapgate_session=$session; theme=dark; lang=en"
 
 # CPU ticks (user+system) of the given processes, from /proc.
 ticks() {
@@ -115,7 +146,7 @@ DURATION=2s run "$GATE_PORT" "$gate_pid" >/dev/null
 # shellcheck disable=SC2086 # one pid per word
 DURATION=2s run "$NGINX_PORT" $nginx_workers >/dev/null
 
-echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS rounds alternating, upstream answers \"ok\""
+echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS rounds alternating, upstream answers \"ok\", gate: $GATE"
 gsum=0
 nsum=0
 for i in $(seq "$ROUNDS"); do
