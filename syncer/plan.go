@@ -1,8 +1,26 @@
 // Package syncer keeps the store's users in step with the LDAP directories
 // (SPEC §4). A sync reads a complete snapshot of one directory, turns it into
-// a plan with the pure Plan function, checks the plan against the safety
+// a plan with the pure BuildPlan function, checks the plan against the safety
 // rules, and applies it in batched store transactions with an audit entry per
 // change. Preview, dry run and apply share the one planner.
+//
+// Choices where the SPEC is silent:
+//   - An admin-blocked user (rule 10) keeps state and reason whatever the
+//     directory says, but email, display name, DN, role and groups still
+//     follow the directory, so the record is right when the block is lifted.
+//   - LastSyncedAt is set only on users a sync changes: an unchanged
+//     directory writes nothing but the run record (issue 3), and bumping a
+//     timestamp on 100k users would rewrite all of them each time.
+//   - A naming conflict (a rename onto a name in use, two entries with one
+//     mail under legacy naming) skips the entry and leaves its store user as
+//     it is; only the scope rules (1, 2, 5) block a seen user out_of_scope.
+//   - A user's name held by a user of another directory is skipped, never
+//     taken over (rule 10), also when that directory was removed.
+//   - Users that a user_filter excludes are not returned by the read, so
+//     they are blocked deleted_in_ldap rather than out_of_scope: the
+//     directory client cannot tell the two apart today.
+//   - A dry run neither joins a running sync nor is joined: it must show
+//     the plan, and it writes only its run record.
 package syncer
 
 import (

@@ -19,6 +19,7 @@ import (
 // batch being one transaction, so no batch is half-written.
 func (s *Syncer) Run(ctx context.Context) error {
 	s.RecoverRuns(ctx)
+	s.RefreshUserMetrics(ctx)
 
 	c := cron.New(cron.WithLocation(time.Local))
 	s.sched.Lock()
