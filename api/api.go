@@ -50,6 +50,11 @@ type Deps struct {
 	Level      *slog.LevelVar
 	AdminToken config.Secret
 	Metrics    *metrics.Metrics
+	// Context, when set, is the parent of every admin call's context. The
+	// app cancels it at shutdown once the drain bound has passed, so a
+	// long sync started through the API stops instead of writing to a
+	// store being closed. Nil means context.Background().
+	Context context.Context
 }
 
 // API serves the admin routes.
@@ -81,7 +86,11 @@ func (a *API) Handler() fasthttp.RequestHandler {
 			a.deny(ctx)
 			return
 		}
-		c, cancel := context.WithTimeout(context.Background(), requestTimeout)
+		parent := a.d.Context
+		if parent == nil {
+			parent = context.Background()
+		}
+		c, cancel := context.WithTimeout(parent, requestTimeout)
 		defer cancel()
 		parts := strings.Split(strings.Trim(strings.TrimPrefix(path, "/auth/v4/"), "/"), "/")
 		switch parts[0] {

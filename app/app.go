@@ -88,9 +88,14 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		return err
 	}
 	defer authSvc.Close()
+	// work is the parent of admin calls (an API sync can take minutes). It
+	// is not ctx: a signal must first let in-flight requests drain; work
+	// ends when the drain bound has passed.
+	work, endWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer endWork()
 	admin := api.New(api.Deps{
 		Config: cfg, Store: store, Dirs: dirs, Syncer: sync_, Auth: authSvc, Log: log, Level: level,
-		AdminToken: cfg.AdminToken, Metrics: m,
+		AdminToken: cfg.AdminToken, Metrics: m, Context: work,
 	})
 	fr := &frontend{auth: authSvc, dirs: dirs.Set(), admin: admin.Handler(), log: log, m: m}
 	if err := fr.apply(cfg); err != nil {
@@ -119,8 +124,12 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		}
 	}
 
+	// inflight counts handlers still running: the drain below is bounded,
+	// and a handler it gave up on may still write to the store, which
+	// must outlive it.
+	var inflight handlerCount
 	srv := &fasthttp.Server{
-		Handler:               fr.serve,
+		Handler:               inflight.track(fr.serve),
 		Name:                  "ldapgate",
 		NoDefaultServerHeader: true,
 		// Bodies stream through the proxy: a 200 MiB upload must not be
@@ -180,9 +189,43 @@ loop:
 	}
 	ops.shutdown(shutCtx)
 	cancel()
+	endWork()
 	wg.Wait()
+	if n := inflight.wait(handlerGrace); n > 0 {
+		log.Warn("closing the store with requests still running", "requests", n)
+	}
 	log.Info("stopped")
 	return runErr
+}
+
+// handlerGrace bounds the wait for handlers still running after the
+// drain: cancelled syncs record their run (at most 10 s, see syncer) and
+// return.
+const handlerGrace = 15 * time.Second
+
+// handlerCount counts running handlers. Not a WaitGroup: requests may
+// still arrive on open connections while it is awaited.
+type handlerCount struct{ n atomic.Int64 }
+
+func (h *handlerCount) track(next fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		h.n.Add(1)
+		defer h.n.Add(-1)
+		next(ctx)
+	}
+}
+
+// wait polls until no handler runs or d has passed; it returns how many
+// still run.
+func (h *handlerCount) wait(d time.Duration) int64 {
+	deadline := time.Now().Add(d)
+	for {
+		n := h.n.Load()
+		if n == 0 || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // reload re-reads the config file on SIGHUP: directories, role mappings,
