@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ldapgate/ldapgate/app"
 	"github.com/ldapgate/ldapgate/internal/ldaptest"
 )
 
@@ -258,5 +261,93 @@ func TestShutdownDrainsOnSIGTERM(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(c.DataDir, "LOCK")); err == nil {
 		t.Errorf("badger LOCK file left in %s after a clean exit", c.DataDir)
+	}
+}
+
+// TestShutdownDuringSync: a shutdown while an API-triggered sync runs ends
+// within the drain bound (the sync is cancelled, not awaited), nothing
+// writes to the closed store, and a restarted process sees the run
+// finished, not "running" for ever.
+func TestShutdownDuringSync(t *testing.T) {
+	const users = 20000
+	t0 := time.Now()
+	srv := ldaptest.StartSlapdWith(t, ldaptest.SlapdOptions{BulkUsers: users})
+	t.Logf("slapd with %d users: %v", users, time.Since(t0))
+	bd := ldaptest.BulkDirectory(srv)
+	dirs := fmt.Sprintf(`directories:
+  - name: bulk
+    type: ldap
+    urls: [%q]
+    base_dn: %q
+    bind_dn: %q
+    bind_password: %q
+    users_dn: %q
+    groups_dn: %q
+    domain: example.com
+    page_size: 500
+    default_role: user
+    role_mapping:
+      user: [%q]
+`, bd.URLs[0], bd.BaseDN, bd.BindDN, bd.BindPassword.Reveal(), bd.UsersDN, bd.GroupsDN, bd.RoleMapping["user"][0])
+	up := startEchoUpstream(t, 0)
+	c := newOpsConfig(t, up.URL, dirs)
+	const bound = 300 * time.Millisecond
+	g := startOpsGateWith(t, c, app.Options{ShutdownTimeout: bound})
+	dirPath := "/auth/v4/ldap/" + directoryID(t, g.gate, "bulk")
+
+	answered := make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", g.base+dirPath+"/sync", nil)
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
+		if err != nil {
+			answered <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		answered <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	eventually(t, 5*time.Second, "the sync is running", func() (bool, string) {
+		out := g.must(200, "GET", dirPath+"/runs", "admin", nil)
+		for _, r := range out["list"].([]any) {
+			if r.(map[string]any)["result"] == "running" {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(out)
+	})
+
+	stopAt := time.Now()
+	if err := g.stop(); err != nil {
+		t.Fatalf("app.Run after shutdown during a sync: %v", err)
+	}
+	took := time.Since(stopAt)
+	var answer string
+	select {
+	case answer = <-answered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sync request never ended")
+	}
+	t.Logf("shutdown took %v; sync request: %.200s", took, answer)
+	logs := g.logs.String()
+	if i := strings.Index(logs, `"msg":"stopped"`); i >= 0 {
+		if after := strings.TrimSpace(logs[i:][strings.Index(logs[i:], "\n")+1:]); after != "" {
+			t.Errorf("log lines after stopped (work outlived the store):\n%s", after)
+		}
+	}
+	if took > bound+2*time.Second {
+		t.Errorf("shutdown took %v with a %v drain bound: the running sync was awaited, not cancelled", took, bound)
+	}
+
+	// A new process on the same store: the run is finished.
+	c2 := c
+	c2.Listen, c2.Metrics = freePort(t), freePort(t)
+	g2 := startOpsGate(t, c2)
+	out := g2.must(200, "GET", "/auth/v4/ldap/"+directoryID(t, g2.gate, "bulk")+"/runs", "admin", nil)
+	for _, r := range out["list"].([]any) {
+		if m := r.(map[string]any); m["result"] == "running" {
+			t.Errorf("after restart a run is still running: %v", m)
+		}
 	}
 }

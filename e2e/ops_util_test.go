@@ -163,9 +163,22 @@ type opsGate struct {
 	*gate
 	metrics string // http://host:port of metrics_listen
 	logs    *logBuf
+	dataDir string
+
+	cancel   func()
+	done     chan error
+	stopOnce sync.Once
+	runErr   error
 }
 
 func startOpsGate(t *testing.T, c opsConfig) *opsGate {
+	t.Helper()
+	return startOpsGateWith(t, c, app.Options{})
+}
+
+// startOpsGateWith runs app.Run with opt (its Ready, Logger and Version are
+// set here).
+func startOpsGateWith(t *testing.T, c opsConfig, opt app.Options) *opsGate {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	writeConfig(t, path, c.yaml())
@@ -177,30 +190,38 @@ func startOpsGate(t *testing.T, c opsConfig) *opsGate {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
-	go func() {
-		done <- app.Run(ctx, cfg, app.Options{
-			Version: "e2e",
-			Ready:   func() { close(ready) },
-			Logger:  slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		})
-	}()
+	opt.Version = "e2e"
+	opt.Ready = func() { close(ready) }
+	opt.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	go func() { done <- app.Run(ctx, cfg, opt) }()
 	select {
 	case <-ready:
 	case err := <-done:
-		t.Fatalf("app.Run: %v", err)
+		cancel()
+		t.Fatalf("app.Run: %v\n%s", err, logs.String())
 	case <-time.After(20 * time.Second):
 		t.Fatal("app did not start")
 	}
+	g := &opsGate{gate: &gate{t: t, base: "http://" + c.Listen}, metrics: "http://" + c.Metrics, logs: logs,
+		dataDir: c.DataDir, cancel: cancel, done: done}
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := g.stop(); err != nil {
 			t.Errorf("app.Run: %v", err)
 		}
 		if t.Failed() {
 			t.Logf("ldapgate log:\n%s", logs.String())
 		}
 	})
-	return &opsGate{gate: &gate{t: t, base: "http://" + c.Listen}, metrics: "http://" + c.Metrics, logs: logs}
+	return g
+}
+
+// stop ends app.Run (as SIGTERM does for serve) and returns its error.
+func (g *opsGate) stop() error {
+	g.stopOnce.Do(func() {
+		g.cancel()
+		g.runErr = <-g.done
+	})
+	return g.runErr
 }
 
 // get fetches url and returns status and body.
