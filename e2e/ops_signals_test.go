@@ -250,6 +250,11 @@ func TestShutdownDrainsOnSIGTERM(t *testing.T) {
 	if code, body := get(t, "http://"+c2.Metrics+"/readyz"); code != 200 {
 		t.Fatalf("second process /readyz: %d %s", code, body)
 	}
+	// The container HEALTHCHECK runs the binary against /healthz.
+	health := "http://" + c2.Metrics + "/healthz"
+	if code, out := runCmd(t, bin, "healthcheck", "-url", health); code != 0 {
+		t.Fatalf("healthcheck of a running process: exit %d: %s", code, out)
+	}
 	p2.signal(syscall.SIGINT)
 	select {
 	case <-p2.done:
@@ -258,6 +263,9 @@ func TestShutdownDrainsOnSIGTERM(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("second process did not exit on SIGINT")
+	}
+	if code, _ := runCmd(t, bin, "healthcheck", "-url", health); code != 1 {
+		t.Fatalf("healthcheck of a stopped process: exit %d, want 1", code)
 	}
 	if _, err := os.Stat(filepath.Join(c.DataDir, "LOCK")); err == nil {
 		t.Errorf("badger LOCK file left in %s after a clean exit", c.DataDir)
