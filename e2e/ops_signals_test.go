@@ -123,10 +123,20 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		t.Fatalf("directories after a rejected reload: %v", got)
 	}
 
-	// Identity header names.
-	c.Extra = two + "headers:\n  user: X-Auth-User\n"
+	// Identity header names, and first's role mapping and schedule.
+	remapped := strings.Replace(dirYAML("first", fx1, "    schedule: hourly\n"), "      user: [", "      advanced_user: [", 1)
+	c.Extra = "directories:\n" + remapped + dirYAML("second", fx2, "") + "headers:\n  user: X-Auth-User\n"
 	writeConfig(t, path, c.yaml())
 	hup(t, p, "config reloaded")
+	firstPath := "/auth/v4/ldap/" + directoryID(t, g, "first")
+	d := g.must(200, "GET", firstPath, "admin", nil)
+	if m, _ := d["role_mapping"].(map[string]any); d["schedule"] != "hourly" || m["advanced_user"] == nil || m["user"] != nil {
+		t.Errorf("first after reload: schedule %v, role_mapping %v", d["schedule"], d["role_mapping"])
+	}
+	g.must(200, "POST", firstPath+"/sync", "admin", nil)
+	if u := users(g.must(200, "GET", "/auth/v4/user?directory="+directoryID(t, g, "first"), "admin", nil))[fx1.Login("bob")]; u == nil || u["role"] != "advanced_user" {
+		t.Errorf("bob after a sync with the reloaded role mapping: %v", u)
+	}
 	token = g.must(200, "POST", "/auth/v4/public/token", "", map[string]string{
 		"username": fx1.Login("alice"), "password": ldaptest.Password, "directory": "first"})["token"].(string)
 	h := proxiedHeaders(t, p.base, token)
