@@ -40,6 +40,11 @@ type probe struct {
 const (
 	// probeEvery keeps readiness probes from hammering the directories.
 	probeEvery = 30 * time.Second
+	// probeTimeout bounds one directory's probe, whatever its own LDAP
+	// timeouts: a hung directory must not hold /readyz past what probe
+	// clients wait (Kubernetes: 1 s by default; probes that overrun count
+	// as failures, not as hangs).
+	probeTimeout = 2 * time.Second
 	// freshSync: a directory that cannot be reached right now still counts
 	// as ready if it synced successfully this recently.
 	freshSync = 25 * time.Hour
@@ -96,9 +101,20 @@ func (o *opsServer) readyz(w http.ResponseWriter, r *http.Request) {
 	if _, err := o.store.UserByID(ctx, 0); err != nil && !errors.Is(err, cache.ErrNotFound) {
 		body.Ready, body.Store = false, err.Error()
 	}
-	for _, e := range o.dirs.List() {
+	// Directories are probed at once, each under its own bound: probed one
+	// after the other under one deadline, a hung directory used up the
+	// deadline and the next, healthy one was reported (and cached as)
+	// unreachable.
+	entries := o.dirs.List()
+	probeErrs := make([]error, len(entries))
+	var wg sync.WaitGroup
+	for i, e := range entries {
+		wg.Go(func() { probeErrs[i] = o.probe(r.Context(), e) })
+	}
+	wg.Wait()
+	for i, e := range entries {
 		d := dirReadiness{ID: e.Config.ID, Name: e.Config.Name}
-		if err := o.probe(ctx, e); err == nil {
+		if err := probeErrs[i]; err == nil {
 			d.Ready, d.Reason = true, "reachable"
 		} else {
 			d.Error = err.Error()
@@ -132,6 +148,10 @@ func (o *opsServer) probe(ctx context.Context, e *directory.Entry) error {
 	if ok && time.Since(p.at) < probeEvery {
 		return p.err
 	}
+	// The result is cached for every caller, so it must not depend on this
+	// caller: the probe outlives a client that hangs up, within its bound.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), probeTimeout)
+	defer cancel()
 	// A login-name search for nobody is the cheapest round trip that proves
 	// the service account can bind and search.
 	_, err := e.Client.FindUser(ctx, "ldapgate-readiness-probe")
