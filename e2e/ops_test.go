@@ -8,11 +8,14 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"net"
 	"net/http"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -337,5 +340,77 @@ func TestOpsAdminTokenCompare(t *testing.T) {
 				t.Fatalf("%d, want %d: %s", code, c.want, body)
 			}
 		})
+	}
+}
+
+// silentLDAP accepts connections and never answers: a directory that hangs
+// (a firewall dropping replies, a stuck server).
+func silentLDAP(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "ldap://" + ln.Addr().String()
+}
+
+// TestReadyzHungDirectory: a directory that hangs neither makes /readyz
+// hang past a probe's patience nor makes a healthy directory look
+// unreachable.
+func TestReadyzHungDirectory(t *testing.T) {
+	srv := ldaptest.StartSlapd(t)
+	fx := srv.NewFixture(t)
+	up := startEchoUpstream(t, 0)
+	hung := strings.Replace(dirYAML("hung", fx, ""), fx.Dir.URLs[0], silentLDAP(t), 1)
+	g := startOpsGate(t, newOpsConfig(t, up.URL, "directories:\n"+hung+dirYAML("corp", fx, "")))
+
+	start := time.Now()
+	code, r, body := readyz(t, g.metrics)
+	took := time.Since(start)
+	if code != http.StatusServiceUnavailable || len(r.Directories) != 2 {
+		t.Fatalf("/readyz: %d %s", code, body)
+	}
+	for _, d := range r.Directories {
+		switch d.Name {
+		case "hung":
+			if d.Ready || d.Reason != "unreachable" {
+				t.Errorf("hung directory: %+v", d)
+			}
+		case "corp":
+			if !d.Ready || d.Reason != "reachable" {
+				t.Errorf("a healthy directory next to a hung one: %+v", d)
+			}
+		}
+	}
+	// Kubernetes' default probe timeout is 1 s, and a scraper's similar:
+	// the answer must come well within the directory's own timeouts.
+	if took > 3*time.Second {
+		t.Errorf("/readyz took %v with a hung directory", took)
+	}
+	// The healthy directory stays reachable on the next probe too (a
+	// failure caused by the hung one must not be cached for it).
+	if _, r, body := readyz(t, g.metrics); len(r.Directories) != 2 || r.Directories[1].Reason != "reachable" && r.Directories[0].Reason != "reachable" {
+		t.Errorf("second /readyz: %s", body)
 	}
 }
