@@ -185,6 +185,8 @@ var (
 	ErrCheckFailed = errors.New("directory connection check failed")
 	// ErrInvalid: the settings do not validate (422).
 	ErrInvalid = errors.New("invalid directory settings")
+	// ErrNameTaken: another directory has that name (409).
+	ErrNameTaken = errors.New("directory name is taken")
 	// ErrNoDirectory: unknown id (404).
 	ErrNoDirectory = errors.New("no such directory")
 )

@@ -232,6 +232,8 @@ func (a *API) dirError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.Is(err, ErrManagedByConfig):
 		respond.Error(ctx, fasthttp.StatusConflict, "managed_by_config",
 			"this directory is declared in the config file; change it there", nil)
+	case errors.Is(err, ErrNameTaken):
+		respond.Error(ctx, fasthttp.StatusConflict, "name_taken", err.Error(), nil)
 	case errors.Is(err, ErrCheckFailed):
 		respond.Error(ctx, fasthttp.StatusUnprocessableEntity, "ldap_check_failed", err.Error(), nil)
 	case errors.Is(err, ErrInvalid):

@@ -150,7 +150,7 @@ func (d *Directories) Create(ctx context.Context, dc config.Directory) (config.D
 	}
 	for _, e := range d.set.List() {
 		if strings.EqualFold(e.Config.Name, dc.Name) {
-			return dc, directory.CheckResult{}, fmt.Errorf("%w: name %q is taken", api.ErrInvalid, dc.Name)
+			return dc, directory.CheckResult{}, fmt.Errorf("%w: %q", api.ErrNameTaken, dc.Name)
 		}
 	}
 	res, err := check(ctx, dc, d.log)

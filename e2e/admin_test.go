@@ -176,6 +176,8 @@ func TestAdminStory(t *testing.T) {
 		t.Fatalf("create answer contains the bind password: %s", raw)
 	}
 	dirID := id(created["id"])
+	// The name is taken now: a second directory called corp is a conflict.
+	g.must(409, "POST", "/auth/v4/ldap", "admin", directoryBody(fx, "CORP", "username_at_domain", password))
 	dirPath := "/auth/v4/ldap/" + dirID
 
 	// Note; read back; never the password.
