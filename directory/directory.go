@@ -50,6 +50,11 @@ type User struct {
 	// FreeIPA nsAccountLock TRUE, OpenLDAP pwdAccountLockedTime present) or
 	// the directory's disabled_filter.
 	Disabled bool
+	// OutOfScope: the entry matches user_object_filter but not the
+	// directory's user_filter. Such users are read, not left out, so sync
+	// can tell "left the filter" (blocked out_of_scope, SPEC §4 rule 7)
+	// from "deleted" (deleted_in_ldap). Always false without a user_filter.
+	OutOfScope bool
 	// MemberOf lists group DNs from the user's memberOf attribute (read when
 	// group_name_attribute is memberOf, or on AD/FreeIPA).
 	MemberOf []string
@@ -88,12 +93,14 @@ type CheckResult struct {
 // error during a read is returned wrapped in ErrUnavailable or
 // ErrIncompleteRead: a read either completes or fails, never half-succeeds.
 type Client interface {
-	// ReadUsers streams every user under users_dn matching the user filters.
+	// ReadUsers streams every user under users_dn matching
+	// user_object_filter; those outside user_filter come with OutOfScope.
 	ReadUsers(ctx context.Context, fn func(User) error) error
 	// ReadGroups streams every group under groups_dn.
 	ReadGroups(ctx context.Context, fn func(Group) error) error
 	// FindUser looks one user up by login name with the service account;
-	// ErrUserNotFound if none. Also used to resync one user at login.
+	// ErrUserNotFound if none. Also used to resync one user at login. A
+	// user outside user_filter is found, with OutOfScope set.
 	FindUser(ctx context.Context, username string) (User, error)
 	// Authenticate finds the user's DN and binds as it on a fresh connection.
 	// An empty password fails with ErrBadCredentials before any I/O.

@@ -152,16 +152,33 @@ func (l *LDAP) findUser(ctx context.Context, username string) (User, error) {
 			l.log.Debug("ldap search matched another spelling", "directory", l.s.name, "dn", u.DN)
 			return fmt.Errorf("ldap search %q: matched %q: %w", username, u.Username, ErrUserNotFound)
 		}
+		// Rule 8's override and rule 7's user_filter, decided the way
+		// ReadUsers decides them: a base-scope search of the entry with
+		// the filter, so the server's matching rules apply.
+		matches := func(filter string) (bool, error) {
+			req := ldap.NewSearchRequest(res.Entries[0].DN, ldap.ScopeBaseObject, ldap.DerefAlways,
+				1, timeLimitSeconds(l.s.timeout), false, filter, []string{"1.1"}, nil)
+			r, err := c.Search(req)
+			if err != nil {
+				return false, err
+			}
+			return len(r.Entries) > 0, nil
+		}
 		if l.s.disabledFilter != "" {
-			// Rule 8's override, decided the way ReadUsers decides it: does
-			// this entry match (&<user filters><disabled_filter>)?
-			dreq := ldap.NewSearchRequest(res.Entries[0].DN, ldap.ScopeBaseObject, ldap.DerefAlways,
-				1, timeLimitSeconds(l.s.timeout), false, l.s.userSearchFilter(l.s.disabledFilter), []string{"1.1"}, nil)
-			dres, err := c.Search(dreq)
+			if u.Disabled, err = matches(l.s.objectSearchFilter(l.s.disabledFilter)); err != nil {
+				return err
+			}
+		}
+		if l.s.userFilter != "" {
+			// Found anyway (the search above has no user_filter), so the
+			// login path can refuse with the rule's reason: the one-user
+			// sync skips OutOfScope users (403), and a stored user's state
+			// decides as for every other scope rule.
+			in, err := matches(l.s.userSearchFilter(""))
 			if err != nil {
 				return err
 			}
-			u.Disabled = len(dres.Entries) > 0
+			u.OutOfScope = !in
 		}
 		return nil
 	})

@@ -20,34 +20,64 @@ const matchingRuleInChain = "1.2.840.113556.1.4.1941"
 const ridDomainUsers = 513
 
 // ReadUsers streams every user under the users base matching
-// (&<user_object_filter><user_filter>), page by page.
+// <user_object_filter>, page by page.
 //
-// With disabled_filter set (rule 8's override), Disabled comes from a first
-// paged search of (&<user_object_filter><user_filter><disabled_filter>)
-// whose DNs (normalised, no attributes) are kept in a set; the main read
-// then marks users whose DN is in it. Only the disabled users' DNs sit in
-// memory, and the type's own disabled attributes are not requested.
+// With user_filter set, users outside it are still read, marked OutOfScope
+// (SPEC §4 rule 7): a user who leaves the filter must be blocked
+// out_of_scope, not deleted_in_ldap, and the syncer can only tell the two
+// apart if the entry is in the read. Scope comes from a first paged search
+// of (&<user_object_filter><user_filter>) whose DNs (normalised, no
+// attributes) are kept in a set; the main read of <user_object_filter>
+// marks users whose DN is not in it. Why this and not the smaller
+// complement, (&<user_object_filter>(!<user_filter>)): LDAP filters are
+// three-valued (RFC 4511 §4.5.1.7), and NOT of Undefined (an attribute
+// without an equality rule, an unknown attribute on 389-ds/AD) is still
+// Undefined, so an entry could match neither search and would wrongly count
+// as in scope; the set holds exactly what the old single search returned.
+// It costs one attribute-less search and a DN set of the in-scope users
+// (some 10 MB at 100k). An entry created or renamed between the two
+// searches is out of scope for this one run only.
+//
+// With disabled_filter set (rule 8's override), Disabled comes the same
+// way from a search of (&<user_object_filter><disabled_filter>): only the
+// disabled users' DNs sit in memory, and the type's own disabled
+// attributes are not requested.
 func (l *LDAP) ReadUsers(ctx context.Context, fn func(User) error) error {
 	defer l.observe("read_users", time.Now())
 	delivered := false
 	return l.withConn(ctx, "read_users", func() bool { return !delivered }, func(c *conn) error {
-		var disabled map[string]struct{}
-		if l.s.disabledFilter != "" {
-			disabled = map[string]struct{}{}
+		dnSet := func(filter string) (map[string]struct{}, error) {
+			set := map[string]struct{}{}
 			req := ldap.NewSearchRequest(l.s.usersBase, ldap.ScopeWholeSubtree, ldap.DerefAlways,
-				0, timeLimitSeconds(l.s.timeout), false, l.s.userSearchFilter(l.s.disabledFilter), []string{"1.1"}, nil)
-			if err := l.search(ctx, c, "read_users", req, l.s.pageSize, func(e *entry) error {
-				disabled[NormalizeDN(e.DN)] = struct{}{}
+				0, timeLimitSeconds(l.s.timeout), false, filter, []string{"1.1"}, nil)
+			err := l.search(ctx, c, "read_users", req, l.s.pageSize, func(e *entry) error {
+				set[NormalizeDN(e.DN)] = struct{}{}
 				return nil
-			}); err != nil {
+			})
+			return set, err
+		}
+		var disabled, inScope map[string]struct{}
+		var err error
+		if l.s.disabledFilter != "" {
+			if disabled, err = dnSet(l.s.objectSearchFilter(l.s.disabledFilter)); err != nil {
+				return err
+			}
+		}
+		if l.s.userFilter != "" {
+			if inScope, err = dnSet(l.s.userSearchFilter("")); err != nil {
 				return err
 			}
 		}
 		req := ldap.NewSearchRequest(l.s.usersBase, ldap.ScopeWholeSubtree, ldap.DerefAlways,
-			0, timeLimitSeconds(l.s.timeout), false, l.s.userSearchFilter(""), l.s.userAttributes(), nil)
+			0, timeLimitSeconds(l.s.timeout), false, l.s.objectSearchFilter(""), l.s.userAttributes(), nil)
 		return l.search(ctx, c, "read_users", req, l.s.pageSize, func(e *entry) error {
 			delivered = true
-			if err := fn(l.toUser(e, disabled)); err != nil {
+			u := l.toUser(e, disabled)
+			if inScope != nil {
+				_, in := inScope[NormalizeDN(e.DN)]
+				u.OutOfScope = !in
+			}
+			if err := fn(u); err != nil {
 				return &callbackError{err}
 			}
 			return nil
@@ -287,4 +317,11 @@ func (l *LDAP) readRange(ctx context.Context, c *conn, dn string, from int) ([]s
 		}
 		from = got.high + 1
 	}
+}
+
+// objectSearchFilter is (&<user_object_filter>[extra]): every user entry,
+// in user_filter or not (ReadUsers marks the others OutOfScope), where
+// settings.userSearchFilter is only those in scope.
+func (s *settings) objectSearchFilter(extra string) string {
+	return "(&" + s.userObjectFilter + extra + ")"
 }

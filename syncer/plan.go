@@ -13,12 +13,16 @@
 //     timestamp on 100k users would rewrite all of them each time.
 //   - A naming conflict (a rename onto a name in use, two entries with one
 //     mail under legacy naming) skips the entry and leaves its store user as
-//     it is; only the scope rules (1, 2, 5) block a seen user out_of_scope.
+//     it is; only the scope rules (1, 2, 5 and user_filter of 7) block a
+//     seen user out_of_scope.
 //   - A user's name held by a user of another directory is skipped, never
 //     taken over (rule 10), also when that directory was removed.
-//   - Users that a user_filter excludes are not returned by the read, so
-//     they are blocked deleted_in_ldap rather than out_of_scope: the
-//     directory client cannot tell the two apart today.
+//   - Users that a user_filter excludes are read all the same, marked
+//     directory.User.OutOfScope, and skipped with SkipUserFilter: a scope
+//     rule, so their store user is blocked out_of_scope (not
+//     deleted_in_ldap) and unblocked when they match the filter again.
+//     They are not counted in Plan.DirectoryUsers, so a user_filter that
+//     matches nobody is still an empty read, refused unless forced.
 //   - A dry run neither joins a running sync nor is joined: it must show
 //     the plan, and it writes only its run record.
 package syncer
@@ -78,6 +82,9 @@ const (
 	SkipNotInADUsers = "not_in_ad_users"
 	// SkipNoMappedGroup: in no mapped group and no default_role (rule 5).
 	SkipNoMappedGroup = "no_mapped_group"
+	// SkipUserFilter: the entry does not match the directory's user_filter
+	// (rule 7).
+	SkipUserFilter = "user_filter"
 	// SkipNameTakenOtherDirectory: the name belongs to a user of another
 	// directory, which sync never touches (rule 10).
 	SkipNameTakenOtherDirectory = "name_taken_by_other_directory"
@@ -98,7 +105,7 @@ const (
 // (their store user is left as it is until the conflict is resolved).
 func scopeSkip(reason string) bool {
 	switch reason {
-	case SkipNoEmail, SkipNoUsername, SkipNotInADUsers, SkipNoMappedGroup:
+	case SkipNoEmail, SkipNoUsername, SkipNotInADUsers, SkipNoMappedGroup, SkipUserFilter:
 		return true
 	}
 	return false
@@ -160,7 +167,9 @@ type Plan struct {
 	// unchanged users) followed by the blocks of store users the directory
 	// no longer returns.
 	Changes []Change
-	// DirectoryUsers is the number of entries the read returned.
+	// DirectoryUsers is the number of entries the read returned that match
+	// the user filters (OutOfScope entries are not counted): the base of
+	// the empty-read check, and what the run records.
 	DirectoryUsers int
 	// ActiveUsers is the number of this directory's store users that are
 	// active before the plan: the base of the max_block_fraction check.
@@ -244,7 +253,12 @@ type entryResult struct {
 // rules 1–10). It is deterministic and pure.
 func BuildPlan(in PlanInput) Plan {
 	dir := &in.Dir
-	plan := Plan{DirectoryID: dir.ID, DirectoryUsers: len(in.Snapshot.Users)}
+	plan := Plan{DirectoryID: dir.ID}
+	for i := range in.Snapshot.Users {
+		if !in.Snapshot.Users[i].OutOfScope {
+			plan.DirectoryUsers++
+		}
+	}
 
 	// Index this directory's store users. Anything else in Current is
 	// ignored: sync never touches another directory's users (rule 10).
@@ -268,7 +282,7 @@ func BuildPlan(in PlanInput) Plan {
 	}
 	claimed := make([]bool, len(cur)) // store user matched by an entry
 
-	// Pass 1: names, scope rules (1, 2, 5) and roles for every entry.
+	// Pass 1: names, scope rules (1, 2, 5, user_filter) and roles for every entry.
 	mem := newMembership(*dir, in.Roles, in.Snapshot)
 	res := make([]entryResult, len(in.Snapshot.Users))
 	nameCount := make(map[string]int, len(res))
@@ -283,6 +297,9 @@ func BuildPlan(in PlanInput) Plan {
 		name, ok := canonicalName(dir, u)
 		r.name = name
 		switch {
+		case u.OutOfScope:
+			// First: outside user_filter, the other rules do not matter.
+			r.skip = SkipUserFilter
 		case !ok && dir.Naming == config.NamingEmail:
 			r.skip = SkipNoEmail
 		case !ok:
@@ -433,7 +450,7 @@ func entryUser(u *directory.User, r *entryResult) account.User {
 
 func skip(u *directory.User, r *entryResult, reason string, before *account.User) Change {
 	after := entryUser(u, r)
-	if reason == SkipNoMappedGroup || reason == SkipNotInADUsers {
+	if reason == SkipNoMappedGroup || reason == SkipNotInADUsers || reason == SkipUserFilter {
 		after.Role = ""
 	}
 	if before != nil {
