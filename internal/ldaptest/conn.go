@@ -58,6 +58,15 @@ func (s *Server) withAdmin(t testing.TB, fn func(c *ldap.Conn) error) {
 	}
 }
 
+// serverAdmin is flavorOps.admin for flavours whose fixtures are written
+// through s.URL itself.
+type serverAdmin struct{}
+
+func (serverAdmin) admin(t testing.TB, s *Server, fn func(c *ldap.Conn) error) {
+	t.Helper()
+	s.withAdmin(t, fn)
+}
+
 // TLSConfig trusts s.CAFile only, as a client configured with tls.ca_file
 // would; for tests dialing LDAPSURL or using StartTLS by hand. ServerName is
 // set because go-ldap's StartTLS does not fill it from the URL.

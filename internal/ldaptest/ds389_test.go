@@ -101,7 +101,7 @@ func TestDS389FixtureShape(t *testing.T) {
 	}
 	seen := map[string]string{}
 	for name, uid := range f.Users {
-		e := ds389Read(t, c, ds389UserDN(f, name), "uid", "mail", "ipaUniqueID", "objectClass", "nsAccountLock")
+		e := ds389Read(t, c, f.userDN(name), "uid", "mail", "ipaUniqueID", "objectClass", "nsAccountLock")
 		id := e.GetAttributeValue("ipaUniqueID")
 		if !ds389UUIDRe.MatchString(id) {
 			t.Errorf("%s: ipaUniqueID %q is not a UUID", name, id)
@@ -149,7 +149,7 @@ func TestDS389MemberOf(t *testing.T) {
 	c := s.AdminConn(t)
 	memberOf := func(name string) []string {
 		t.Helper()
-		got := ds389Read(t, c, ds389MemberDN(f, name), "memberOf").GetAttributeValues("memberOf")
+		got := ds389Read(t, c, f.memberDN(name), "memberOf").GetAttributeValues("memberOf")
 		slices.Sort(got)
 		return got
 	}
@@ -193,7 +193,7 @@ func TestDS389MemberOf(t *testing.T) {
 		t.Errorf("gina: memberOf = %v, want %v", got, want)
 	}
 	f.DeleteUser(t, "gina")
-	if slices.Contains(ds389Read(t, c, f.Groups["admins"], "member").GetAttributeValues("member"), ds389UserDN(f, "gina")) {
+	if slices.Contains(ds389Read(t, c, f.Groups["admins"], "member").GetAttributeValues("member"), f.userDN("gina")) {
 		t.Errorf("deleted gina still a member of admins")
 	}
 }
@@ -203,7 +203,7 @@ func TestDS389Binds(t *testing.T) {
 	f := s.NewFixture(t)
 	bind := func(t *testing.T, name, password string) error {
 		t.Helper()
-		return ds389Dial(t, s.URL).Bind(ds389UserDN(f, name), password)
+		return ds389Dial(t, s.URL).Bind(f.userDN(name), password)
 	}
 
 	tests := []struct {

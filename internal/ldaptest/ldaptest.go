@@ -10,8 +10,11 @@
 package ldaptest
 
 import (
+	"fmt"
 	"os"
 	"testing"
+
+	"github.com/go-ldap/ldap/v3"
 
 	"github.com/ldapgate/ldapgate/config"
 )
@@ -60,6 +63,8 @@ type Server struct {
 //	        dave   in devs (so staff through nesting)
 //	        erin   in others only
 //	        frank  in admins and staff
+//	        star   in staff; its login holds a filter metacharacter ('*', or
+//	               "(a)" on AD, which refuses '*'), so escaping bugs show
 //
 // Every user has Password and mail <username>@example.com.
 type Fixture struct {
@@ -78,15 +83,41 @@ type Fixture struct {
 	Groups map[string]string
 }
 
+// commonFixture is the content the Fixture doc describes, seeded by every
+// flavour. Groups are listed in creation order: devs before staff, which
+// names it (OpenLDAP's groupOfNames takes its members at creation). A member
+// is a user's logical name, or "group:<name>" for nesting.
+var commonFixture = fixtureTable{
+	users:  []string{"alice", "bob", "carol", "dave", "erin", "frank", "star"},
+	groups: []string{"admins", "devs", "staff", "others"},
+	members: map[string][]string{
+		"admins": {"alice", "frank"},
+		"devs":   {"dave"},
+		"staff":  {"bob", "carol", "frank", "star", "group:devs"},
+		"others": {"erin"},
+	},
+}
+
+// fixtureDisabled is the fixture user seeded disabled in the directory.
+const fixtureDisabled = "carol"
+
 // flavorOps is what differs between flavours when seeding and changing
-// fixtures; each flavour file implements it over LDAP with the admin bind.
+// fixtures; the Fixture methods do the common rest (fixture.go) over LDAP.
 type flavorOps interface {
+	// layout is where the flavour keeps fixture entries, how it names them
+	// and how its groups behave.
+	layout() *fixtureLayout
+	// newFixture seeds a fresh subtree: containers, object classes and the
+	// order entries can be made in differ too much to share more.
 	newFixture(t testing.TB, s *Server) *Fixture
-	addUser(t testing.TB, f *Fixture, name string, groups ...string)
-	deleteUser(t testing.TB, f *Fixture, name string)
-	setDisabled(t testing.TB, f *Fixture, name string, disabled bool)
-	addMember(t testing.TB, f *Fixture, group, name string)
-	removeMember(t testing.TB, f *Fixture, group, name string)
+	// admin runs fn on an admin connection and fails t on any error.
+	admin(t testing.TB, s *Server, fn func(c *ldap.Conn) error)
+	// addUserEntry creates the entry of f.Users[name], disabled the
+	// flavour's way if asked.
+	addUserEntry(c *ldap.Conn, f *Fixture, name string, disabled bool) error
+	// setDisabled disables or re-enables the user at dn; either is a no-op
+	// when already so.
+	setDisabled(c *ldap.Conn, dn string, disabled bool) error
 }
 
 // NewFixture seeds a fresh subtree on s for this test.
@@ -95,31 +126,57 @@ func (s *Server) NewFixture(t testing.TB) *Fixture { t.Helper(); return s.ops.ne
 // AddUser creates user name (logical; prefixed like the others) in groups.
 func (f *Fixture) AddUser(t testing.TB, name string, groups ...string) {
 	t.Helper()
-	f.Server.ops.addUser(t, f, name, groups...)
+	ops := f.Server.ops
+	f.Users[name] = ops.layout().login(f.Prefix, name)
+	ops.admin(t, f.Server, func(c *ldap.Conn) error {
+		if err := ops.addUserEntry(c, f, name, false); err != nil {
+			return err
+		}
+		for _, g := range groups {
+			if err := f.addMember(c, g, f.userDN(name)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // DeleteUser removes the user's entry.
 func (f *Fixture) DeleteUser(t testing.TB, name string) {
 	t.Helper()
-	f.Server.ops.deleteUser(t, f, name)
+	dn := f.userDN(name)
+	f.Server.ops.admin(t, f.Server, func(c *ldap.Conn) error {
+		if !f.layout().serverUnlinksMembers {
+			for g := range f.Groups {
+				if err := f.removeMember(c, g, dn, true); err != nil {
+					return err
+				}
+			}
+		}
+		if err := c.Del(ldap.NewDelRequest(dn, nil)); err != nil {
+			return fmt.Errorf("delete %s: %w", dn, err)
+		}
+		return nil
+	})
 }
 
 // SetDisabled disables or re-enables the user the flavour's way.
 func (f *Fixture) SetDisabled(t testing.TB, name string, disabled bool) {
 	t.Helper()
-	f.Server.ops.setDisabled(t, f, name, disabled)
+	dn := f.userDN(name)
+	f.Server.ops.admin(t, f.Server, func(c *ldap.Conn) error { return f.Server.ops.setDisabled(c, dn, disabled) })
 }
 
 // AddMember puts user name into group.
 func (f *Fixture) AddMember(t testing.TB, group, name string) {
 	t.Helper()
-	f.Server.ops.addMember(t, f, group, name)
+	f.Server.ops.admin(t, f.Server, func(c *ldap.Conn) error { return f.addMember(c, group, f.memberDN(name)) })
 }
 
 // RemoveMember takes user name out of group.
 func (f *Fixture) RemoveMember(t testing.TB, group, name string) {
 	t.Helper()
-	f.Server.ops.removeMember(t, f, group, name)
+	f.Server.ops.admin(t, f.Server, func(c *ldap.Conn) error { return f.removeMember(c, group, f.memberDN(name), false) })
 }
 
 // Login returns the canonical login name of a logical fixture user.

@@ -78,7 +78,7 @@ var (
 // owns Samba.
 //
 // Fixtures (NewFixture) hold the common content plus two AD-only users,
-// "outsider" and "primary" (see sambaMembers); SambaSetLocked locks a user
+// "outsider" and "primary" (see sambaLayout); SambaSetLocked locks a user
 // out (bind 49 "data 775").
 //
 // The server also holds the read-only OU=big tree (BigSambaDirectory).

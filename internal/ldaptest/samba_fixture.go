@@ -1,12 +1,10 @@
 package ldaptest
 
 import (
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"testing"
 	"unicode/utf16"
 
@@ -27,7 +25,8 @@ const (
 	sambaDomainUsersRID = 513
 )
 
-// The common fixture content (see Fixture) plus two AD-only users:
+// sambaLayout holds the common fixture content (see Fixture) plus two
+// AD-only users:
 //
 //   - outsider: a member of staff (mapped to user) whose primary group is
 //     outgrp and who was taken out of Domain Users, so no path — direct,
@@ -47,19 +46,33 @@ const (
 //
 // star: AD refuses '*' in sAMAccountName, so the Samba star carries "(a)"
 // instead; unescaped parentheses break a filter as surely as '*' widens one.
-var (
-	sambaGroupOrder = []string{"admins", "devs", "staff", "others", "outgrp"}
-	sambaMembers    = map[string][]string{
-		"admins": {"alice", "frank"},
-		"devs":   {"dave"},
-		"staff":  {"bob", "carol", "frank", "star", "group:devs", "outsider", "primary"},
-		"others": {"erin"},
+var sambaLayout = fixtureLayout{
+	table: commonFixture.with([]string{"outsider", "primary"}, []string{"outgrp"}, map[string][]string{
+		"staff":  {"outsider", "primary"},
 		"outgrp": {"outsider"},
-	}
-	sambaUsers = []string{"alice", "bob", "carol", "dave", "erin", "frank", "star", "outsider", "primary"}
-	// sambaPrimaryGroup: user → the fixture group made its primary group.
-	sambaPrimaryGroup = map[string]string{"outsider": "outgrp", "primary": "staff"}
-)
+	}),
+	dirType:              config.TypeActiveDirectory,
+	root:                 "OU=%s",
+	users:                "OU=users",
+	groups:               "OU=groups",
+	userRDN:              "CN",
+	groupRDN:             "CN",
+	starLogin:            "st(a)r",
+	groupNameAttribute:   "memberOf",
+	dirTrustsCA:          true,
+	serverUnlinksMembers: true,
+}
+
+// sambaPrimaryGroup: user → the fixture group made its primary group.
+var sambaPrimaryGroup = map[string]string{"outsider": "outgrp", "primary": "staff"}
+
+func (o *sambaOps) layout() *fixtureLayout { return &sambaLayout }
+
+// admin writes over Samba's own LDAPS port (see sambaOps), not s.URL.
+func (o *sambaOps) admin(t testing.TB, _ *Server, fn func(c *ldap.Conn) error) {
+	t.Helper()
+	o.with(t, fn)
+}
 
 func (o *sambaOps) newFixture(t testing.TB, s *Server) *Fixture {
 	t.Helper()
@@ -67,52 +80,38 @@ func (o *sambaOps) newFixture(t testing.TB, s *Server) *Fixture {
 	o.with(t, func(c *ldap.Conn) error {
 		// Shared server: several test binaries seed at once, so the prefix is
 		// random. Short, because sAMAccountName holds at most 20 characters.
-		var root string
 		for attempt := 0; ; attempt++ {
-			prefix := "t" + sambaRandom(4)
-			root = "OU=" + prefix + "," + s.BaseDN
-			req := ldap.NewAddRequest(root, nil)
-			req.Attribute("objectClass", []string{"organizationalUnit"})
-			err := c.Add(req)
+			prefix := "t" + randomLower(4)
+			err := addEntry(c, sambaLayout.rootDN(s, prefix), attr("objectClass", "organizationalUnit"))
 			if ldap.IsErrorWithCode(err, ldap.LDAPResultEntryAlreadyExists) && attempt < 5 {
 				continue
 			}
 			if err != nil {
-				return fmt.Errorf("add %s: %w", root, err)
+				return err
 			}
-			f = sambaNewFixtureValue(s, prefix)
+			f = sambaLayout.fixture(s, prefix)
 			break
 		}
-		for _, ou := range []string{"OU=users," + root, "OU=groups," + root} {
-			req := ldap.NewAddRequest(ou, nil)
-			req.Attribute("objectClass", []string{"organizationalUnit"})
-			if err := c.Add(req); err != nil {
-				return fmt.Errorf("add %s: %w", ou, err)
-			}
-		}
-		for _, g := range sambaGroupOrder {
-			f.Groups[g] = "CN=" + g + ",OU=groups," + root
-			req := ldap.NewAddRequest(f.Groups[g], nil)
-			req.Attribute("objectClass", []string{"group"})
-			req.Attribute("sAMAccountName", []string{f.Prefix + g})
-			req.Attribute("groupType", []string{sambaGlobalSecurityGroup})
-			if err := c.Add(req); err != nil {
-				return fmt.Errorf("add group %s: %w", f.Groups[g], err)
-			}
-		}
-		for _, name := range sambaUsers {
-			f.Users[name] = sambaLogin(f.Prefix, name)
-			if err := sambaAddUserEntry(c, f, name, name == "carol"); err != nil {
+		for _, ou := range []string{f.usersDN(), f.groupsDN()} {
+			if err := addEntry(c, ou, attr("objectClass", "organizationalUnit")); err != nil {
 				return err
 			}
 		}
-		for _, g := range sambaGroupOrder {
-			var members []string
-			for _, m := range sambaMembers[g] {
-				members = append(members, sambaMemberDN(f, m))
+		// Members last: AD links only entries that exist, and its groups
+		// may be empty.
+		for _, g := range sambaLayout.table.groups {
+			err := addEntry(c, f.Groups[g], attr("objectClass", "group"),
+				attr("sAMAccountName", f.Prefix+g), attr("groupType", sambaGlobalSecurityGroup))
+			if err != nil {
+				return err
 			}
+		}
+		if err := f.addTableUsers(c); err != nil {
+			return err
+		}
+		for _, g := range sambaLayout.table.groups {
 			req := ldap.NewModifyRequest(f.Groups[g], nil)
-			req.Add("member", members)
+			req.Add("member", f.tableMembers(g))
 			if err := c.Modify(req); err != nil {
 				return fmt.Errorf("add members to %s: %w", f.Groups[g], err)
 			}
@@ -126,7 +125,7 @@ func (o *sambaOps) newFixture(t testing.TB, s *Server) *Fixture {
 		// membership when its primary group changed.
 		du := "CN=Domain Users,CN=Users," + s.BaseDN
 		req := ldap.NewModifyRequest(du, nil)
-		req.Delete("member", []string{sambaUserDN(f, "outsider")})
+		req.Delete("member", []string{f.userDN("outsider")})
 		if err := c.Modify(req); err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchAttribute) &&
 			!ldap.IsErrorWithCode(err, ldap.LDAPResultUnwillingToPerform) {
 			return fmt.Errorf("remove outsider from %s: %w", du, err)
@@ -134,66 +133,6 @@ func (o *sambaOps) newFixture(t testing.TB, s *Server) *Fixture {
 		return nil
 	})
 	return f
-}
-
-func sambaNewFixtureValue(s *Server, prefix string) *Fixture {
-	root := "OU=" + prefix + "," + s.BaseDN
-	return &Fixture{
-		Server: s,
-		Prefix: prefix,
-		Users:  map[string]string{},
-		Groups: map[string]string{},
-		Dir: config.Directory{
-			Name:         prefix,
-			Type:         config.TypeActiveDirectory,
-			URLs:         []string{s.URL},
-			TLS:          config.TLS{CAFile: s.CAFile},
-			BaseDN:       s.BaseDN,
-			BindDN:       s.AdminDN,
-			BindPassword: config.Secret(s.AdminPassword),
-			UsersDN:      "OU=users,OU=" + prefix,
-			GroupsDN:     "OU=groups,OU=" + prefix,
-			RoleMapping: map[string][]string{
-				"admin": {"CN=admins,OU=groups," + root},
-				"user":  {"CN=staff,OU=groups," + root},
-			},
-			DefaultRole:        "",
-			Domain:             "example.com",
-			PageSize:           2,
-			Naming:             config.NamingUsernameAtDomain,
-			GroupNameAttribute: "memberOf",
-		},
-	}
-}
-
-// sambaLogin is the sAMAccountName of a logical user.
-func sambaLogin(prefix, name string) string {
-	if name == "star" {
-		return prefix + "st(a)r"
-	}
-	return prefix + name
-}
-
-func sambaUserDN(f *Fixture, name string) string {
-	sam, ok := f.Users[name]
-	if !ok {
-		sam = sambaLogin(f.Prefix, name)
-	}
-	return "CN=" + ldap.EscapeDN(sam) + ",OU=users,OU=" + f.Prefix + "," + f.Server.BaseDN
-}
-
-// sambaMemberDN resolves a member: "group:<name>" or a group's logical name
-// not used by a user gives the group's DN, anything else a user's.
-func sambaMemberDN(f *Fixture, m string) string {
-	if g, ok := strings.CutPrefix(m, "group:"); ok {
-		return f.Groups[g]
-	}
-	if _, isUser := f.Users[m]; !isUser {
-		if dn, isGroup := f.Groups[m]; isGroup {
-			return dn
-		}
-	}
-	return sambaUserDN(f, m)
 }
 
 // sambaUnicodePwd is AD's password attribute value: the password in double
@@ -207,26 +146,21 @@ func sambaUnicodePwd(pw string) string {
 	return string(b)
 }
 
-func sambaAddUserEntry(c *ldap.Conn, f *Fixture, name string, disabled bool) error {
+func (o *sambaOps) addUserEntry(c *ldap.Conn, f *Fixture, name string, disabled bool) error {
 	sam := f.Users[name]
-	dn := sambaUserDN(f, name)
 	uac := sambaUACNormalAccount
 	if disabled {
 		uac |= sambaUACAccountDisable
 	}
-	req := ldap.NewAddRequest(dn, nil)
-	req.Attribute("objectClass", []string{"user"})
-	req.Attribute("sAMAccountName", []string{sam})
-	req.Attribute("userPrincipalName", []string{sam + "@example.com"})
-	req.Attribute("mail", []string{sam + "@example.com"})
-	req.Attribute("displayName", []string{sam})
-	req.Attribute("sn", []string{name})
-	req.Attribute("unicodePwd", []string{sambaUnicodePwd(Password)})
-	req.Attribute("userAccountControl", []string{strconv.Itoa(uac)})
-	if err := c.Add(req); err != nil {
-		return fmt.Errorf("add user %s: %w", dn, err)
-	}
-	return nil
+	return addEntry(c, f.userDN(name),
+		attr("objectClass", "user"),
+		attr("sAMAccountName", sam),
+		attr("userPrincipalName", sam+"@example.com"),
+		attr("mail", sam+"@example.com"),
+		attr("displayName", sam),
+		attr("sn", name),
+		attr("unicodePwd", sambaUnicodePwd(Password)),
+		attr("userAccountControl", strconv.Itoa(uac)))
 }
 
 // sambaSetPrimaryGroup makes group the user's primary group; AD requires the
@@ -236,7 +170,7 @@ func sambaSetPrimaryGroup(c *ldap.Conn, f *Fixture, name, group string) error {
 	if err != nil {
 		return err
 	}
-	req := ldap.NewModifyRequest(sambaUserDN(f, name), nil)
+	req := ldap.NewModifyRequest(f.userDN(name), nil)
 	req.Replace("primaryGroupID", []string{strconv.FormatUint(uint64(rid), 10)})
 	if err := c.Modify(req); err != nil {
 		return fmt.Errorf("set primary group of %s to %s: %w", name, group, err)
@@ -267,100 +201,32 @@ func SambaSIDRID(sid []byte) (uint32, error) {
 	return binary.LittleEndian.Uint32(sid[len(sid)-4:]), nil
 }
 
-func (o *sambaOps) addUser(t testing.TB, f *Fixture, name string, groups ...string) {
-	t.Helper()
-	f.Users[name] = sambaLogin(f.Prefix, name)
-	o.with(t, func(c *ldap.Conn) error {
-		if err := sambaAddUserEntry(c, f, name, false); err != nil {
-			return err
-		}
-		for _, g := range groups {
-			if err := sambaModifyMember(c, f, g, name, true); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-func (o *sambaOps) deleteUser(t testing.TB, f *Fixture, name string) {
-	t.Helper()
-	dn := sambaUserDN(f, name)
-	o.with(t, func(c *ldap.Conn) error {
-		// AD drops the user from every group itself (linked attributes).
-		if err := c.Del(ldap.NewDelRequest(dn, nil)); err != nil {
-			return fmt.Errorf("delete %s: %w", dn, err)
-		}
-		return nil
-	})
-}
-
-func (o *sambaOps) setDisabled(t testing.TB, f *Fixture, name string, disabled bool) {
-	t.Helper()
-	dn := sambaUserDN(f, name)
-	o.with(t, func(c *ldap.Conn) error {
-		res, err := c.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
-			0, 0, false, "(objectClass=*)", []string{"userAccountControl"}, nil))
-		if err != nil {
-			return fmt.Errorf("read userAccountControl of %s: %w", dn, err)
-		}
-		if len(res.Entries) != 1 {
-			return fmt.Errorf("read userAccountControl of %s: %d entries", dn, len(res.Entries))
-		}
-		uac, err := strconv.ParseInt(res.Entries[0].GetAttributeValue("userAccountControl"), 10, 64)
-		if err != nil {
-			return fmt.Errorf("userAccountControl of %s: %w", dn, err)
-		}
-		if disabled {
-			uac |= sambaUACAccountDisable
-		} else {
-			uac &^= sambaUACAccountDisable
-		}
-		req := ldap.NewModifyRequest(dn, nil)
-		req.Replace("userAccountControl", []string{strconv.FormatInt(uac, 10)})
-		if err := c.Modify(req); err != nil {
-			return fmt.Errorf("set userAccountControl of %s: %w", dn, err)
-		}
-		return nil
-	})
-}
-
-func (o *sambaOps) addMember(t testing.TB, f *Fixture, group, name string) {
-	t.Helper()
-	o.with(t, func(c *ldap.Conn) error { return sambaModifyMember(c, f, group, name, true) })
-}
-
-func (o *sambaOps) removeMember(t testing.TB, f *Fixture, group, name string) {
-	t.Helper()
-	o.with(t, func(c *ldap.Conn) error { return sambaModifyMember(c, f, group, name, false) })
-}
-
-func sambaModifyMember(c *ldap.Conn, f *Fixture, group, name string, add bool) error {
-	gdn, ok := f.Groups[group]
-	if !ok {
-		return fmt.Errorf("no fixture group %q", group)
+// setDisabled flips ACCOUNTDISABLE and keeps the other flags of
+// userAccountControl.
+func (o *sambaOps) setDisabled(c *ldap.Conn, dn string, disabled bool) error {
+	res, err := c.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+		0, 0, false, "(objectClass=*)", []string{"userAccountControl"}, nil))
+	if err != nil {
+		return fmt.Errorf("read userAccountControl of %s: %w", dn, err)
 	}
-	req := ldap.NewModifyRequest(gdn, nil)
-	if add {
-		req.Add("member", []string{sambaMemberDN(f, name)})
+	if len(res.Entries) != 1 {
+		return fmt.Errorf("read userAccountControl of %s: %d entries", dn, len(res.Entries))
+	}
+	uac, err := strconv.ParseInt(res.Entries[0].GetAttributeValue("userAccountControl"), 10, 64)
+	if err != nil {
+		return fmt.Errorf("userAccountControl of %s: %w", dn, err)
+	}
+	if disabled {
+		uac |= sambaUACAccountDisable
 	} else {
-		req.Delete("member", []string{sambaMemberDN(f, name)})
+		uac &^= sambaUACAccountDisable
 	}
+	req := ldap.NewModifyRequest(dn, nil)
+	req.Replace("userAccountControl", []string{strconv.FormatInt(uac, 10)})
 	if err := c.Modify(req); err != nil {
-		return fmt.Errorf("change members of %s (%s): %w", gdn, name, err)
+		return fmt.Errorf("set userAccountControl of %s: %w", dn, err)
 	}
 	return nil
-}
-
-// sambaRandom returns n random characters of [0-9a-z].
-func sambaRandom(n int) string {
-	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b)
 }
 
 // SambaSetLocked locks a Samba fixture user out the way AD does — failed
@@ -379,7 +245,7 @@ func SambaSetLocked(t testing.TB, f *Fixture, name string, locked bool) {
 	if !ok {
 		t.Fatalf("ldaptest: SambaSetLocked on a %s fixture", f.Server.Flavor)
 	}
-	dn := sambaUserDN(f, name)
+	dn := f.userDN(name)
 	if !locked {
 		o.with(t, func(c *ldap.Conn) error {
 			req := ldap.NewModifyRequest(dn, nil)

@@ -228,7 +228,7 @@ func TestSambaFixtureBinds(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := sambaBind(t, s.URL)
-			who := sambaUserDN(f, tt.user)
+			who := f.userDN(tt.user)
 			if tt.byUPN {
 				who = f.Login(tt.user)
 			}
@@ -302,7 +302,7 @@ func TestSambaFixtureGroupShapes(t *testing.T) {
 		return strconv.FormatUint(uint64(r), 10)
 	}
 	read := func(name string) *ldap.Entry {
-		res, err := c.Search(ldap.NewSearchRequest(sambaUserDN(f, name), ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+		res, err := c.Search(ldap.NewSearchRequest(f.userDN(name), ldap.ScopeBaseObject, ldap.NeverDerefAliases,
 			0, 0, false, "(objectClass=*)", []string{"memberOf", "primaryGroupID"}, nil))
 		if err != nil || len(res.Entries) != 1 {
 			t.Fatalf("read %s: %v", name, err)
@@ -384,7 +384,7 @@ func TestSambaFixtureChanges(t *testing.T) {
 		return c.Bind(f.Login(name), Password)
 	}
 	memberOf := func(name string) []string {
-		res, err := admin.Search(ldap.NewSearchRequest(sambaUserDN(f, name), ldap.ScopeBaseObject,
+		res, err := admin.Search(ldap.NewSearchRequest(f.userDN(name), ldap.ScopeBaseObject,
 			ldap.NeverDerefAliases, 0, 0, false, "(objectClass=*)", []string{"memberOf"}, nil))
 		if err != nil || len(res.Entries) != 1 {
 			t.Fatalf("read %s: %v", name, err)
@@ -478,7 +478,7 @@ func TestSambaSetLocked(t *testing.T) {
 		return c.Bind(f.Login("bob"), Password)
 	}
 	uac := func() string {
-		res, err := admin.Search(ldap.NewSearchRequest(sambaUserDN(f, "bob"), ldap.ScopeBaseObject,
+		res, err := admin.Search(ldap.NewSearchRequest(f.userDN("bob"), ldap.ScopeBaseObject,
 			ldap.NeverDerefAliases, 0, 0, false, "(objectClass=*)", []string{"userAccountControl"}, nil))
 		if err != nil || len(res.Entries) != 1 {
 			t.Fatalf("read bob: %v", err)

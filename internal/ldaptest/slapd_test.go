@@ -64,7 +64,7 @@ func TestSlapdBinds(t *testing.T) {
 	t.Parallel()
 	s := StartSlapd(t)
 	f := s.NewFixture(t)
-	userDN := func(name string) string { return slapdUserDN(f, name) }
+	userDN := func(name string) string { return f.userDN(name) }
 
 	tests := []struct {
 		name     string
@@ -128,7 +128,7 @@ func TestSlapdMemberOf(t *testing.T) {
 	c := s.AdminConn(t)
 	memberOf := func(name string) []string {
 		t.Helper()
-		res, err := c.Search(ldap.NewSearchRequest(slapdMemberDN(f, name), ldap.ScopeBaseObject,
+		res, err := c.Search(ldap.NewSearchRequest(f.memberDN(name), ldap.ScopeBaseObject,
 			ldap.NeverDerefAliases, 0, 10, false, "(objectClass=*)", []string{"memberOf"}, nil))
 		if err != nil {
 			t.Fatalf("read %s: %v", name, err)
@@ -175,7 +175,7 @@ func TestSlapdMemberOf(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read admins: %v", err)
 	}
-	if slices.Contains(res.Entries[0].GetAttributeValues("member"), slapdUserDN(f, "gina")) {
+	if slices.Contains(res.Entries[0].GetAttributeValues("member"), f.userDN("gina")) {
 		t.Errorf("deleted gina still a member of admins")
 	}
 }
