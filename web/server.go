@@ -204,6 +204,7 @@ func (s *Server) dispatch(ctx *fasthttp.RequestCtx, st *settings) route {
 	if !ok {
 		return routeProxy
 	}
+	stripCredentials(&ctx.Request.Header)
 	s.d.Proxy.Forward(ctx, u)
 	return routeProxy
 }
@@ -284,7 +285,27 @@ func (s *Server) caller(ctx *fasthttp.RequestCtx, st *settings) (*account.User, 
 	return nil, auth.ErrNoSession
 }
 
-var headerAuthorization = []byte("Authorization")
+var (
+	headerAuthorization = []byte("Authorization")
+	headerXSRF          = []byte("X-Xsrf-Token")
+	bearerPrefix        = []byte("bearer ")
+)
+
+// stripCredentials removes ldapgate's own credentials from a request about
+// to be proxied: the upstream trusts the identity headers, and must never
+// see a session token it could replay here, nor a Basic password (the
+// user's directory password). Only the carriers ldapgate reads are touched:
+// Authorization when it is Bearer or Basic, and x-xsrf-token when it holds
+// a token of ldapgate's shape; the session cookie is the proxy's to drop.
+func stripCredentials(h *fasthttp.RequestHeader) {
+	if a := h.PeekBytes(headerAuthorization); (len(a) > len(basicPrefix) && bytes.EqualFold(a[:len(basicPrefix)], basicPrefix)) ||
+		(len(a) > len(bearerPrefix) && bytes.EqualFold(a[:len(bearerPrefix)], bearerPrefix) && auth.ValidToken(bytes.TrimSpace(a[len(bearerPrefix):]))) {
+		h.DelBytes(headerAuthorization)
+	}
+	if auth.ValidToken(bytes.TrimSpace(h.PeekBytes(headerXSRF))) {
+		h.DelBytes(headerXSRF)
+	}
+}
 
 func (s *Server) clientIP(ctx *fasthttp.RequestCtx, st *settings) netip.Addr {
 	return proxy.ClientIP(ctx, st.trusted)

@@ -361,9 +361,6 @@ func TestBasicAuth(t *testing.T) {
 	if r.status != 200 || first(e.Headers, "X-Forwarded-User") != strings.ToLower(bob) {
 		t.Fatalf("basic proxied: %d %s", r.status, r.body)
 	}
-	if _, ok := e.Headers["Authorization"]; !ok {
-		t.Log("note: the proxy does not forward Authorization")
-	}
 	if r := s.do(t, "GET", "/auth/v4/whoami", "", basic(bob, "wrong")); r.status != 401 {
 		t.Fatalf("wrong: %d", r.status)
 	}
@@ -659,5 +656,46 @@ func TestLoginBodyBounded(t *testing.T) {
 	}
 	if r := s.do(t, "GET", "/auth/v4/public/token", ""); r.status != 405 {
 		t.Fatalf("GET token: %d", r.status)
+	}
+}
+
+// TestCredentialsNotForwarded: the upstream trusts the identity headers and
+// never sees a credential of ldapgate's — not the session token in any
+// carrier, not a Basic password (the user's directory password) — while an
+// Authorization scheme ldapgate does not use passes through untouched.
+func TestCredentialsNotForwarded(t *testing.T) {
+	s := newStack(t, stackOpts{})
+	if s == nil {
+		return
+	}
+	tok := s.login(t, "bob")
+	basicHdr := basic(s.fx.Login("bob"), ldaptest.Password)
+	for _, hs := range [][]string{
+		{"Authorization: Bearer " + tok},
+		{"x-xsrf-token: " + tok},
+		{s.cookie(tok), "x-xsrf-token: " + tok},
+		{basicHdr},
+	} {
+		r := s.do(t, "GET", "/app/page", "", hs...)
+		var e echo
+		r.json(t, &e)
+		if r.status != 200 || e.Headers["X-Forwarded-User"] == nil {
+			t.Fatalf("%v: %d %s", hs, r.status, r.body)
+		}
+		for name, vals := range e.Headers {
+			for _, v := range vals {
+				if strings.Contains(v, tok) || strings.Contains(v, ldaptest.Password) || strings.EqualFold(name, "Authorization") ||
+					strings.EqualFold(name, "X-Xsrf-Token") {
+					t.Fatalf("%v: upstream got %s: %s", hs, name, v)
+				}
+			}
+		}
+	}
+	// Someone else's scheme, on a request authenticated by the cookie.
+	r := s.do(t, "GET", "/app/page", "", s.cookie(tok), "Authorization: Token platform-own-key")
+	var e echo
+	r.json(t, &e)
+	if got := e.Headers["Authorization"]; len(got) != 1 || got[0] != "Token platform-own-key" {
+		t.Fatalf("foreign Authorization changed: %v", got)
 	}
 }
