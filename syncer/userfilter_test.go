@@ -6,8 +6,13 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/go-ldap/ldap/v3"
+
 	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
+	"github.com/ldapgate/ldapgate/internal/ldaptest"
 )
 
 func outOfScope(u directory.User) directory.User { u.OutOfScope = true; return u }
@@ -182,4 +187,146 @@ func names(s Snapshot) []string {
 		out = append(out, u.Username)
 	}
 	return out
+}
+
+// setEmployeeType sets (value != "") or removes the employeeType of the
+// fixture user with uid login, as a directory admin would.
+func setEmployeeType(t *testing.T, s *ldaptest.Server, login, value string) {
+	t.Helper()
+	c := s.AdminConn(t)
+	res, err := c.Search(ldap.NewSearchRequest(s.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 2, 10, false,
+		"(uid="+ldap.EscapeFilter(login)+")", []string{"employeeType"}, nil))
+	if err != nil || len(res.Entries) != 1 {
+		t.Fatalf("find %s: %v", login, err)
+	}
+	e := res.Entries[0]
+	m := ldap.NewModifyRequest(e.DN, nil)
+	switch {
+	case value != "":
+		m.Replace("employeeType", []string{value})
+	case len(e.GetAttributeValues("employeeType")) > 0:
+		m.Delete("employeeType", nil)
+	default:
+		return
+	}
+	if err := c.Modify(m); err != nil {
+		t.Fatalf("modify %s: %v", e.DN, err)
+	}
+}
+
+// TestSyncUserFilter walks a user out of and back into user_filter on a
+// real slapd (SPEC §4 rule 7): skipped and never created while outside,
+// blocked out_of_scope (not deleted_in_ldap) on leaving, active again on
+// coming back; the one-user sync at login does not create them either.
+func TestSyncUserFilter(t *testing.T) {
+	e := newEnv(t, func(d *config.Directory) {
+		d.UserFilter = "(!(employeeType=contractor))"
+		f := 0.5
+		d.MaxBlockFraction = &f
+	})
+	ctx := e.ctx
+	bob := e.fx.Users["bob"]
+	absent := func(t *testing.T, name string) {
+		t.Helper()
+		if u, err := e.store.UserByName(ctx, e.fx.Login(name)); !errors.Is(err, cache.ErrNotFound) {
+			t.Fatalf("%s is in the store (%+v, %v), want not created", name, u, err)
+		}
+	}
+	setEmployeeType(t, e.srv, bob, "contractor")
+
+	t.Run("first sync skips bob", func(t *testing.T) {
+		run := e.sync(t, Options{})
+		if run.Result != cache.RunSuccess || run.DirectoryUsers != len(e.fx.Users)-1 {
+			t.Fatalf("run %+v, want success with %d users in scope", run, len(e.fx.Users)-1)
+		}
+		absent(t, "bob")
+		e.expect(t, "alice", "admin", account.StateActive, "")
+		rows, err := e.s.Preview(ctx, testDirID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, r := range rows {
+			if r.Username == e.fx.Login("bob") {
+				found = true
+				if r.Action != string(ActionSkip) || r.Reason != SkipUserFilter || r.Exists {
+					t.Errorf("preview of bob: %+v, want skip user_filter", r)
+				}
+			}
+		}
+		if !found {
+			t.Error("preview does not list bob")
+		}
+	})
+	t.Run("in the filter: created", func(t *testing.T) {
+		setEmployeeType(t, e.srv, bob, "")
+		e.sync(t, Options{})
+		e.expect(t, "bob", "user", account.StateActive, "")
+	})
+	t.Run("leaves the filter: blocked out_of_scope", func(t *testing.T) {
+		setEmployeeType(t, e.srv, bob, "contractor")
+		run := e.sync(t, Options{})
+		e.expect(t, "bob", "user", account.StateBlocked, account.ReasonOutOfScope)
+		if run.Counts[string(ActionBlock)] != 1 || writes(run) != 1 {
+			t.Errorf("run counts %v, want one block and nothing else written", run.Counts)
+		}
+		changes, err := e.store.RunChanges(ctx, run.ID)
+		if err != nil || len(changes) != 1 {
+			t.Fatalf("run changes %+v, %v", changes, err)
+		}
+		c := changes[0]
+		// (Which scope rule it was is in the plan's Fields, skip_reason;
+		// the audit entry does not keep it: apply recomputes the fields.)
+		if c.Username != e.fx.Login("bob") || c.Action != string(ActionBlock) || c.Reason != string(account.ReasonOutOfScope) ||
+			c.Fields["block_reason"] != [2]string{"", string(account.ReasonOutOfScope)} {
+			t.Errorf("audit entry %+v, want bob blocked out_of_scope", c)
+		}
+		// Still outside: nothing more to write.
+		if again := e.sync(t, Options{}); writes(again) != 0 {
+			t.Errorf("second sync outside the filter wrote %v", again.Counts)
+		}
+		e.expect(t, "bob", "user", account.StateBlocked, account.ReasonOutOfScope)
+	})
+	t.Run("comes back: active again", func(t *testing.T) {
+		setEmployeeType(t, e.srv, bob, "")
+		run := e.sync(t, Options{})
+		e.expect(t, "bob", "user", account.StateActive, "")
+		if run.Counts[string(ActionUnblock)] != 1 {
+			t.Errorf("run counts %v, want one unblock", run.Counts)
+		}
+	})
+	t.Run("a changed user_filter in the config", func(t *testing.T) {
+		e.dir.UserFilter = "(!(uid=" + ldap.EscapeFilter(e.fx.Users["dave"]) + "))"
+		e.setClient(nil)
+		e.sync(t, Options{})
+		e.expect(t, "dave", "user", account.StateBlocked, account.ReasonOutOfScope)
+		e.expect(t, "bob", "user", account.StateActive, "")
+		e.dir.UserFilter = ""
+		e.setClient(nil)
+		e.sync(t, Options{})
+		e.expect(t, "dave", "user", account.StateActive, "")
+	})
+	t.Run("login sync does not create a user outside the filter", func(t *testing.T) {
+		e.dir.UserFilter = "(!(employeeType=contractor))"
+		e.setClient(nil)
+		e.fx.AddUser(t, "henry", "admins")
+		setEmployeeType(t, e.srv, e.fx.Users["henry"], "contractor")
+		client := e.dirs.List()[0].Client
+		h, err := client.Authenticate(ctx, e.fx.Users["henry"], ldaptest.Password)
+		if err != nil || !h.OutOfScope {
+			t.Fatalf("Authenticate henry = %+v, %v; want found, OutOfScope", h, err)
+		}
+		if _, err := e.s.SyncOne(ctx, testDirID, h); !errors.Is(err, ErrSkipped) {
+			t.Fatalf("SyncOne henry outside the filter = %v, want ErrSkipped", err)
+		}
+		absent(t, "henry")
+		setEmployeeType(t, e.srv, e.fx.Users["henry"], "")
+		h, err = client.FindUser(ctx, e.fx.Users["henry"])
+		if err != nil || h.OutOfScope {
+			t.Fatalf("FindUser henry = %+v, %v; want in scope", h, err)
+		}
+		if u, err := e.s.SyncOne(ctx, testDirID, h); err != nil || !u.Active() || u.Role != "admin" {
+			t.Fatalf("SyncOne henry in the filter = %+v, %v", u, err)
+		}
+	})
 }
