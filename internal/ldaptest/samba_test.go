@@ -86,17 +86,6 @@ func sambaRawURL(t *testing.T) string {
 	return u
 }
 
-func sambaBind(t *testing.T, url string) *ldap.Conn {
-	t.Helper()
-	c, err := ldap.DialURL(url, ldap.DialWithDialer(&net.Dialer{Timeout: harnessDialTimeout}))
-	if err != nil {
-		t.Fatalf("dial %s: %v", url, err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	c.SetTimeout(harnessOpTimeout)
-	return c
-}
-
 // The OU=big tree through SharedSamba holds more users than one search may
 // return: only paging gets them all, as on a real AD.
 func TestSambaBigTreeNeedsPaging(t *testing.T) {
@@ -153,7 +142,7 @@ func TestSambaBigTreeNeedsPaging(t *testing.T) {
 	t.Run("samba alone does not limit", func(t *testing.T) {
 		// Why the proxy exists; logged, not asserted, so a Samba that starts
 		// enforcing AD's limits does not fail the suite.
-		raw := sambaBind(t, sambaRawURL(t))
+		raw := dialT(t, sambaRawURL(t))
 		if err := raw.Bind(s.AdminDN, s.AdminPassword); err != nil {
 			t.Fatalf("bind: %v", err)
 		}
@@ -227,7 +216,7 @@ func TestSambaFixtureBinds(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := sambaBind(t, s.URL)
+			c := dialT(t, s.URL)
 			who := f.userDN(tt.user)
 			if tt.byUPN {
 				who = f.Login(tt.user)
@@ -253,38 +242,13 @@ func TestSambaFixtureBinds(t *testing.T) {
 func TestSambaTLS(t *testing.T) {
 	s := SharedSamba(t)
 	good := s.TLSConfig(t)
-	tests := []struct {
-		name    string
-		url     string
-		start   bool // StartTLS on a plain URL
-		cfg     *tls.Config
-		wantErr bool
-	}{
+	testTLS(t, s, []tlsCase{
 		{"ldaps with CA", s.LDAPSURL, false, good, false},
 		{"starttls with CA", s.URL, true, good, false},
 		{"ldaps without CA", s.LDAPSURL, false, &tls.Config{ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}, true},
 		{"samba's own ldaps with CA", os.Getenv(sambaEnvLDAPSURL), false, good, false},
 		{"samba's own starttls with CA", sambaRawURL(t), true, good, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c, err := ldap.DialURL(tt.url, ldap.DialWithDialer(&net.Dialer{Timeout: harnessDialTimeout}),
-				ldap.DialWithTLSConfig(tt.cfg))
-			if err == nil {
-				defer c.Close()
-				c.SetTimeout(harnessOpTimeout)
-				if tt.start {
-					err = c.StartTLS(tt.cfg)
-				}
-			}
-			if err == nil {
-				err = c.Bind(s.AdminDN, s.AdminPassword)
-			}
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
-			}
-		})
-	}
+	})
 }
 
 // The AD-only fixture users carry the group shapes rule 2 must handle.
@@ -301,18 +265,10 @@ func TestSambaFixtureGroupShapes(t *testing.T) {
 		}
 		return strconv.FormatUint(uint64(r), 10)
 	}
-	read := func(name string) *ldap.Entry {
-		res, err := c.Search(ldap.NewSearchRequest(f.userDN(name), ldap.ScopeBaseObject, ldap.NeverDerefAliases,
-			0, 0, false, "(objectClass=*)", []string{"memberOf", "primaryGroupID"}, nil))
-		if err != nil || len(res.Entries) != 1 {
-			t.Fatalf("read %s: %v", name, err)
-		}
-		return res.Entries[0]
-	}
 	// inChain: users of the fixture reaching Builtin\Users through memberOf,
 	// nesting included (not through the primary group: AD's in-chain rule
 	// does not follow primaryGroupID).
-	res, err := c.Search(ldap.NewSearchRequest("OU=users,OU="+f.Prefix+","+s.BaseDN, ldap.ScopeWholeSubtree,
+	res, err := c.Search(ldap.NewSearchRequest(f.usersDN(), ldap.ScopeWholeSubtree,
 		ldap.NeverDerefAliases, 0, 0, false,
 		"(memberOf:1.2.840.113556.1.4.1941:="+ldap.EscapeFilter(builtinUsers)+")", []string{"sAMAccountName"}, nil))
 	if err != nil {
@@ -337,7 +293,7 @@ func TestSambaFixtureGroupShapes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.user, func(t *testing.T) {
-			e := read(tt.user)
+			e := readEntry(t, c, f.userDN(tt.user), "memberOf", "primaryGroupID")
 			if got := e.GetAttributeValue("primaryGroupID"); got != tt.primary {
 				t.Errorf("primaryGroupID = %s, want %s", got, tt.primary)
 			}
@@ -380,16 +336,11 @@ func TestSambaFixtureChanges(t *testing.T) {
 	f := s.NewFixture(t)
 	admin := s.AdminConn(t)
 	bind := func(name string) error {
-		c := sambaBind(t, s.URL)
+		c := dialT(t, s.URL)
 		return c.Bind(f.Login(name), Password)
 	}
 	memberOf := func(name string) []string {
-		res, err := admin.Search(ldap.NewSearchRequest(f.userDN(name), ldap.ScopeBaseObject,
-			ldap.NeverDerefAliases, 0, 0, false, "(objectClass=*)", []string{"memberOf"}, nil))
-		if err != nil || len(res.Entries) != 1 {
-			t.Fatalf("read %s: %v", name, err)
-		}
-		return res.Entries[0].GetAttributeValues("memberOf")
+		return readEntry(t, admin, f.userDN(name), "memberOf").GetAttributeValues("memberOf")
 	}
 
 	f.AddUser(t, "gina", "staff", "admins")
@@ -444,7 +395,7 @@ func TestSambaADLimitsProxyClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := sambaBind(t, p.url())
+	c := dialT(t, p.url())
 	if err := c.Bind(s.AdminDN, s.AdminPassword); err != nil {
 		p.close()
 		t.Fatalf("bind through a fresh proxy: %v", err)
@@ -474,16 +425,11 @@ func TestSambaSetLocked(t *testing.T) {
 	f := s.NewFixture(t)
 	admin := s.AdminConn(t)
 	bind := func() error {
-		c := sambaBind(t, s.URL)
+		c := dialT(t, s.URL)
 		return c.Bind(f.Login("bob"), Password)
 	}
 	uac := func() string {
-		res, err := admin.Search(ldap.NewSearchRequest(f.userDN("bob"), ldap.ScopeBaseObject,
-			ldap.NeverDerefAliases, 0, 0, false, "(objectClass=*)", []string{"userAccountControl"}, nil))
-		if err != nil || len(res.Entries) != 1 {
-			t.Fatalf("read bob: %v", err)
-		}
-		return res.Entries[0].GetAttributeValue("userAccountControl")
+		return readEntry(t, admin, f.userDN("bob"), "userAccountControl").GetAttributeValue("userAccountControl")
 	}
 
 	SambaSetLocked(t, f, "bob", true)

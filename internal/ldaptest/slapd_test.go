@@ -2,7 +2,6 @@ package ldaptest
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"net"
 	"os"
@@ -20,7 +19,7 @@ import (
 
 // usersSearch is a subtree search of the fixture's users as the admin.
 func usersSearch(f *Fixture) *ldap.SearchRequest {
-	return ldap.NewSearchRequest(f.Dir.UsersDN+","+f.Dir.BaseDN, ldap.ScopeWholeSubtree,
+	return ldap.NewSearchRequest(f.usersDN(), ldap.ScopeWholeSubtree,
 		ldap.NeverDerefAliases, 0, 10, false, "(objectClass=inetOrgPerson)", []string{"uid", "entryUUID"}, nil)
 }
 
@@ -42,198 +41,36 @@ func TestSlapdSizeLimitForcesPaging(t *testing.T) {
 	if err != nil {
 		t.Fatalf("paged search: %v", err)
 	}
-	var got []string
 	for _, e := range res.Entries {
-		got = append(got, e.GetAttributeValue("uid"))
 		if e.GetAttributeValue("entryUUID") == "" {
 			t.Errorf("%s has no entryUUID", e.DN)
 		}
 	}
-	var want []string
-	for _, uid := range f.Users {
-		want = append(want, uid)
-	}
-	slices.Sort(got)
-	slices.Sort(want)
-	if !slices.Equal(got, want) {
+	if got, want := entryValues(res.Entries, "uid"), fixtureLogins(f); !slices.Equal(got, want) {
 		t.Fatalf("paged search uids = %v, want %v", got, want)
 	}
 }
 
 func TestSlapdBinds(t *testing.T) {
 	t.Parallel()
-	s := StartSlapd(t)
-	f := s.NewFixture(t)
-	userDN := func(name string) string { return f.userDN(name) }
-
-	tests := []struct {
-		name     string
-		user     string
-		password string
-		wantCode uint16 // 0: success
-	}{
-		{"alice binds", "alice", Password, 0},
-		{"star (uid with *) binds", "star", Password, 0},
-		{"carol is locked by ppolicy", "carol", Password, ldap.LDAPResultInvalidCredentials},
-		{"wrong password", "bob", "nope", ldap.LDAPResultInvalidCredentials},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := dialPlain(t, s)
-			err := c.Bind(userDN(tt.user), tt.password)
-			if tt.wantCode == 0 && err != nil {
-				t.Fatalf("bind %s: %v", tt.user, err)
-			}
-			if tt.wantCode != 0 && !ldap.IsErrorWithCode(err, tt.wantCode) {
-				t.Fatalf("bind %s: got %v, want code %d", tt.user, err, tt.wantCode)
-			}
-		})
-	}
-
-	// Re-enabling carol lets her bind; disabling bob stops him.
-	f.SetDisabled(t, "carol", false)
-	f.SetDisabled(t, "carol", false) // idempotent
-	f.SetDisabled(t, "bob", true)
-	if err := dialPlain(t, s).Bind(userDN("carol"), Password); err != nil {
-		t.Fatalf("carol after re-enable: %v", err)
-	}
-	if err := dialPlain(t, s).Bind(userDN("bob"), Password); !ldap.IsErrorWithCode(err, ldap.LDAPResultInvalidCredentials) {
-		t.Fatalf("bob after disable: got %v, want 49", err)
-	}
+	// ppolicy answers a locked account as a wrong password.
+	testFixtureBinds(t, StartSlapd(t), ldap.LDAPResultInvalidCredentials)
 }
 
 func TestSlapdStarUserIsExact(t *testing.T) {
 	t.Parallel()
-	s := StartSlapd(t)
-	f := s.NewFixture(t)
-	c := s.AdminConn(t)
-	res, err := c.Search(ldap.NewSearchRequest(f.Dir.UsersDN+","+f.Dir.BaseDN, ldap.ScopeWholeSubtree,
-		ldap.NeverDerefAliases, 0, 10, false,
-		"(uid="+ldap.EscapeFilter(f.Users["star"])+")", []string{"uid", "mail"}, nil))
-	if err != nil {
-		t.Fatalf("search star: %v", err)
-	}
-	if len(res.Entries) != 1 || res.Entries[0].GetAttributeValue("uid") != f.Prefix+"st*r" {
-		t.Fatalf("escaped search for %q found %d entries", f.Users["star"], len(res.Entries))
-	}
-	if got, want := res.Entries[0].GetAttributeValue("mail"), f.Prefix+"st*r@example.com"; got != want {
-		t.Fatalf("star mail = %q, want %q", got, want)
-	}
+	testStarUserIsExact(t, StartSlapd(t))
 }
 
 func TestSlapdMemberOf(t *testing.T) {
 	t.Parallel()
-	s := StartSlapd(t)
-	f := s.NewFixture(t)
-	c := s.AdminConn(t)
-	memberOf := func(name string) []string {
-		t.Helper()
-		res, err := c.Search(ldap.NewSearchRequest(f.memberDN(name), ldap.ScopeBaseObject,
-			ldap.NeverDerefAliases, 0, 10, false, "(objectClass=*)", []string{"memberOf"}, nil))
-		if err != nil {
-			t.Fatalf("read %s: %v", name, err)
-		}
-		got := res.Entries[0].GetAttributeValues("memberOf")
-		slices.Sort(got)
-		return got
-	}
-	sorted := func(v ...string) []string { slices.Sort(v); return v }
-
-	tests := []struct {
-		name string
-		user string
-		want []string
-	}{
-		{"alice in admins", "alice", []string{f.Groups["admins"]}},
-		{"frank in admins and staff", "frank", sorted(f.Groups["admins"], f.Groups["staff"])},
-		{"dave only directly in devs", "dave", []string{f.Groups["devs"]}},
-		{"devs group nested in staff", "devs", []string{f.Groups["staff"]}},
-		{"erin in others", "erin", []string{f.Groups["others"]}},
-	}
-	for _, tt := range tests {
-		if got := memberOf(tt.user); !slices.Equal(got, tt.want) {
-			t.Errorf("%s: memberOf = %v, want %v", tt.name, got, tt.want)
-		}
-	}
-
-	// Changes keep memberOf in step, including emptying a group.
-	f.RemoveMember(t, "others", "erin")
-	if got := memberOf("erin"); len(got) != 0 {
-		t.Errorf("erin after removal: memberOf = %v", got)
-	}
-	f.AddMember(t, "others", "bob")
-	if got, want := memberOf("bob"), sorted(f.Groups["others"], f.Groups["staff"]); !slices.Equal(got, want) {
-		t.Errorf("bob after add: memberOf = %v, want %v", got, want)
-	}
-	f.AddUser(t, "gina", "admins", "others")
-	if got, want := memberOf("gina"), sorted(f.Groups["admins"], f.Groups["others"]); !slices.Equal(got, want) {
-		t.Errorf("gina: memberOf = %v, want %v", got, want)
-	}
-	f.DeleteUser(t, "gina")
-	res, err := c.Search(ldap.NewSearchRequest(f.Groups["admins"], ldap.ScopeBaseObject,
-		ldap.NeverDerefAliases, 0, 10, false, "(objectClass=*)", []string{"member"}, nil))
-	if err != nil {
-		t.Fatalf("read admins: %v", err)
-	}
-	if slices.Contains(res.Entries[0].GetAttributeValues("member"), f.userDN("gina")) {
-		t.Errorf("deleted gina still a member of admins")
-	}
+	testFixtureMemberOf(t, StartSlapd(t), false)
 }
 
 func TestSlapdTLS(t *testing.T) {
 	t.Parallel()
 	s := StartSlapd(t)
-	other, err := newCertSet("some other CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	otherFile := filepath.Join(t.TempDir(), "other-ca.pem")
-	if err := os.WriteFile(otherFile, other.CAPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	good := s.TLSConfig(t)
-	bad := (&Server{CAFile: otherFile}).TLSConfig(t)
-
-	tests := []struct {
-		name    string
-		tls     *tls.Config
-		start   bool // StartTLS on the plain port instead of LDAPS
-		wantErr bool
-	}{
-		{"ldaps with CAFile", good, false, false},
-		{"starttls with CAFile", good, true, false},
-		{"ldaps with another CA", bad, false, true},
-		{"starttls with another CA", bad, true, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var (
-				c   *ldap.Conn
-				err error
-			)
-			d := ldap.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second})
-			if tt.start {
-				c, err = ldap.DialURL(s.URL, d)
-				if err == nil {
-					defer c.Close()
-					c.SetTimeout(10 * time.Second)
-					err = c.StartTLS(tt.tls)
-				}
-			} else {
-				c, err = ldap.DialURL(s.LDAPSURL, d, ldap.DialWithTLSConfig(tt.tls))
-				if err == nil {
-					defer c.Close()
-					c.SetTimeout(10 * time.Second)
-				}
-			}
-			if err == nil {
-				err = c.Bind(s.AdminDN, s.AdminPassword)
-			}
-			if tt.wantErr != (err != nil) {
-				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
-			}
-		})
-	}
+	testTLS(t, s, goodBadTLS(s, s.TLSConfig(t), otherCATLS(t)))
 }
 
 func TestSlapdStop(t *testing.T) {
@@ -288,20 +125,9 @@ func TestSlapdBulk(t *testing.T) {
 	if got, want := len(grp.Entries[0].GetAttributeValues("member")), (users+groups-1)/groups; got != want {
 		t.Fatalf("bulkgrp000 has %d members, want %d", got, want)
 	}
-	if err := dialPlain(t, s).Bind("uid="+BulkUserLogin(users-1)+","+d.UsersDN+","+d.BaseDN, Password); err != nil {
+	if err := dialT(t, s.URL).Bind("uid="+BulkUserLogin(users-1)+","+d.UsersDN+","+d.BaseDN, Password); err != nil {
 		t.Fatalf("bulk user bind: %v", err)
 	}
-}
-
-func dialPlain(t *testing.T, s *Server) *ldap.Conn {
-	t.Helper()
-	c, err := ldap.DialURL(s.URL, ldap.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}))
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	c.SetTimeout(10 * time.Second)
-	t.Cleanup(func() { _ = c.Close() })
-	return c
 }
 
 // A port taken between freePorts and slapd's bind must be reported as
