@@ -174,3 +174,32 @@ func TestSlapdUserFilterUndefined(t *testing.T) {
 		t.Fatalf("complement search: %d entries; want none (Undefined)", len(comp.Entries))
 	}
 }
+
+// TestFlavorsUserFilter: on every flavour (slapd, Samba AD, 389-ds) the
+// in-scope DN set matches the entries of the main read, whatever DN
+// spelling each search returns, so exactly the excluded user is OutOfScope.
+func TestFlavorsUserFilter(t *testing.T) {
+	ldaptest.Each(t, func(t *testing.T, s *ldaptest.Server) {
+		f := s.NewFixture(t)
+		cfg := f.Dir
+		cfg.ApplyDefaults()
+		cfg.UserFilter = "(!(" + cfg.UsernameAttribute + "=" + ldap.EscapeFilter(f.Users["bob"]) + "))"
+		l := openT(t, cfg)
+		got := map[string]bool{}
+		if err := l.ReadUsers(testCtx(t), func(u User) error { got[u.Username] = u.OutOfScope; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		for name, login := range f.Users {
+			out, ok := got[login]
+			if want := name == "bob"; !ok || out != want {
+				t.Errorf("ReadUsers %s: read %v, OutOfScope %v; want read, %v", name, ok, out, want)
+			}
+		}
+		for name, want := range map[string]bool{"bob": true, "alice": false} {
+			u, err := l.FindUser(testCtx(t), f.Users[name])
+			if err != nil || u.OutOfScope != want {
+				t.Errorf("FindUser %s = OutOfScope %v, %v; want %v", name, u.OutOfScope, err, want)
+			}
+		}
+	})
+}
