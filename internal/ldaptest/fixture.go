@@ -221,15 +221,15 @@ func (f *Fixture) removeMember(c *ldap.Conn, group, memberDN string, missingOK b
 	return nil
 }
 
-// setLockAttribute disables the user at dn by writing attr: value, or
-// re-enables them by removing attr, for flavours where an attribute's
+// setLockAttribute disables the user at dn by writing lockAttr: value, or
+// re-enables them by removing it, for flavours where an attribute's
 // presence is the lock (OpenLDAP's ppolicy, 389-ds's nsAccountLock).
-func setLockAttribute(c *ldap.Conn, dn, attr, value string, disabled bool) error {
+func setLockAttribute(c *ldap.Conn, dn, lockAttr, value string, disabled bool) error {
 	req := ldap.NewModifyRequest(dn, nil)
 	if disabled {
-		req.Replace(attr, []string{value})
+		req.Replace(lockAttr, []string{value})
 	} else {
-		req.Delete(attr, nil)
+		req.Delete(lockAttr, nil)
 	}
 	err := c.Modify(req)
 	if !disabled && ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchAttribute) {

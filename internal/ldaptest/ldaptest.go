@@ -167,13 +167,13 @@ func (f *Fixture) SetDisabled(t testing.TB, name string, disabled bool) {
 	f.Server.ops.admin(t, f.Server, func(c *ldap.Conn) error { return f.Server.ops.setDisabled(c, dn, disabled) })
 }
 
-// AddMember puts user name into group.
+// AddMember puts user name (or, to nest groups, a fixture group) into group.
 func (f *Fixture) AddMember(t testing.TB, group, name string) {
 	t.Helper()
 	f.Server.ops.admin(t, f.Server, func(c *ldap.Conn) error { return f.addMember(c, group, f.memberDN(name)) })
 }
 
-// RemoveMember takes user name out of group.
+// RemoveMember takes user name (or a fixture group) out of group.
 func (f *Fixture) RemoveMember(t testing.TB, group, name string) {
 	t.Helper()
 	f.Server.ops.admin(t, f.Server, func(c *ldap.Conn) error { return f.removeMember(c, group, f.memberDN(name), false) })
