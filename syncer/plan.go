@@ -296,10 +296,14 @@ func BuildPlan(in PlanInput) Plan {
 		}
 		name, ok := canonicalName(dir, u)
 		r.name = name
-		switch {
-		case u.OutOfScope:
-			// First: outside user_filter, the other rules do not matter.
+		if u.OutOfScope {
+			// First: outside user_filter, the other rules do not matter,
+			// and a filter leaving out most of a big directory should not
+			// cost a group walk per excluded entry.
 			r.skip = SkipUserFilter
+			continue
+		}
+		switch {
 		case !ok && dir.Naming == config.NamingEmail:
 			r.skip = SkipNoEmail
 		case !ok:
