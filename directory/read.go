@@ -31,11 +31,12 @@ const ridDomainUsers = 513
 // marks users whose DN is not in it. Why this and not the smaller
 // complement, (&<user_object_filter>(!<user_filter>)): LDAP filters are
 // three-valued (RFC 4511 §4.5.1.7), and NOT of Undefined (an attribute
-// without an equality rule, an unknown attribute on 389-ds/AD) is still
-// Undefined, so an entry could match neither search and would wrongly count
-// as in scope; the set holds exactly what the old single search returned.
-// It costs one attribute-less search and a DN set of the in-scope users
-// (some 10 MB at 100k). An entry created or renamed between the two
+// type the server does not know, as TestSlapdUserFilterUndefined shows on
+// slapd, or one without an equality rule) is still Undefined, so an entry
+// could match neither search and would wrongly count as in scope; the set
+// holds exactly what the old single search returned. It costs one
+// attribute-less search and a DN set of the in-scope users (roughly
+// 10-15 MB of strings and map at 100k). An entry created or renamed between the two
 // searches is out of scope for this one run only.
 //
 // With disabled_filter set (rule 8's override), Disabled comes the same
