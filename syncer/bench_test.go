@@ -3,14 +3,18 @@ package syncer
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
@@ -48,6 +52,21 @@ func BenchmarkFirstSync100k(b *testing.B) {
 	set := directory.NewSet()
 	set.Replace([]*directory.Entry{{Config: dir, Client: client}})
 	ctx := context.Background()
+
+	// LDAPGATE_BENCH_HEAPPROFILE=prefix writes the live heap (after a
+	// forced GC, so it slows the run) when the apply starts and halfway
+	// through it, where the RSS peaks: prefix.start, prefix.half.
+	if prefix := os.Getenv("LDAPGATE_BENCH_HEAPPROFILE"); prefix != "" {
+		testHookAfterBatch = func(done int) {
+			switch {
+			case done == defaultBatch:
+				writeHeapProfile(b, prefix+".start")
+			case done == users/2:
+				writeHeapProfile(b, prefix+".half")
+			}
+		}
+		defer func() { testHookAfterBatch = nil }()
+	}
 
 	// Warm slapd's caches the same way for both sides.
 	ldapsearchTime(b, srv, dir)
@@ -99,6 +118,18 @@ func BenchmarkFirstSync100k(b *testing.B) {
 		if written != 0 || len(audit) != 0 {
 			b.Errorf("unchanged re-sync wrote %d users (%d audit entries)", written, len(audit))
 		}
+	}
+}
+
+func writeHeapProfile(b *testing.B, path string) {
+	runtime.GC()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		b.Fatal(err)
 	}
 }
 
@@ -205,4 +236,62 @@ func peakRSS(b *testing.B) int64 {
 	}
 	b.Fatal("no VmHWM")
 	return 0
+}
+
+// BenchmarkApply100k times the apply phase alone (no slapd): 100k planned
+// creates written into an empty store as a first sync writes them, with
+// wall and process CPU time (the machine is shared: CPU time varies less
+// with the load). LDAPGATE_BENCH_USERS changes the count.
+//
+//	go test ./syncer -run '^$' -bench Apply100k -benchtime 1x
+func BenchmarkApply100k(b *testing.B) {
+	n := 100_000
+	if v, err := strconv.Atoi(os.Getenv("LDAPGATE_BENCH_USERS")); err == nil && v > 0 {
+		n = v
+	}
+	ctx := context.Background()
+	for range b.N {
+		b.StopTimer()
+		store, err := cache.Open(b.TempDir(), nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := New(store, directory.NewSet(), config.DefaultRoles(), testLogger(b), nil)
+		changes := make([]Change, n)
+		for i := range changes {
+			name := fmt.Sprintf("user%06d", i)
+			changes[i] = Change{Action: ActionCreate, Username: name, After: account.User{
+				Username: name, Email: name + "@example.com", DisplayName: "User " + name, Role: "user",
+				Groups: []string{fmt.Sprintf("group%03d", i%100)}, State: account.StateActive,
+				Source: account.SourceLDAP, DirectoryID: 1, LDAPDN: "uid=" + name + ",ou=people,dc=example,dc=com",
+				LDAPUUID: fmt.Sprintf("6f1c2a4e-1d2b-4c3d-9e8f-%012d", i)}}
+		}
+		run, err := store.CreateRun(ctx, cache.Run{DirectoryID: 1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		cpu0 := cpuTime()
+		start := time.Now()
+		b.StartTimer()
+		res, err := s.apply(ctx, run.ID, 1, changes)
+		b.StopTimer()
+		wall := time.Since(start)
+		cpu := cpuTime() - cpu0
+		if err != nil || res.counts[ActionCreate] != n {
+			b.Fatalf("apply: %v %+v", err, res)
+		}
+		store.Close()
+		b.ReportMetric(wall.Seconds(), "apply_s")
+		b.ReportMetric(cpu.Seconds(), "apply_cpu_s")
+	}
+}
+
+// cpuTime is the process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
