@@ -79,6 +79,9 @@ func (s *Store) updateBig(ctx context.Context, fn func(tx *Tx) error, assigned m
 	if err := fn(tx); err != nil {
 		return err
 	}
+	if err := tx.finish(); err != nil {
+		return err
+	}
 	err := s.commitBig(ctx, tx.big)
 	s.invalidate(tx.ids, tx.names)
 	if err != nil {

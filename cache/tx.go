@@ -41,6 +41,24 @@ type Tx struct {
 	// touched users and names, for cache invalidation after commit.
 	ids   []uint64
 	names []string
+
+	// auditSeq is the last audit seq this transaction gave out per run.
+	// The stored sequence (rs/<run>) is read on a run's first AddAudit and
+	// written once, by finish, rather than read and rewritten per entry: a
+	// first sync adds 100k entries.
+	auditSeq map[uint64]uint64
+}
+
+// finish writes what the transaction kept in memory (the audit sequences).
+// Update calls it after fn succeeded, before committing, so the sequences
+// commit with the entries that used them, or not at all.
+func (tx *Tx) finish() error {
+	for runID, seq := range tx.auditSeq {
+		if err := tx.set(key(pAuditSeq, runID), idBytes(seq)); err != nil {
+			return fmt.Errorf("audit sequence of run %d: %w", runID, err)
+		}
+	}
+	return nil
 }
 
 // Update runs fn in one transaction and commits it, all or nothing.
@@ -65,6 +83,9 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 		}
 		tx := &Tx{s: s, txn: s.db.NewTransaction(true), now: time.Now().UTC(), assigned: assigned}
 		err := fn(tx)
+		if err == nil {
+			err = tx.finish()
+		}
 		if err == nil {
 			// Shared: only a big commit (exclusive) waits on it.
 			s.writeMu.RLock()
@@ -321,28 +342,30 @@ func (tx *Tx) DeleteUser(id uint64) error {
 // AddAudit appends e to the audit list of run runID, assigning e.Seq (1,
 // 2, ...; in order of the calls, across transactions). At is set if zero.
 func (tx *Tx) AddAudit(runID uint64, e AuditEntry) error {
-	seqKey := key(pAuditSeq, runID)
-	var seq uint64
-	v, err := tx.get(seqKey)
-	switch {
-	case err == nil:
-		seq = bytesID(v)
-	case !errors.Is(err, ErrNotFound):
-		return fmt.Errorf("add audit to run %d: %w", runID, err)
+	seq, ok := tx.auditSeq[runID]
+	if !ok {
+		v, err := tx.get(key(pAuditSeq, runID))
+		switch {
+		case err == nil:
+			seq = bytesID(v)
+		case !errors.Is(err, ErrNotFound):
+			return fmt.Errorf("add audit to run %d: %w", runID, err)
+		}
+		if tx.auditSeq == nil {
+			tx.auditSeq = map[uint64]uint64{}
+		}
 	}
 	seq++
+	tx.auditSeq[runID] = seq
 	e.Seq = seq
 	if e.At.IsZero() {
 		e.At = tx.now
 	}
-	b, err := encodeJSON(e)
+	b, err := encodeAudit(&e)
 	if err != nil {
 		return fmt.Errorf("add audit to run %d: %w", runID, err)
 	}
 	if err := tx.set(key(pAudit, runID, seq), b); err != nil {
-		return fmt.Errorf("add audit to run %d: %w", runID, err)
-	}
-	if err := tx.set(seqKey, idBytes(seq)); err != nil {
 		return fmt.Errorf("add audit to run %d: %w", runID, err)
 	}
 	return nil

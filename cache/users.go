@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -16,8 +15,6 @@ import (
 // ldap_uuid. The syncer matches by uuid first (SPEC §2), so seeing this
 // means two store users claim one directory entry.
 var ErrUUIDTaken = errors.New("ldap uuid already taken")
-
-func encodeJSON(v any) ([]byte, error) { return json.Marshal(v) }
 
 // lookupFn calls fn with the value stored under k, or returns ErrNotFound.
 // It lets the user readers serve both badger read transactions and a Tx
