@@ -49,9 +49,20 @@ func TestScheduler(t *testing.T) {
 	if next := e.s.NextRuns()[testDirID]; next.IsZero() || next.After(time.Now().Add(2*time.Second)) {
 		t.Errorf("next run %v", next)
 	}
-	waitFor(t, 5*time.Second, "a scheduled sync", func() bool { return len(scheduledRuns(t, e)) > 0 })
-	if r := scheduledRuns(t, e)[0]; r.Result != cache.RunSuccess && r.Result != cache.RunRunning {
-		t.Errorf("scheduled run %+v", r)
+	// Wait for a scheduled run to finish, not merely start: the users are
+	// only there once it has applied.
+	waitFor(t, 10*time.Second, "a finished scheduled sync", func() bool {
+		for _, r := range scheduledRuns(t, e) {
+			if r.Result != cache.RunRunning {
+				return true
+			}
+		}
+		return false
+	})
+	for _, r := range scheduledRuns(t, e) {
+		if r.Result != cache.RunSuccess && r.Result != cache.RunRunning {
+			t.Errorf("scheduled run %+v", r)
+		}
 	}
 	if _, err := e.store.UserByName(ctx, e.fx.Login("alice")); err != nil {
 		t.Errorf("scheduled sync did not create users: %v", err)
