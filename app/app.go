@@ -74,11 +74,11 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 
 	dirs := newDirectories(store, log, m)
 	defer dirs.Close()
+	sync_ := syncer.New(store, dirs.Set(), cfg.Roles, log, m)
+	dirs.syncer = sync_
 	if err := dirs.Load(ctx, cfg); err != nil {
 		return err
 	}
-	sync_ := syncer.New(store, dirs.Set(), cfg.Roles, log, m)
-	dirs.syncer = sync_
 	if err := auth.SyncLocalUsers(ctx, store, cfg.LocalUsers); err != nil {
 		return fmt.Errorf("local users: %w", err)
 	}

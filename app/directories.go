@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/api"
 	"github.com/ldapgate/ldapgate/cache"
 	"github.com/ldapgate/ldapgate/config"
@@ -77,7 +78,36 @@ func (d *Directories) Load(ctx context.Context, cfg *config.Config) error {
 		}
 		want = append(want, dc)
 	}
-	return d.install(want)
+	if err := d.install(want); err != nil {
+		return err
+	}
+	return d.blockOrphans(ctx)
+}
+
+// blockOrphans applies rule 9 to directories that are gone without an API
+// delete — dropped from the config file (or renamed: a new name is a new
+// directory): their users still active are blocked directory_removed and
+// their sessions end, as deleting the synchronization settings does in the
+// platform guide. If a directory of the same login domain takes over, its
+// next sync adopts those users by name (syncer: directory_removed users are
+// free to claim), so a rename in the file costs a sync, not the accounts.
+func (d *Directories) blockOrphans(ctx context.Context) error {
+	counts, err := d.store.CountUsers(ctx)
+	if err != nil {
+		return fmt.Errorf("counting users: %w", err)
+	}
+	for id, states := range counts {
+		if _, live := d.set.ByID(id); id == 0 || live || states[account.StateActive] == 0 {
+			continue
+		}
+		n, err := d.syncer.RemoveDirectory(ctx, id)
+		if err != nil {
+			return fmt.Errorf("blocking users of removed directory %d: %w", id, err)
+		}
+		d.log.Warn("directory no longer configured: its users are blocked (directory_removed)",
+			"directory_id", id, "blocked", n)
+	}
+	return nil
 }
 
 // install swaps in entries for want, reusing unchanged clients.

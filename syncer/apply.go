@@ -168,11 +168,19 @@ func applyOne(tx *cache.Tx, runID, dirID uint64, c *Change, now time.Time) (Acti
 		if err != nil {
 			return "", err
 		}
-		if c.Action == ActionConvertLocal {
+		switch {
+		case c.Action == ActionConvertLocal:
 			if fresh.Source != account.SourceLocal {
 				return "", nil
 			}
-		} else if fresh.Source != account.SourceLDAP || fresh.DirectoryID != dirID {
+		case c.Action == ActionAdopt:
+			// Still a user of a removed directory, as planned: nobody
+			// unblocked or re-homed them during the read.
+			if fresh.Source != account.SourceLDAP || fresh.DirectoryID != c.Before.DirectoryID ||
+				fresh.BlockReason != account.ReasonDirectoryRemoved {
+				return "", nil
+			}
+		case fresh.Source != account.SourceLDAP || fresh.DirectoryID != dirID:
 			return "", nil // rule 10
 		}
 		u = fresh
@@ -207,7 +215,7 @@ func applyOne(tx *cache.Tx, runID, dirID uint64, c *Change, now time.Time) (Acti
 		}
 	}
 	action := c.Action
-	if c.Action != ActionCreate && c.Action != ActionConvertLocal {
+	if c.Action != ActionCreate && c.Action != ActionConvertLocal && c.Action != ActionAdopt {
 		action = actionFor(&fresh, &u)
 	}
 	reason := c.Reason

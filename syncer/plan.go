@@ -67,6 +67,11 @@ const (
 	// ActionUnchanged: nothing to write. Kept in the plan so the preview
 	// lists every directory user.
 	ActionUnchanged Action = "unchanged"
+	// ActionAdopt takes over a user whose directory was removed (rule 9:
+	// blocked directory_removed) when this directory now serves their
+	// name: a directory renamed in the config file, or replaced by a new
+	// connection to the same domain, must not lock its people out.
+	ActionAdopt Action = "adopt"
 )
 
 // Writes reports whether applying the action writes the store.
@@ -365,7 +370,7 @@ func BuildPlan(in PlanInput) Plan {
 			continue
 		}
 
-		var convert *account.User
+		var convert, adopt *account.User
 		if before == nil || before.Username != r.name {
 			// The name is new for this entry: who holds it now?
 			holder, holderIdx, found := lookupName(r.name, cur, byName, in.ByName)
@@ -378,6 +383,12 @@ func BuildPlan(in PlanInput) Plan {
 				// A renamed directory user cannot merge into a local one.
 				plan.add(skip(u, r, SkipNameTaken, before))
 				continue
+			case holder.DirectoryID != dir.ID && before == nil && holder.Source == account.SourceLDAP &&
+				holder.State == account.StateBlocked && holder.BlockReason == account.ReasonDirectoryRemoved:
+				// Rule 9's users belong to no directory any more; rule 10
+				// protects users of directories that still exist.
+				h := holder
+				adopt = &h
 			case holder.DirectoryID != dir.ID:
 				plan.add(skip(u, r, SkipNameTakenOtherDirectory, before))
 				continue
@@ -391,7 +402,13 @@ func BuildPlan(in PlanInput) Plan {
 				continue
 			}
 		}
+		if adopt != nil {
+			before = adopt
+		}
 		c := admit(dir, u, r, before, convert, in.Now)
+		if adopt != nil {
+			c.Action, c.Reason = ActionAdopt, string(account.ReasonDirectoryRemoved)
+		}
 		if c.Action == ActionUnchanged && in.OmitUnchanged {
 			plan.Unchanged++
 			continue

@@ -120,6 +120,10 @@ func TestPlanRules(t *testing.T) {
 		Source: account.SourceLocal, PasswordHash: "$argon2id$v=19$secret"}
 	other := account.User{ID: 50, Username: "bob@example.com", Role: "admin", State: active,
 		Source: account.SourceLDAP, DirectoryID: 2, LDAPUUID: "uuid-bob", LDAPDN: dn("bob")}
+	removed := other
+	removed.State, removed.BlockReason = account.StateBlocked, account.ReasonDirectoryRemoved
+	removedAdminBlocked := other
+	removedAdminBlocked.State, removedAdminBlocked.BlockReason = account.StateBlocked, account.ReasonAdmin
 
 	tests := []struct {
 		name    string
@@ -383,6 +387,24 @@ func TestPlanRules(t *testing.T) {
 			current: []account.User{other},
 			byName:  []account.User{other},
 			want:    []want{{ActionSkip, SkipNameTakenOtherDirectory, "bob@example.com", "user", ""}},
+		},
+		{
+			name: "rule 9 then a rename: this directory adopts a removed directory's user of the same name",
+			snap: Snapshot{
+				Users:  []directory.User{du("bob")},
+				Groups: []directory.Group{grp(staffDN, "bob")},
+			},
+			byName: []account.User{removed},
+			want:   []want{{ActionAdopt, string(account.ReasonDirectoryRemoved), "bob@example.com", "user", active}},
+		},
+		{
+			name: "an admin block outlives its directory: not adopted",
+			snap: Snapshot{
+				Users:  []directory.User{du("bob")},
+				Groups: []directory.Group{grp(staffDN, "bob")},
+			},
+			byName: []account.User{removedAdminBlocked},
+			want:   []want{{ActionSkip, SkipNameTakenOtherDirectory, "bob@example.com", "user", ""}},
 		},
 		{
 			name: "rename in LDAP: same uuid, new name → the user is renamed",

@@ -347,7 +347,7 @@ func (s *Syncer) sync(ctx context.Context, dirID uint64, opt Options) (cache.Run
 	ph.apply = time.Since(t0)
 	// Counts say what was written: planned writes the store overtook become
 	// skips.
-	for _, a := range []Action{ActionCreate, ActionConvertLocal, ActionUpdate, ActionBlock, ActionUnblock} {
+	for _, a := range []Action{ActionCreate, ActionConvertLocal, ActionAdopt, ActionUpdate, ActionBlock, ActionUnblock} {
 		delete(run.Counts, string(a))
 		if n := res.counts[a]; n > 0 {
 			run.Counts[string(a)] = n
