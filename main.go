@@ -77,7 +77,7 @@ func serve(args []string, stderr io.Writer) int {
 	if cfg == nil {
 		return code
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := stopOnSignal()
 	defer stop()
 	if err := app.Run(ctx, cfg, app.Options{Version: buildVersion()}); err != nil {
 		fmt.Fprintf(stderr, "ldapgate: %v\n", err)
@@ -122,7 +122,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := stopOnSignal()
 	defer stop()
 	if err := demo.Run(ctx, demo.Options{Listen: *listen, Out: stdout, Version: buildVersion()}); err != nil {
 		fmt.Fprintf(stderr, "ldapgate demo: %v\n", err)
@@ -175,6 +175,16 @@ func healthcheck(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// stopOnSignal returns a context ended by the first SIGTERM/SIGINT. Once
+// it has ended the handler is removed, so a second signal during the
+// graceful drain kills the process at once, as an operator pressing Ctrl-C
+// twice expects.
+func stopOnSignal() (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	context.AfterFunc(ctx, stop)
+	return ctx, stop
 }
 
 // printConfigError lists every validation error, one per line, each with
