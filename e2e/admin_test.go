@@ -48,11 +48,11 @@ func startGate(t *testing.T, extraYAML string) *gate {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
-	var logs bytes.Buffer
+	var logs logBuf
 	go func() {
 		done <- app.Run(ctx, cfg, app.Options{
 			Ready:  func() { close(ready) },
-			Logger: slog.New(slog.NewJSONHandler(&syncWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		})
 	}()
 	select {

@@ -38,21 +38,7 @@ func twoDirectoryConfig(t *testing.T, addr string, fixtures ...*ldaptest.Fixture
 	fmt.Fprintf(&b, "listen: %q\nmetrics_listen: %q\nupstream: %q\ndata_dir: %q\nsession: {secure_cookie: false}\ndirectories:\n",
 		addr, freePort(t), upstream(t), t.TempDir())
 	for i, fx := range fixtures {
-		d := fx.Dir
-		fmt.Fprintf(&b, `  - name: %s
-    type: %s
-    urls: [%q]
-    base_dn: %q
-    bind_dn: %q
-    bind_password: %q
-    users_dn: %q
-    groups_dn: %q
-    domain: %q
-    role_mapping:
-      admin: [%q]
-      user: [%q]
-`, []string{"first", "second"}[i], d.Type, d.URLs[0], d.BaseDN, d.BindDN, d.BindPassword.Reveal(),
-			d.UsersDN, d.GroupsDN, d.Domain, d.RoleMapping["admin"][0], d.RoleMapping["user"][0])
+		b.WriteString(dirYAML([]string{"first", "second"}[i], fx, ""))
 	}
 	return b.String()
 }
