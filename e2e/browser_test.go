@@ -20,20 +20,6 @@ import (
 
 const chromiumPath = "/usr/bin/chromium"
 
-// binary builds ldapgate once per test run, with the same `go build` the
-// Dockerfile uses.
-func binary(t *testing.T) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "ldapgate")
-	cmd := exec.Command("go", "build", "-o", out, ".")
-	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
-	return out
-}
-
 var (
 	portsMu sync.Mutex
 	given   = map[string]bool{}
@@ -173,7 +159,7 @@ func do(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Voi
 }
 
 func TestDemoLoginInBrowser(t *testing.T) {
-	bin := binary(t)
+	bin := opsBinary(t)
 	addr := freePort(t)
 	start(t, bin, addr, "demo", "-listen", addr)
 	ctx := browser(t)
@@ -208,7 +194,7 @@ func TestDemoLoginInBrowser(t *testing.T) {
 }
 
 func TestTwoDirectoriesDropDown(t *testing.T) {
-	bin := binary(t)
+	bin := opsBinary(t)
 	fx1, fx2 := twoFixtures(t)
 	addr := freePort(t)
 	cfg := filepath.Join(t.TempDir(), "config.yaml")

@@ -27,8 +27,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// opsBinary is binary(t) (the Dockerfile's `go build`), shared by the tests
-// of one run.
+// opsBinary builds ldapgate with the Dockerfile's `go build`, once for all
+// the tests of one run.
 func opsBinary(t *testing.T) string {
 	t.Helper()
 	b := &sharedBin
