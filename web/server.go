@@ -205,7 +205,9 @@ func (s *Server) dispatch(ctx *fasthttp.RequestCtx, st *settings) route {
 		return routeProxy
 	}
 	stripCredentials(&ctx.Request.Header)
-	s.d.Proxy.Forward(ctx, u)
+	// By address, not copied: u stays on this frame (Forward keeps no
+	// reference), so the proxied request allocates no user.
+	s.d.Proxy.Forward(ctx, &u)
 	return routeProxy
 }
 
@@ -238,22 +240,22 @@ func (s *Server) isPublic(ctx *fasthttp.RequestCtx, path []byte, st *settings) b
 // authenticate finds the caller from a session token or Basic
 // credentials. When there is none it answers: browsers (Accept:
 // text/html) are sent to the login page, API clients get 401 JSON.
-func (s *Server) authenticate(ctx *fasthttp.RequestCtx, st *settings) (*account.User, bool) {
+func (s *Server) authenticate(ctx *fasthttp.RequestCtx, st *settings) (account.User, bool) {
 	u, err := s.caller(ctx, st)
 	if err == nil {
 		return u, true
 	}
 	if !errors.Is(err, auth.ErrNoSession) {
 		loginError(ctx, err)
-		return nil, false
+		return account.User{}, false
 	}
 	if wantsHTML(ctx) && (ctx.IsGet() || ctx.IsHead()) {
 		redirect(ctx, pathLogin+"?rd="+queryEscape(ctx.Request.Header.RequestURI()), fasthttp.StatusFound)
 		noStore(ctx)
-		return nil, false
+		return account.User{}, false
 	}
 	respond.Error(ctx, fasthttp.StatusUnauthorized, "unauthorized", "authentication required", nil)
-	return nil, false
+	return account.User{}, false
 }
 
 var basicPrefix = []byte("basic ")
@@ -261,11 +263,13 @@ var basicPrefix = []byte("basic ")
 // caller returns the request's user: a session (Bearer, x-xsrf-token,
 // cookie) or Basic credentials. auth.ErrNoSession when there are none or
 // they are not valid sessions; Basic failures are returned as they are
-// (401/403/429/503).
-func (s *Server) caller(ctx *fasthttp.RequestCtx, st *settings) (*account.User, error) {
+// (401/403/429/503). The user is returned by value so that callers keep
+// it on their stack: a pointer here would cost every proxied request a
+// heap allocation of the whole User.
+func (s *Server) caller(ctx *fasthttp.RequestCtx, st *settings) (account.User, error) {
 	u, _, err := s.d.Auth.RequestSession(ctx, &ctx.Request.Header, st.cookieName)
 	if err == nil {
-		return &u, nil
+		return u, nil
 	}
 	if !errors.Is(err, auth.ErrNoSession) {
 		s.log.Error("session check failed", "err", err)
@@ -274,15 +278,11 @@ func (s *Server) caller(ctx *fasthttp.RequestCtx, st *settings) (*account.User, 
 	if len(authz) > len(basicPrefix) && bytes.EqualFold(authz[:len(basicPrefix)], basicPrefix) {
 		name, pw, ok := auth.ParseBasic(authz)
 		if !ok {
-			return nil, auth.ErrBadCredentials
+			return account.User{}, auth.ErrBadCredentials
 		}
-		u, err := s.d.Auth.Basic(ctx, name, pw, s.clientIP(ctx, st))
-		if err != nil {
-			return nil, err
-		}
-		return &u, nil
+		return s.d.Auth.Basic(ctx, name, pw, s.clientIP(ctx, st))
 	}
-	return nil, auth.ErrNoSession
+	return account.User{}, auth.ErrNoSession
 }
 
 var (
@@ -323,7 +323,7 @@ func (s *Server) admin(ctx *fasthttp.RequestCtx, st *settings) {
 	u, err := s.caller(ctx, st)
 	switch {
 	case err == nil:
-		auth.SetCaller(ctx, u)
+		auth.SetCaller(ctx, &u)
 	case errors.Is(err, auth.ErrNoSession):
 		// The admin API also takes its own bearer admin token.
 	default:
@@ -344,7 +344,7 @@ func (s *Server) whoami(ctx *fasthttp.RequestCtx, st *settings) {
 		return
 	}
 	noStore(ctx)
-	respond.OK(ctx, u)
+	respond.OK(ctx, &u)
 }
 
 // verify is the forward-auth endpoint (nginx auth_request, Traefik
@@ -362,7 +362,7 @@ func (s *Server) verify(ctx *fasthttp.RequestCtx, st *settings) {
 		return
 	}
 	noStore(ctx)
-	s.d.Proxy.SetIdentity(&ctx.Response.Header, u)
+	s.d.Proxy.SetIdentity(&ctx.Response.Header, &u)
 	ctx.SetStatusCode(fasthttp.StatusOK)
 }
 
