@@ -176,6 +176,7 @@ type scratch struct {
 	val    []byte
 	cookie []byte
 	uri    []byte
+	body   []byte // a small upstream body (bufferSmallBody)
 }
 
 func (s *scratch) reset() {

@@ -17,6 +17,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -49,6 +50,11 @@ const (
 	// maxStaleRetries bounds how many stale pooled connections one request
 	// may run into before the error is the answer.
 	maxStaleRetries = 8
+	// maxBufferedBody: an upstream body announced at this size or below is
+	// read whole before the answer goes out (see bufferSmallBody); larger
+	// or unknown-length bodies stream. Small enough that 512 connections'
+	// worth stays a few MiB.
+	maxBufferedBody = 8 << 10
 )
 
 // Default identity header names (SPEC §6).
@@ -290,6 +296,9 @@ func (p *Proxy) Forward(ctx *fasthttp.RequestCtx, u *account.User) {
 	if p.m != nil {
 		p.m.UpstreamDuration.Observe(time.Since(start).Seconds())
 	}
+	if err == nil {
+		err = bufferSmallBody(&ctx.Response, s)
+	}
 	if err != nil {
 		p.upstreamError(ctx, err)
 		return
@@ -299,6 +308,68 @@ func (p *Proxy) Forward(ctx *fasthttp.RequestCtx, u *account.User) {
 		ctx.Response.SetConnectionClose()
 	}
 }
+
+// bufferSmallBody reads a body of known, small length into resp and
+// closes the stream, which hands the upstream connection back to the pool
+// at once instead of after the client has been written to. The server then
+// writes header and body with one copy into its buffer, where a stream costs
+// a copy buffer, a pass through the stream's locks and a close callback per
+// request. Memory stays bounded by maxBufferedBody per request.
+//
+// A body that ends early or stalls past the timeout becomes a 502/504
+// answer: nothing has reached the client yet.
+func bufferSmallBody(resp *fasthttp.Response, s *scratch) error {
+	n := resp.Header.ContentLength()
+	if n < 0 || n > maxBufferedBody || !resp.IsBodyStream() {
+		return nil
+	}
+	r, ok := resp.BodyStream().(fasthttp.ReadCloserWithError)
+	if !ok {
+		return nil
+	}
+	if cap(s.body) < n {
+		s.body = make([]byte, 0, maxBufferedBody)
+	}
+	b := s.body[:n]
+	got, err := readBody(r, b)
+	if err != nil {
+		// The connection is in an unknown state: CloseWithError drops it
+		// instead of pooling it.
+		_ = r.CloseWithError(err)
+		resp.ResetBody()
+		return fmt.Errorf("read upstream body (%d of %d bytes): %w", got, n, err)
+	}
+	// The stream has reached its end: SetBody closes it, and the
+	// connection goes back to the pool.
+	resp.SetBody(b)
+	return nil
+}
+
+// readBody fills b from r and reads on to r's io.EOF, which a fasthttp
+// body stream returns with or right after its last byte: only a stream
+// read to io.EOF returns its connection to the pool.
+func readBody(r io.Reader, b []byte) (int, error) {
+	got := 0
+	for {
+		n, err := r.Read(b[got:])
+		got += n
+		switch {
+		case err == io.EOF && got == len(b):
+			return got, nil
+		case err == io.EOF:
+			return got, io.ErrUnexpectedEOF
+		case err != nil:
+			return got, err
+		case n == 0 && got == len(b):
+			// Full, and the stream did not say EOF on an empty read:
+			// it holds more than it announced.
+			return got, errBodyTooLong
+		}
+	}
+}
+
+// errBodyTooLong: the upstream sent more body than its Content-Length.
+var errBodyTooLong = errors.New("proxy: upstream body longer than its Content-Length")
 
 // upstreamError answers 502 or 504 in the SPEC's error shape.
 func (p *Proxy) upstreamError(ctx *fasthttp.RequestCtx, err error) {

@@ -70,6 +70,13 @@ type gate struct {
 
 func startGate(t testing.TB, o Options, user *account.User) *gate {
 	t.Helper()
+	return startGateHook(t, o, user, nil)
+}
+
+// startGateHook is startGate with after called once Forward has returned,
+// before the server writes the answer.
+func startGateHook(t testing.TB, o Options, user *account.User, after func(*fasthttp.RequestCtx)) *gate {
+	t.Helper()
 	if o.CookieName == "" {
 		o.CookieName = testCookie
 	}
@@ -88,6 +95,9 @@ func startGate(t testing.TB, o Options, user *account.User) *gate {
 			// which makes fasthttp parse the Cookie header.
 			_ = ctx.Request.Header.Cookie(o.CookieName)
 			p.Forward(ctx, user)
+			if after != nil {
+				after(ctx)
+			}
 		},
 		StreamRequestBody:            true,
 		DisablePreParseMultipartForm: true,
@@ -792,4 +802,76 @@ func TestStaleUpstreamConnection(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("POST after idle: %d %s", resp.StatusCode, body)
 	}
+}
+
+// Bodies of known length up to maxBufferedBody are read before the answer
+// goes out (the upstream connection is pooled again at once); larger and
+// unknown-length ones still stream. Either way the client gets the bytes
+// the upstream sent.
+func TestSmallBodiesBuffered(t *testing.T) {
+	up := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var n int64
+		_, _ = fmt.Sscan(r.URL.Query().Get("n"), &n)
+		chunked := r.URL.Query().Get("chunked") != ""
+		if !chunked {
+			w.Header().Set("Content-Length", fmt.Sprint(n))
+		}
+		_, _ = io.Copy(w, &patternReader{n: n})
+		if chunked {
+			// Before net/http would count a small body and set its length.
+			w.(http.Flusher).Flush()
+		}
+	}))
+	streamed := make(chan bool, 1)
+	g := startGateHook(t, Options{Upstream: up.URL}, alice, func(ctx *fasthttp.RequestCtx) {
+		streamed <- ctx.Response.IsBodyStream()
+	})
+	for _, tc := range []struct {
+		query  string
+		n      int64
+		stream bool
+	}{
+		{"n=0", 0, false},
+		{"n=2", 2, false},
+		{fmt.Sprintf("n=%d", maxBufferedBody), maxBufferedBody, false},
+		{fmt.Sprintf("n=%d", maxBufferedBody+1), maxBufferedBody + 1, true},
+		{"n=100&chunked=1", 100, true},
+	} {
+		resp, body := rawDo(t, g.addr, "GET /?"+tc.query+" HTTP/1.1\r\nHost: h\r\n\r\n")
+		if got := <-streamed; got != tc.stream {
+			t.Errorf("%s: streamed %v, want %v", tc.query, got, tc.stream)
+		}
+		if resp.StatusCode != http.StatusOK || int64(len(body)) != tc.n {
+			t.Errorf("%s: status %d, %d body bytes, want 200 and %d", tc.query, resp.StatusCode, len(body), tc.n)
+			continue
+		}
+		h := sha256.Sum256(body)
+		if hex.EncodeToString(h[:]) != patternSHA(tc.n) {
+			t.Errorf("%s: body differs from what the upstream sent", tc.query)
+		}
+	}
+}
+
+// A small body the upstream cuts short or stalls in is an error answer:
+// nothing has gone to the client yet, so it need not get a truncated 200.
+func TestSmallBodyFailures(t *testing.T) {
+	short := rawUpstream(t, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\nonly this")
+	g := startGate(t, Options{Upstream: short}, alice)
+	resp, body := rawDo(t, g.addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	checkErrorAnswer(t, resp, body, http.StatusBadGateway, CodeUpstreamUnavailable)
+
+	release := make(chan struct{})
+	defer close(release)
+	stall := startUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		_, _ = io.WriteString(w, "the first part")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	g = startGate(t, Options{Upstream: stall.URL, Timeout: 300 * time.Millisecond}, alice)
+	resp, body = rawDo(t, g.addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	checkErrorAnswer(t, resp, body, http.StatusGatewayTimeout, CodeUpstreamTimeout)
 }
