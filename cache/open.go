@@ -19,16 +19,32 @@ import (
 
 // Sizes chosen for a sidecar whose whole process must stay under 300 MiB
 // while a 100k-user sync runs (issue 3). Badger's defaults (64 MiB memtables
-// ×5, 256 MiB block cache) alone would exceed that. Measured with
-// BenchmarkStore100k: the live heap while writing 100k users is about 100
-// MiB (two memtable arenas of ~42 MiB, table builders of the flush and the
-// compactions); the rest of the RSS is GC headroom, which GOMEMLIMIT bounds.
+// ×5, 256 MiB block cache) alone would exceed that. Every memtable is a Go
+// heap arena of its size plus ~30% (the transaction headroom below), and
+// the GC lets the heap grow to twice what is live, arenas included.
+// Measured with BenchmarkFirstSync100k (heap profiles, gctrace): with
+// 32 MiB ×2 the arenas were 83 MiB of a 161 MiB live heap halfway through
+// the apply. The peak itself comes at the end of the plan (snapshot and
+// plan both live, ~135 MiB), where one arena is live.
 //
-// The memtable size also bounds one badger transaction (15% of it: ~4.8
-// MiB or 50,000 keys, i.e. ~12,000 new users or ~16,000 renames); Update
-// commits anything bigger through its journal (bigtx.go), which costs a
-// second write of every key, so the common batches should stay below it.
-// 16 MiB saved no measurable RSS and would halve it.
+//   - 16 MiB memtables: arenas of 21 MiB. With GOMEMLIMIT=256MiB the peak
+//     RSS of BenchmarkFirstSync100k went from 302/304 MiB to 287/278 MiB.
+//     It costs some apply time (more flushes, more level-0 tables for the
+//     index lookups to check: BenchmarkApply100k ~0.95 → ~1.05-1.15 s).
+//   - NumMemtables stays 2 (up to two waiting for their flush): with 1, a
+//     writer waits whenever a memtable fills before the previous flush is
+//     done, which on a loaded machine stalled an apply for seconds.
+//   - Compaction of level 0 waits for 6 tables (stall at 12): a first sync
+//     of 100k users (a few tables) runs without compactions competing for
+//     the two cores (BenchmarkApply100k with 16 MiB memtables: 1.06-1.24 s
+//     with 2 tables, 0.88-0.93 s with 6), and without the rewritten
+//     tables' mmapped pages in RSS while it runs.
+//
+// The memtable size also bounds one badger transaction (15% of it: ~2.4
+// MiB or ~26,000 keys, i.e. ~4,500 new users with their audit entries or
+// ~4,000 renames); Update commits anything bigger through its journal
+// (bigtx.go), which costs a second write of every key, so the common
+// batches (the syncer's 1000 changes, ~0.6 MiB) stay well below it.
 //
 // No compression: the store is small (100k users ≈ 40 MiB of tables), and
 // without it badger needs no block cache and no compression goroutines, and
@@ -37,11 +53,13 @@ import (
 //
 // Values stay inside the LSM tree (threshold 1 MiB; no record comes near),
 // so the value log is only a write-ahead log and needs no GC goroutine.
-var memTableSize int64 = 32 << 20 // a var so tests can make big transactions cheap
+var memTableSize int64 = 16 << 20 // a var so tests can make big transactions cheap
 
 const (
-	numMemtables = 2
-	vlogFileSize = 64 << 20
+	numMemtables     = 2
+	numL0Tables      = 6
+	numL0TablesStall = 12
+	vlogFileSize     = 64 << 20
 
 	// userCacheSize bounds the hot-user LRU (a User is well under 1 KiB).
 	userCacheSize = 8192
@@ -98,8 +116,8 @@ func Open(dir string, log *slog.Logger, m *metrics.Metrics) (*Store, error) {
 		WithMemTableSize(memTableSize).
 		WithValueThreshold(min(1<<20, memTableSize*15/100)).
 		WithNumMemtables(numMemtables).
-		WithNumLevelZeroTables(numMemtables).
-		WithNumLevelZeroTablesStall(numMemtables * 4).
+		WithNumLevelZeroTables(numL0Tables).
+		WithNumLevelZeroTablesStall(numL0TablesStall).
 		WithBlockCacheSize(0).
 		WithIndexCacheSize(0).
 		WithValueLogFileSize(vlogFileSize).
