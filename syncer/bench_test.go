@@ -55,7 +55,8 @@ func BenchmarkFirstSync100k(b *testing.B) {
 
 	// LDAPGATE_BENCH_HEAPPROFILE=prefix writes the live heap (after a
 	// forced GC, so it slows the run) when the apply starts and halfway
-	// through it, where the RSS peaks: prefix.start, prefix.half.
+	// through it, where the RSS peaks: prefix.start, prefix.half (and
+	// /proc/self/smaps next to each, as prefix.start.smaps...).
 	if prefix := os.Getenv("LDAPGATE_BENCH_HEAPPROFILE"); prefix != "" {
 		testHookAfterBatch = func(done int) {
 			switch {
@@ -130,6 +131,10 @@ func writeHeapProfile(b *testing.B, path string) {
 	defer f.Close()
 	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
 		b.Fatal(err)
+	}
+	// The mappings with their resident sizes: which files the RssFile is.
+	if smaps, err := os.ReadFile("/proc/self/smaps"); err == nil {
+		os.WriteFile(path+".smaps", smaps, 0o644)
 	}
 }
 
