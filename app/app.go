@@ -139,6 +139,9 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		IdleTimeout:                  2 * time.Minute,
 		ReadBufferSize:               16 << 10,
 		DisablePreParseMultipartForm: true,
+		// The request time is read when the front asks for it (once, for
+		// its duration metric) rather than also before every handler call.
+		LazyRequestTime: true,
 		// Underscored header names are kept as sent so the proxy sees (and
 		// strips) X_Forwarded_User spellings (CVE-2025-64484).
 		DisableHeaderNamesNormalizing: false,

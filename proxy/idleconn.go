@@ -31,21 +31,33 @@ var errStaleConn = errors.New("proxy: pooled upstream connection closed by the u
 // reads and writes keep separate state and never share a field.
 type idleConn struct {
 	net.Conn
-	timeout  time.Duration
-	slack    time.Duration
-	rArmed   time.Time
-	wArmed   time.Time
-	lastRead time.Time
+	timeout time.Duration
+	slack   time.Duration
+	// Monotonic clock readings (monoNow): time.Now reads the wall clock
+	// too, and these run several times per request.
+	rArmed   time.Duration
+	wArmed   time.Duration
+	lastRead time.Duration
 }
 
+// monoEpoch anchors monoNow; time.Since of a time with a monotonic
+// reading costs one clock read where time.Now costs two.
+var monoEpoch = time.Now()
+
+// monoNow is the monotonic time since process start (strictly: since the
+// package was initialised), always > 0.
+func monoNow() time.Duration { return time.Since(monoEpoch) + 1 }
+
 func newIdleConn(c net.Conn, timeout time.Duration) *idleConn {
-	return &idleConn{Conn: c, timeout: timeout, slack: min(time.Second, timeout/8)}
+	slack := min(time.Second, timeout/8)
+	// Armed "long ago", so the first Read and Write set their deadline.
+	return &idleConn{Conn: c, timeout: timeout, slack: slack, rArmed: -slack - 1, wArmed: -slack - 1}
 }
 
 func (c *idleConn) Read(b []byte) (int, error) {
-	now := time.Now()
-	if now.Sub(c.rArmed) > c.slack {
-		if err := c.Conn.SetReadDeadline(now.Add(c.timeout)); err != nil {
+	now := monoNow()
+	if now-c.rArmed > c.slack {
+		if err := c.Conn.SetReadDeadline(time.Now().Add(c.timeout)); err != nil {
 			return 0, err
 		}
 		c.rArmed = now
@@ -56,8 +68,8 @@ func (c *idleConn) Read(b []byte) (int, error) {
 }
 
 func (c *idleConn) Write(b []byte) (int, error) {
-	if now := time.Now(); now.Sub(c.wArmed) > c.slack {
-		if err := c.Conn.SetWriteDeadline(now.Add(c.timeout)); err != nil {
+	if now := monoNow(); now-c.wArmed > c.slack {
+		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
 			return 0, err
 		}
 		c.wArmed = now
@@ -77,7 +89,7 @@ func (c *idleConn) SetDeadline(time.Time) error     { return nil }
 // keep-alive race that would otherwise lose a POST whose body cannot be
 // replayed.
 func (c *idleConn) SetWriteDeadline(time.Time) error {
-	if !c.lastRead.IsZero() && time.Since(c.lastRead) > staleCheckAfter && peerClosed(c.Conn) {
+	if c.lastRead != 0 && monoNow()-c.lastRead > staleCheckAfter && peerClosed(c.Conn) {
 		return errStaleConn
 	}
 	return nil

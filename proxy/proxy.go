@@ -286,18 +286,18 @@ func (p *Proxy) Forward(ctx *fasthttp.RequestCtx, u *account.User) {
 	req.SetRequestURIBytes(s.uri)
 	req.UseHostHeader = !p.rewriteHost
 
-	start := time.Now()
+	start := monoNow()
 	err := p.client.Do(req, &ctx.Response)
 	// A connection found closed before anything was sent: try another
 	// (several may have gone stale together, e.g. an upstream restart).
 	for i := 0; i < maxStaleRetries && errors.Is(err, errStaleConn); i++ {
 		err = p.client.Do(req, &ctx.Response)
 	}
-	if p.m != nil {
-		p.m.UpstreamDuration.Observe(time.Since(start).Seconds())
-	}
 	if err == nil {
 		err = bufferSmallBody(&ctx.Response, s)
+	}
+	if p.m != nil {
+		p.m.UpstreamDuration.Observe((monoNow() - start).Seconds())
 	}
 	if err != nil {
 		p.upstreamError(ctx, err)

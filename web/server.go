@@ -124,7 +124,13 @@ const (
 var adminPrefixes = []string{"/auth/v4/ldap", "/auth/v4/user", "/auth/v4/internal"}
 
 func (s *Server) serve(ctx *fasthttp.RequestCtx) {
-	start := time.Now()
+	// The server's request time: it reads the clock only once a handler
+	// asks when it runs with LazyRequestTime (app does), and is the
+	// handler's start time either way.
+	start := ctx.Time()
+	if start.IsZero() { // a RequestCtx not run by a fasthttp.Server
+		start = time.Now()
+	}
 	st := s.st.Load()
 	r := s.dispatch(ctx, st)
 	s.routes.observe(r, ctx.Response.StatusCode(), start)
