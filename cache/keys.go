@@ -18,7 +18,9 @@ import "encoding/binary"
 //	do/<id>                naming override of a migrated config directory
 //	r/<id>                 sync run
 //	rd/<dir><id>           runs of a directory
-//	ra/<run><seq>          audit entry of a run
+//	ra/<run><seq>          audit entries of a run: a JSON array of
+//	                       consecutive entries from seq on (stores written
+//	                       before chunks: one JSON object per seq)
 //	rs/<run>               last audit seq of a run
 //	seq/...                badger Sequences (user, dir and run ids)
 const (

@@ -239,6 +239,16 @@ func (s *Store) RunChanges(ctx context.Context, runID uint64) ([]AuditEntry, err
 			return err
 		}
 		return iterate(ctx, txn, key(pAudit, runID), func(_, v []byte) error {
+			if len(v) > 0 && v[0] == '[' {
+				// A chunk of consecutive entries.
+				var es []AuditEntry
+				if err := json.Unmarshal(v, &es); err != nil {
+					return err
+				}
+				out = append(out, es...)
+				return nil
+			}
+			// One entry per key: stores written before chunks.
 			var e AuditEntry
 			if err := json.Unmarshal(v, &e); err != nil {
 				return err
