@@ -11,11 +11,11 @@ import (
 )
 
 // defaultBatch is how many changes one store transaction applies. Each
-// change writes about five keys (user, name, uuid and listing indexes,
-// audit entry) and under 1.5 KiB, so 1000 stay well below badger's
-// per-transaction limit (see cache.Store.Update; a batch that still
-// outgrows it is committed through the store's big-transaction journal)
-// while a 100k-user first sync commits 100 times.
+// change writes about four keys (user, name, uuid and listing indexes) and
+// its audit entry (chunked, 256 per key) in under 1.5 KiB, so 1000 stay
+// well below badger's per-transaction limit (see cache/open.go; a batch
+// that still outgrows it is committed through the store's big-transaction
+// journal) while a 100k-user first sync commits 100 times.
 const defaultBatch = 1000
 
 // testHookAfterBatch, when set (tests only), is called after each committed
