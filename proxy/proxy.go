@@ -220,6 +220,12 @@ func New(o Options, log *slog.Logger, m *metrics.Metrics) (*Proxy, error) {
 		// all are busy.
 		MaxConnWaitTimeout:  p.timeout,
 		MaxIdleConnDuration: defaultMaxIdleConn,
+		// The most recently used connection goes out first: its buffers
+		// are warm, taking it is O(1) (FIFO shifts the whole idle list on
+		// every request), it is never old enough for the stale probe, and
+		// connections a quieter period no longer needs age out instead of
+		// being kept alive in rotation.
+		ConnPoolStrategy: fasthttp.LIFO,
 		// Only there to make HostClient call SetWriteDeadline before each
 		// request, where idleConn probes for a stale connection; the
 		// deadline itself is ignored (idleConn keeps idle deadlines).
