@@ -3,8 +3,6 @@ package proxy
 import (
 	"errors"
 	"net"
-	"runtime"
-	"sync/atomic"
 	"time"
 )
 
@@ -40,10 +38,6 @@ type idleConn struct {
 	rArmed   time.Duration
 	wArmed   time.Duration
 	lastRead time.Duration
-	// wrote: the last call was a Write (a request went out), so the next
-	// Read would find nothing yet. Atomic: a TLS close_notify written by
-	// a Close from another goroutine may meet a running Read.
-	wrote atomic.Bool
 }
 
 // monoEpoch anchors monoNow; time.Since of a time with a monotonic
@@ -61,13 +55,6 @@ func newIdleConn(c net.Conn, timeout time.Duration) *idleConn {
 }
 
 func (c *idleConn) Read(b []byte) (int, error) {
-	if c.wrote.Load() {
-		c.wrote.Store(false)
-		// Let the goroutines already runnable go first: by the time this
-		// one reads, the upstream has more often answered, and a read
-		// that finds nothing costs a syscall and a park and wake-up.
-		runtime.Gosched()
-	}
 	now := monoNow()
 	if now-c.rArmed > c.slack {
 		if err := c.Conn.SetReadDeadline(time.Now().Add(c.timeout)); err != nil {
@@ -87,7 +74,6 @@ func (c *idleConn) Write(b []byte) (int, error) {
 		}
 		c.wArmed = now
 	}
-	c.wrote.Store(true)
 	return c.Conn.Write(b)
 }
 
