@@ -118,21 +118,7 @@ func (s *Store) UserByID(ctx context.Context, id uint64) (account.User, error) {
 		return *p, nil
 	}
 	s.countHit(false)
-	if err := ctx.Err(); err != nil {
-		return account.User{}, err
-	}
-	gen0 := s.gen.Load()
-	var u account.User
-	err := s.db.View(func(txn *badger.Txn) error {
-		var err error
-		u, err = txUserByID(txn, id)
-		return err
-	})
-	if err != nil {
-		return account.User{}, err
-	}
-	s.fillUser(gen0, u)
-	return u, nil
+	return s.loadUser(ctx, func(txn *badger.Txn) (account.User, error) { return txUserByID(txn, id) })
 }
 
 // UserByName returns the user with that login name (normalised with
@@ -148,6 +134,13 @@ func (s *Store) UserByName(ctx context.Context, name string) (account.User, erro
 		}
 	}
 	s.countHit(false)
+	return s.loadUser(ctx, func(txn *badger.Txn) (account.User, error) { return txUserByName(txn, name) })
+}
+
+// loadUser is the cache-miss path of the user reads: read in a view
+// transaction, then fill the LRU unless a write happened meanwhile (gen0
+// is taken before the read, so a stale record is never cached).
+func (s *Store) loadUser(ctx context.Context, read func(*badger.Txn) (account.User, error)) (account.User, error) {
 	if err := ctx.Err(); err != nil {
 		return account.User{}, err
 	}
@@ -155,7 +148,7 @@ func (s *Store) UserByName(ctx context.Context, name string) (account.User, erro
 	var u account.User
 	err := s.db.View(func(txn *badger.Txn) error {
 		var err error
-		u, err = txUserByName(txn, name)
+		u, err = read(txn)
 		return err
 	})
 	if err != nil {
