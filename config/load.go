@@ -205,13 +205,13 @@ func fields(t reflect.Type) map[string]int {
 
 // mapEntries lists a mapping's key/value pairs with YAML merge keys
 // (<<: *defaults) resolved: keys written in the mapping win over merged ones.
-func (d *decoder) mapEntries(n *yaml.Node, path string) [][2]*yaml.Node {
+func mapEntries(n *yaml.Node) [][2]*yaml.Node {
 	var own, merged [][2]*yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		if k.Kind == yaml.ScalarNode && k.Value == "<<" && k.Style == 0 {
 			for _, m := range mergeSources(val) {
-				merged = append(merged, d.mapEntries(m, path)...)
+				merged = append(merged, mapEntries(m)...)
 			}
 			continue
 		}
@@ -256,15 +256,17 @@ func mergeSources(n *yaml.Node) []*yaml.Node {
 	return nil
 }
 
-func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
+// mappingEntries checks that n is a mapping and lists its entries (merge
+// keys resolved) with the checks every mapping shares: keys are plain
+// strings and set once. ok is false when n is not a mapping.
+func (d *decoder) mappingEntries(n *yaml.Node, path string) (out []entry, ok bool) {
 	if n.Kind != yaml.MappingNode {
 		d.c.errs = append(d.c.errs, FieldError{Path: path, Line: n.Line, Msg: "want a mapping (key: value), got " + kindName(n)})
-		return
+		return nil, false
 	}
-	known := fields(v.Type())
 	firstLine := map[string]int{}
-	for _, e := range d.mapEntries(n, path) {
-		k, val := e[0], e[1]
+	for _, e := range mapEntries(n) {
+		k := e[0]
 		if k.Kind != yaml.ScalarNode {
 			d.c.errs = append(d.c.errs, FieldError{Path: path, Line: k.Line, Msg: "keys must be plain strings"})
 			continue
@@ -275,6 +277,25 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 			continue
 		}
 		firstLine[k.Value] = k.Line
+		out = append(out, entry{key: k, val: e[1], path: p})
+	}
+	return out, true
+}
+
+// entry is one checked mapping entry; path is the key's full path.
+type entry struct {
+	key, val *yaml.Node
+	path     string
+}
+
+func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
+	es, ok := d.mappingEntries(n, path)
+	if !ok {
+		return
+	}
+	known := fields(v.Type())
+	for _, e := range es {
+		k, p := e.key, e.path
 		i, ok := known[k.Value]
 		if !ok && strings.HasPrefix(k.Value, "x-") {
 			// Extension keys, as in Compose files: a place for YAML
@@ -290,7 +311,7 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 			continue
 		}
 		d.c.lines[p] = k.Line
-		d.decode(val, v.Field(i), p)
+		d.decode(e.val, v.Field(i), p)
 	}
 }
 
@@ -310,28 +331,16 @@ func (d *decoder) sequence(n *yaml.Node, v reflect.Value, path string) {
 
 // stringMap decodes role_mapping (map[string][]string).
 func (d *decoder) stringMap(n *yaml.Node, v reflect.Value, path string) {
-	if n.Kind != yaml.MappingNode {
-		d.c.errs = append(d.c.errs, FieldError{Path: path, Line: n.Line, Msg: "want a mapping (key: value), got " + kindName(n)})
+	es, ok := d.mappingEntries(n, path)
+	if !ok {
 		return
 	}
 	m := reflect.MakeMap(v.Type())
-	firstLine := map[string]int{}
-	for _, e := range d.mapEntries(n, path) {
-		k, val := e[0], e[1]
-		if k.Kind != yaml.ScalarNode {
-			d.c.errs = append(d.c.errs, FieldError{Path: path, Line: k.Line, Msg: "keys must be plain strings"})
-			continue
-		}
-		p := join(path, k.Value)
-		if l, dup := firstLine[k.Value]; dup {
-			d.c.errs = append(d.c.errs, FieldError{Path: p, Line: k.Line, Msg: fmt.Sprintf("duplicate key (first set on line %d)", l)})
-			continue
-		}
-		firstLine[k.Value] = k.Line
-		d.c.lines[p] = k.Line
+	for _, e := range es {
+		d.c.lines[e.path] = e.key.Line
 		elem := reflect.New(v.Type().Elem()).Elem()
-		d.decode(val, elem, p)
-		m.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), elem)
+		d.decode(e.val, elem, e.path)
+		m.SetMapIndex(reflect.ValueOf(e.key.Value).Convert(v.Type().Key()), elem)
 	}
 	v.Set(m)
 }
