@@ -164,7 +164,7 @@ func (a *API) patchDirectory(c context.Context, ctx *fasthttp.RequestCtx, id uin
 func (a *API) sync(c context.Context, ctx *fasthttp.RequestCtx, id uint64) {
 	args := ctx.QueryArgs()
 	run, err := a.d.Syncer.Sync(c, id, syncer.Options{
-		DryRun: args.GetBool("dry_run"), Force: args.GetBool("force"), Trigger: "api",
+		DryRun: args.GetBool("dry_run"), Force: args.GetBool("force"), Trigger: syncer.TriggerAPI,
 	})
 	if err != nil && run.ID == 0 {
 		a.syncError(ctx, err)

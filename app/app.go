@@ -115,7 +115,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 
 	if opt.SyncAtStart {
 		for _, e := range dirs.Set().List() {
-			run, err := sync_.Sync(ctx, e.Config.ID, syncer.Options{Trigger: "start"})
+			run, err := sync_.Sync(ctx, e.Config.ID, syncer.Options{Trigger: syncer.TriggerStart})
 			if err != nil {
 				log.Warn("initial sync failed", "directory", e.Config.Name, "err", err)
 				continue
@@ -142,11 +142,8 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		// The request time is read when the front asks for it (once, for
 		// its duration metric) rather than also before every handler call.
 		LazyRequestTime: true,
-		// Underscored header names are kept as sent so the proxy sees (and
-		// strips) X_Forwarded_User spellings (CVE-2025-64484).
-		DisableHeaderNamesNormalizing: false,
-		CloseOnShutdown:               true,
-		Logger:                        slogPrinter{log},
+		CloseOnShutdown: true,
+		Logger:          slogPrinter{log},
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -1,9 +1,11 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -53,16 +55,15 @@ func (d *Directories) Load(ctx context.Context, cfg *config.Config) error {
 			return fmt.Errorf("directory %q: %w", dc.Name, err)
 		}
 		dc.ID = id
-		dc.Managed = "config"
-		naming, err := d.store.NamingOverride(ctx, id)
-		if err != nil {
-			return fmt.Errorf("directory %q: %w", dc.Name, err)
+		dc.Managed = config.ManagedConfig
+		fileNaming := dc.Naming
+		if err := d.applyNamingOverride(ctx, &dc); err != nil {
+			return err
 		}
-		if naming != "" && naming != dc.Naming {
+		if dc.Naming != fileNaming {
 			// SPEC §7: a migration done through the API outlives the file.
-			d.log.Warn("directory was migrated to username@domain names; the config file still says naming: "+dc.Naming+"; update the file",
+			d.log.Warn("directory was migrated to username@domain names; the config file still says naming: "+fileNaming+"; update the file",
 				"directory", dc.Name)
-			dc.Naming = naming
 		}
 		want = append(want, dc)
 	}
@@ -72,9 +73,9 @@ func (d *Directories) Load(ctx context.Context, cfg *config.Config) error {
 	}
 	for _, dc := range apiDirs {
 		dc.ApplyDefaults()
-		dc.Managed = "api"
-		if naming, err := d.store.NamingOverride(ctx, dc.ID); err == nil && naming != "" {
-			dc.Naming = naming
+		dc.Managed = config.ManagedAPI
+		if err := d.applyNamingOverride(ctx, &dc); err != nil {
+			return err
 		}
 		want = append(want, dc)
 	}
@@ -82,6 +83,20 @@ func (d *Directories) Load(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	return d.blockOrphans(ctx)
+}
+
+// applyNamingOverride sets dc.Naming to what a migration recorded in the
+// store, if anything: the store, not the file or the saved settings, knows
+// a directory was migrated.
+func (d *Directories) applyNamingOverride(ctx context.Context, dc *config.Directory) error {
+	naming, err := d.store.NamingOverride(ctx, dc.ID)
+	if err != nil {
+		return fmt.Errorf("directory %q: %w", dc.Name, err)
+	}
+	if naming != "" {
+		dc.Naming = naming
+	}
+	return nil
 }
 
 // blockOrphans applies rule 9 to directories that are gone without an API
@@ -136,7 +151,7 @@ func (d *Directories) install(want []config.Directory) error {
 		}
 		next = append(next, &directory.Entry{Config: dc, Client: client})
 	}
-	slices.SortFunc(next, func(a, b *directory.Entry) int { return int(a.Config.ID) - int(b.Config.ID) })
+	slices.SortFunc(next, func(a, b *directory.Entry) int { return cmp.Compare(a.Config.ID, b.Config.ID) })
 	d.set.Replace(next)
 	for _, e := range old {
 		if !keep[e] {
@@ -149,19 +164,16 @@ func (d *Directories) install(want []config.Directory) error {
 	return nil
 }
 
-// sameSettings reports whether a client opened for a can serve b: the
-// connection settings are equal (role mapping, schedule, note may differ).
+// sameSettings reports whether a client opened for a can serve b. The
+// fields the client never reads (the syncer's and the API's settings) are
+// blanked and everything else must be equal, so a connection setting added
+// later reopens the client by default instead of leaving a stale one.
 func sameSettings(a, b config.Directory) bool {
-	return slices.Equal(a.URLs, b.URLs) && a.StartTLS == b.StartTLS && a.TLS == b.TLS &&
-		a.BaseDN == b.BaseDN && a.BindDN == b.BindDN && a.BindPassword.Reveal() == b.BindPassword.Reveal() &&
-		a.UsersDN == b.UsersDN && a.GroupsDN == b.GroupsDN && a.Type == b.Type &&
-		a.UserFilter == b.UserFilter && a.DisabledFilter == b.DisabledFilter &&
-		a.UsernameAttribute == b.UsernameAttribute && a.UUIDAttribute == b.UUIDAttribute &&
-		a.EmailAttribute == b.EmailAttribute && a.DisplayNameAttribute == b.DisplayNameAttribute &&
-		a.GroupNameAttribute == b.GroupNameAttribute && a.UserObjectFilter == b.UserObjectFilter &&
-		a.GroupObjectFilter == b.GroupObjectFilter && a.PageSize == b.PageSize &&
-		a.ConnectTimeout == b.ConnectTimeout && a.Timeout == b.Timeout && a.PoolSize == b.PoolSize &&
-		a.Naming == b.Naming && a.Domain == b.Domain
+	for _, d := range []*config.Directory{&a, &b} {
+		d.RoleMapping, d.DefaultRole, d.Schedule, d.AutoSync, d.MaxBlockFraction, d.Note, d.Managed =
+			nil, "", "", nil, nil, "", ""
+	}
+	return reflect.DeepEqual(a, b)
 }
 
 // checkTimeout bounds the connection check of a create or edit.
@@ -173,7 +185,7 @@ func (d *Directories) Create(ctx context.Context, dc config.Directory) (config.D
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	dc.ID = 0
-	dc.Managed = "api"
+	dc.Managed = config.ManagedAPI
 	dc.ApplyDefaults()
 	if errs := dc.Validate(d.roles); len(errs) > 0 {
 		return dc, directory.CheckResult{}, fmt.Errorf("%w: %w", api.ErrInvalid, errs)
@@ -191,7 +203,7 @@ func (d *Directories) Create(ctx context.Context, dc config.Directory) (config.D
 	if err != nil {
 		return dc, res, err
 	}
-	saved.Managed = "api"
+	saved.Managed = config.ManagedAPI
 	saved.ApplyDefaults()
 	return saved, res, d.install(append(configs(d.set.List()), saved))
 }
@@ -205,16 +217,14 @@ func (d *Directories) Update(ctx context.Context, id uint64, patch func(*config.
 	if !ok {
 		return config.Directory{}, api.ErrNoDirectory
 	}
-	if e.Config.Managed == "config" {
+	if e.Config.Managed == config.ManagedConfig {
 		return e.Config, api.ErrManagedByConfig
 	}
-	dc := e.Config
-	dc.RoleMapping = cloneMapping(dc.RoleMapping)
-	dc.URLs = slices.Clone(dc.URLs)
+	dc := e.Config.Clone() // the patch must not touch the live entry
 	if err := patch(&dc); err != nil {
 		return e.Config, fmt.Errorf("%w: %w", api.ErrInvalid, err)
 	}
-	dc.ID, dc.Managed = id, "api"
+	dc.ID, dc.Managed = id, config.ManagedAPI
 	dc.ApplyDefaults()
 	if errs := dc.Validate(d.roles); len(errs) > 0 {
 		return e.Config, fmt.Errorf("%w: %w", api.ErrInvalid, errs)
@@ -228,7 +238,7 @@ func (d *Directories) Update(ctx context.Context, id uint64, patch func(*config.
 	if err != nil {
 		return e.Config, err
 	}
-	saved.Managed = "api"
+	saved.Managed = config.ManagedAPI
 	saved.ApplyDefaults()
 	list := configs(d.set.List())
 	for i := range list {
@@ -247,7 +257,7 @@ func (d *Directories) Delete(ctx context.Context, id uint64) (int, error) {
 	if !ok {
 		return 0, api.ErrNoDirectory
 	}
-	if e.Config.Managed == "config" {
+	if e.Config.Managed == config.ManagedConfig {
 		return 0, api.ErrManagedByConfig
 	}
 	blocked, err := d.syncer.RemoveDirectory(ctx, id)
@@ -266,14 +276,12 @@ func (d *Directories) Delete(ctx context.Context, id uint64) (int, error) {
 func (d *Directories) Refresh(ctx context.Context, id uint64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	naming, err := d.store.NamingOverride(ctx, id)
-	if err != nil || naming == "" {
-		return err
-	}
 	list := configs(d.set.List())
 	for i := range list {
 		if list[i].ID == id {
-			list[i].Naming = naming
+			if err := d.applyNamingOverride(ctx, &list[i]); err != nil {
+				return err
+			}
 		}
 	}
 	return d.install(list)
@@ -307,14 +315,6 @@ func configs(entries []*directory.Entry) []config.Directory {
 	out := make([]config.Directory, 0, len(entries))
 	for _, e := range entries {
 		out = append(out, e.Config)
-	}
-	return out
-}
-
-func cloneMapping(m map[string][]string) map[string][]string {
-	out := make(map[string][]string, len(m))
-	for k, v := range m {
-		out[k] = slices.Clone(v)
 	}
 	return out
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
 	"github.com/ldapgate/ldapgate/directory"
 	"github.com/ldapgate/ldapgate/metrics"
@@ -163,5 +162,3 @@ func (o *opsServer) probe(ctx context.Context, e *directory.Entry) error {
 	o.mu.Unlock()
 	return err
 }
-
-var _ = account.StateActive
