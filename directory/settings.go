@@ -43,14 +43,6 @@ type settings struct {
 	poolSize       int
 }
 
-// Fallbacks, matching the config package's type defaults (SPEC §8).
-const (
-	defaultPageSize       = 500
-	defaultConnectTimeout = 5 * time.Second
-	defaultTimeout        = 30 * time.Second
-	defaultPoolSize       = 4
-)
-
 func resolveSettings(cfg config.Directory) (*settings, error) {
 	// cfg is a copy: filling its defaults here (idempotent) makes a
 	// hand-built config (tests, fixtures) behave like a loaded one.
@@ -112,17 +104,19 @@ func resolveSettings(cfg config.Directory) (*settings, error) {
 			return nil, fmt.Errorf("directory %q: %s %q: %w", cfg.Name, f.key, f.v, err)
 		}
 	}
+	// ApplyDefaults fills only zero values; a negative one in a hand-built
+	// config gets the same default (SPEC §8).
 	if s.pageSize <= 0 {
-		s.pageSize = defaultPageSize
+		s.pageSize = config.DefaultPageSize
 	}
 	if s.connectTimeout <= 0 {
-		s.connectTimeout = defaultConnectTimeout
+		s.connectTimeout = config.DefaultConnectTimeout
 	}
 	if s.timeout <= 0 {
-		s.timeout = defaultTimeout
+		s.timeout = config.DefaultTimeout
 	}
 	if s.poolSize <= 0 {
-		s.poolSize = defaultPoolSize
+		s.poolSize = config.DefaultPoolSize
 	}
 	return s, nil
 }
