@@ -16,6 +16,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/schedule"
 )
 
@@ -150,7 +151,8 @@ func (c *Config) validateLocalUsers(col *collector) {
 	seen := map[string]int{}
 	for i, u := range c.LocalUsers {
 		p := fmt.Sprintf("local_users[%d]", i)
-		name := strings.ToLower(strings.TrimSpace(u.Username))
+		// Duplicates compare as logins do, or two entries would both match one login.
+		name := account.NormalizeName(u.Username)
 		switch {
 		case name == "":
 			col.add(p+".username", "required")
