@@ -339,14 +339,25 @@ func (s *Server) admin(ctx *fasthttp.RequestCtx, st *settings) {
 	s.d.Admin(ctx)
 }
 
-func (s *Server) whoami(ctx *fasthttp.RequestCtx, st *settings) {
+// requireCaller is caller for the endpoints that answer rather than
+// redirect: without a valid caller it writes the 401 (no credentials) or
+// loginError's answer and reports false.
+func (s *Server) requireCaller(ctx *fasthttp.RequestCtx, st *settings) (account.User, bool) {
 	u, err := s.caller(ctx, st)
-	if err != nil {
-		if errors.Is(err, auth.ErrNoSession) {
-			respond.Error(ctx, fasthttp.StatusUnauthorized, "unauthorized", "authentication required", nil)
-		} else {
-			loginError(ctx, err)
-		}
+	switch {
+	case err == nil:
+		return u, true
+	case errors.Is(err, auth.ErrNoSession):
+		respond.Error(ctx, fasthttp.StatusUnauthorized, "unauthorized", "authentication required", nil)
+	default:
+		loginError(ctx, err)
+	}
+	return account.User{}, false
+}
+
+func (s *Server) whoami(ctx *fasthttp.RequestCtx, st *settings) {
+	u, ok := s.requireCaller(ctx, st)
+	if !ok {
 		return
 	}
 	noStore(ctx)
@@ -358,13 +369,8 @@ func (s *Server) whoami(ctx *fasthttp.RequestCtx, st *settings) {
 // answer, 401 otherwise. The request's own identity headers are never
 // echoed: only SetIdentity writes them.
 func (s *Server) verify(ctx *fasthttp.RequestCtx, st *settings) {
-	u, err := s.caller(ctx, st)
-	if err != nil {
-		if errors.Is(err, auth.ErrNoSession) {
-			respond.Error(ctx, fasthttp.StatusUnauthorized, "unauthorized", "authentication required", nil)
-		} else {
-			loginError(ctx, err)
-		}
+	u, ok := s.requireCaller(ctx, st)
+	if !ok {
 		return
 	}
 	noStore(ctx)
