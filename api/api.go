@@ -19,12 +19,10 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/auth"
 	"github.com/ldapgate/ldapgate/cache"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
-	"github.com/ldapgate/ldapgate/metrics"
 	"github.com/ldapgate/ldapgate/respond"
 	"github.com/ldapgate/ldapgate/syncer"
 )
@@ -49,7 +47,6 @@ type Deps struct {
 	Log        *slog.Logger
 	Level      *slog.LevelVar
 	AdminToken config.Secret
-	Metrics    *metrics.Metrics
 	// Context, when set, is the parent of every admin call's context. The
 	// app cancels it at shutdown once the drain bound has passed, so a
 	// long sync started through the API stops instead of writing to a
@@ -173,9 +170,6 @@ func notFound(ctx *fasthttp.RequestCtx) {
 func methodNotAllowed(ctx *fasthttp.RequestCtx) {
 	respond.Error(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", "method not allowed here", nil)
 }
-
-// userView is a user as answered: account.User already omits the hash.
-type userView = account.User
 
 // Errors a DirectoryManager returns; the API maps them to statuses.
 var (

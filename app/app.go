@@ -95,7 +95,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	defer endWork()
 	admin := api.New(api.Deps{
 		Config: cfg, Store: store, Dirs: dirs, Syncer: sync_, Auth: authSvc, Log: log, Level: level,
-		AdminToken: cfg.AdminToken, Metrics: m, Context: work,
+		AdminToken: cfg.AdminToken, Context: work,
 	})
 	fr := &frontend{auth: authSvc, dirs: dirs.Set(), admin: admin.Handler(), log: log, m: m}
 	if err := fr.apply(cfg); err != nil {
