@@ -116,10 +116,6 @@ func (l *LDAP) userFilterFor(username string) string {
 // ErrAmbiguousUser if more than one entry has that name.
 func (l *LDAP) FindUser(ctx context.Context, username string) (User, error) {
 	defer l.observe("search", time.Now())
-	return l.findUser(ctx, username)
-}
-
-func (l *LDAP) findUser(ctx context.Context, username string) (User, error) {
 	// No login name contains control characters; 389-ds even truncates an
 	// assertion value at NUL, so "alice\x00" would find alice.
 	if username == "" || strings.ContainsFunc(username, unicode.IsControl) {
@@ -197,10 +193,7 @@ func (l *LDAP) Authenticate(ctx context.Context, username, password string) (Use
 	if password == "" {
 		return User{}, fmt.Errorf("%w: empty password", ErrBadCredentials)
 	}
-	u, err := func() (User, error) {
-		defer l.observe("search", time.Now())
-		return l.findUser(ctx, username)
-	}()
+	u, err := l.FindUser(ctx, username)
 	switch {
 	case errors.Is(err, ErrUserNotFound):
 		return User{}, fmt.Errorf("%w: %w", ErrBadCredentials, ErrUserNotFound)
