@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
+	"net/url"
 	"strings"
 )
 
@@ -58,10 +60,16 @@ func (c *Config) Warnings() []FieldError {
 }
 
 func isLoopbackURL(u string) bool {
-	host := strings.TrimPrefix(u, "ldap://")
-	host, _, _ = strings.Cut(host, "/")
-	if h, _, ok := strings.Cut(host, ":"); ok && !strings.HasPrefix(host, "[") {
-		host = h
+	parsed, err := url.Parse(u)
+	if err != nil {
+		return false
 	}
-	return host == "localhost" || strings.HasPrefix(host, "127.") || host == "[::1]" || strings.HasPrefix(host, "[::1]:")
+	host := parsed.Hostname()
+	if host == "localhost" {
+		return true
+	}
+	// A parsed address, not a prefix: "127.evil.example" is a host name
+	// anyone can point anywhere.
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
