@@ -18,7 +18,6 @@ import (
 
 // LDAP is the go-ldap Client of one directory.
 type LDAP struct {
-	cfg  config.Directory
 	s    *settings
 	log  *slog.Logger
 	m    *metrics.Metrics
@@ -45,7 +44,7 @@ func Open(cfg config.Directory, log *slog.Logger, m *metrics.Metrics) (*LDAP, er
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := &LDAP{cfg: cfg, s: s, log: log, m: m, tls: tc}
+	l := &LDAP{s: s, log: log, m: m, tls: tc}
 	l.pool = newPool(s.poolSize, func(ctx context.Context) (*conn, error) {
 		return l.dial(ctx, "dial", true)
 	})
