@@ -44,9 +44,8 @@ const tempNamePrefix = "\x00migrating\x00"
 // the same name, nothing changes and the error is a *ConflictError listing
 // the names.
 //
-// The single transaction is bounded by badger's transaction size (about
-// 50,000 keys: some 12,000 users); a larger directory fails with
-// cache.ErrTxnTooBig and no change.
+// A directory too big for one badger transaction is still renamed all or
+// nothing: cache.Store.Update commits it through its journal (bigtx.go).
 func (s *Syncer) Migrate(ctx context.Context, dirID uint64) (MigrateResult, error) {
 	// A sync must not plan with the old naming while names change under it.
 	if err := s.lockDirectory(ctx, dirID); err != nil {
@@ -194,10 +193,9 @@ func (s *Syncer) Migrate(ctx context.Context, dirID uint64) (MigrateResult, erro
 
 // RemoveDirectory applies rule 9 before a directory is deleted: every user
 // of it becomes blocked / directory_removed and loses their sessions, in
-// one transaction (admin blocks stay admin blocks: rule 10). Badger bounds
-// a transaction (about 25,000 users here); a bigger directory is blocked in
-// batches, which is safe to repeat: blocking is the only write. The blocks
-// are audited under a run with trigger directory_removed. It returns the
+// one transaction (admin blocks stay admin blocks: rule 10; a directory too
+// big for one badger transaction goes through the store's journal,
+// bigtx.go). The blocks are audited under a run with trigger directory_removed. It returns the
 // number of users blocked. The directory need not be in the set any more.
 func (s *Syncer) RemoveDirectory(ctx context.Context, dirID uint64) (int, error) {
 	if err := s.lockDirectory(ctx, dirID); err != nil {
@@ -225,7 +223,10 @@ func (s *Syncer) RemoveDirectory(ctx context.Context, dirID uint64) (int, error)
 		}
 	}
 	blocked := 0
-	blockAll := func(tx *cache.Tx, ids []uint64) (int, error) {
+	err = s.store.Update(ctx, func(tx *cache.Tx) error {
+		// fn may run again (a conflict, or the big-transaction mode):
+		// count only the attempt that returns.
+		blocked = 0
 		n := 0
 		now := time.Now().UTC()
 		for _, id := range ids {
@@ -234,7 +235,7 @@ func (s *Syncer) RemoveDirectory(ctx context.Context, dirID uint64) (int, error)
 				continue
 			}
 			if err != nil {
-				return 0, err
+				return err
 			}
 			if u.DirectoryID != dirID || u.BlockReason == account.ReasonAdmin ||
 				(u.State == account.StateBlocked && u.BlockReason == account.ReasonDirectoryRemoved) {
@@ -243,37 +244,20 @@ func (s *Syncer) RemoveDirectory(ctx context.Context, dirID uint64) (int, error)
 			before := u
 			u.State, u.BlockReason = account.StateBlocked, account.ReasonDirectoryRemoved
 			if err := tx.PutUser(&u); err != nil {
-				return 0, err
+				return err
 			}
 			if _, err := tx.DeleteUserSessions(id); err != nil {
-				return 0, err
+				return err
 			}
 			if err := tx.AddAudit(run.ID, cache.AuditEntry{At: now, Action: string(ActionBlock), UserID: id,
 				Username: u.Username, Reason: string(account.ReasonDirectoryRemoved), Fields: diff(&before, &u)}); err != nil {
-				return 0, err
+				return err
 			}
 			n++
 		}
-		return n, nil
-	}
-	err = s.store.Update(ctx, func(tx *cache.Tx) error {
-		var err error
-		blocked, err = blockAll(tx, ids)
-		return err
+		blocked = n
+		return nil
 	})
-	if errors.Is(err, cache.ErrTxnTooBig) {
-		blocked, err = 0, nil
-		for lo := 0; lo < len(ids) && err == nil; lo += defaultBatch {
-			part := ids[lo:min(lo+defaultBatch, len(ids))]
-			err = s.store.Update(ctx, func(tx *cache.Tx) error {
-				n, err := blockAll(tx, part)
-				if err == nil {
-					blocked += n
-				}
-				return err
-			})
-		}
-	}
 	run.FinishedAt, run.Result = time.Now().UTC(), cache.RunSuccess
 	run.Counts[string(ActionBlock)] = blocked
 	if err != nil {
