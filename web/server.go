@@ -266,6 +266,12 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, st *settings) (account.U
 
 var basicPrefix = []byte("basic ")
 
+// isBasic reports whether an Authorization value uses the Basic scheme the
+// way caller reads it.
+func isBasic(authz []byte) bool {
+	return len(authz) > len(basicPrefix) && bytes.EqualFold(authz[:len(basicPrefix)], basicPrefix)
+}
+
 // caller returns the request's user: a session (Bearer, x-xsrf-token,
 // cookie) or Basic credentials. auth.ErrNoSession when there are none or
 // they are not valid sessions; Basic failures are returned as they are
@@ -280,8 +286,7 @@ func (s *Server) caller(ctx *fasthttp.RequestCtx, st *settings) (account.User, e
 	if !errors.Is(err, auth.ErrNoSession) {
 		s.log.Error("session check failed", "err", err)
 	}
-	authz := ctx.Request.Header.PeekBytes(headerAuthorization)
-	if len(authz) > len(basicPrefix) && bytes.EqualFold(authz[:len(basicPrefix)], basicPrefix) {
+	if authz := ctx.Request.Header.PeekBytes(headerAuthorization); isBasic(authz) {
 		name, pw, ok := auth.ParseBasic(authz)
 		if !ok {
 			return account.User{}, auth.ErrBadCredentials
@@ -294,21 +299,22 @@ func (s *Server) caller(ctx *fasthttp.RequestCtx, st *settings) (account.User, e
 var (
 	headerAuthorization = []byte("Authorization")
 	headerXSRF          = []byte("X-Xsrf-Token")
-	bearerPrefix        = []byte("bearer ")
 )
 
 // stripCredentials removes ldapgate's own credentials from a request about
 // to be proxied: the upstream trusts the identity headers, and must never
 // see a session token it could replay here, nor a Basic password (the
 // user's directory password). Only the carriers ldapgate reads are touched:
-// Authorization when it is Bearer or Basic, and x-xsrf-token when it holds
-// a token of ldapgate's shape; the session cookie is the proxy's to drop.
+// Authorization when it is Basic or a Bearer token auth.RequestTokens
+// accepts, and x-xsrf-token when RequestTokens accepts it; the session
+// cookie is the proxy's to drop. Asking auth rather than parsing again
+// keeps the two in step: a token read from "Bearer\t<token>" is stripped too.
 func stripCredentials(h *fasthttp.RequestHeader) {
-	if a := h.PeekBytes(headerAuthorization); (len(a) > len(basicPrefix) && bytes.EqualFold(a[:len(basicPrefix)], basicPrefix)) ||
-		(len(a) > len(bearerPrefix) && bytes.EqualFold(a[:len(bearerPrefix)], bearerPrefix) && auth.ValidToken(bytes.TrimSpace(a[len(bearerPrefix):]))) {
+	toks := auth.RequestTokens(h, "")
+	if toks[0] != nil || isBasic(h.PeekBytes(headerAuthorization)) {
 		h.DelBytes(headerAuthorization)
 	}
-	if auth.ValidToken(bytes.TrimSpace(h.PeekBytes(headerXSRF))) {
+	if toks[1] != nil {
 		h.DelBytes(headerXSRF)
 	}
 }
