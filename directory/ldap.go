@@ -247,11 +247,12 @@ func (l *LDAP) Check(ctx context.Context) (CheckResult, error) {
 			0, timeLimitSeconds(l.s.timeout), false, filter, []string{"1.1"}, nil)
 		return l.search(ctx, c, "check", req, l.s.pageSize, func(*entry) error { *n++; return nil })
 	}
+	// search already classifies its errors as op "check".
 	if err := count(l.s.usersBase, l.s.userSearchFilter(""), &res.Users); err != nil {
-		return CheckResult{}, classify(ctx, "check", c.url, err)
+		return CheckResult{}, err
 	}
 	if err := count(l.s.groupsBase, l.s.groupObjectFilter, &res.Groups); err != nil {
-		return CheckResult{}, classify(ctx, "check", c.url, err)
+		return CheckResult{}, err
 	}
 	return res, nil
 }
