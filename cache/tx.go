@@ -18,11 +18,6 @@ import (
 // writers read-modify-wrote the same keys); past it the conflict is returned.
 const maxConflictRetries = 10
 
-// ErrTxnTooBig is badger's limit on one transaction (15% of the memtable:
-// about 4.8 MiB or 50,000 keys here). Update handles it itself (see
-// updateBig), so callers only see it if fn hides it from Update.
-var ErrTxnTooBig = badger.ErrTxnTooBig
-
 // Tx is the write transaction handed to the function given to Update. It
 // is not safe for concurrent use and must not escape fn.
 type Tx struct {
