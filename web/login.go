@@ -166,17 +166,9 @@ func setSessionCookie(ctx *fasthttp.RequestCtx, st *settings, token string, exp 
 	ctx.Response.Header.SetCookie(c)
 }
 
+// clearSessionCookie deletes the cookie with the attributes it was set with.
 func clearSessionCookie(ctx *fasthttp.RequestCtx, st *settings) {
-	c := fasthttp.AcquireCookie()
-	defer fasthttp.ReleaseCookie(c)
-	c.SetKey(st.cookieName)
-	c.SetValue("")
-	c.SetPath("/")
-	c.SetHTTPOnly(true)
-	c.SetSameSite(fasthttp.CookieSameSiteLaxMode)
-	c.SetSecure(st.secure)
-	c.SetExpire(fasthttp.CookieExpireDelete)
-	ctx.Response.Header.SetCookie(c)
+	setSessionCookie(ctx, st, "", fasthttp.CookieExpireDelete)
 }
 
 // logout ends the request's session (POST /auth/v4/logout, GET /logout).
