@@ -108,7 +108,7 @@ func (l *LDAP) withConn(ctx context.Context, op string, retry func() bool, fn fu
 // exactly once, where the filter is built (Dex escaped twice, so names with
 // *()\ never matched).
 func (l *LDAP) userFilterFor(username string) string {
-	return "(&" + l.s.userObjectFilter + "(" + l.s.usernameAttr + "=" + ldap.EscapeFilter(username) + "))"
+	return l.s.objectSearchFilter("(" + l.s.usernameAttr + "=" + ldap.EscapeFilter(username) + ")")
 }
 
 // FindUser looks one user up by login name. ErrUserNotFound if none,
