@@ -50,7 +50,6 @@ func (l *LDAP) tlsFor(u *url.URL) *tls.Config {
 // server costs at most connect_timeout before the next one is tried.
 func (l *LDAP) dial(ctx context.Context, op string, serviceBind bool) (*conn, error) {
 	var errs []error
-	var last error
 	for _, u := range l.s.urls {
 		if err := ctx.Err(); err != nil {
 			return nil, classify(ctx, op, u.String(), err)
@@ -64,8 +63,9 @@ func (l *LDAP) dial(ctx context.Context, op string, serviceBind bool) (*conn, er
 			return c, nil
 		}
 		l.log.Debug("ldap server failed", "directory", l.s.name, "url", u.String(), "error", err.Error())
-		errs, last = append(errs, err), err
+		errs = append(errs, err)
 	}
+	last := errs[len(errs)-1]
 	if len(errs) == 1 {
 		return nil, last
 	}
