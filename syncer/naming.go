@@ -5,9 +5,6 @@ import (
 	"strings"
 
 	"github.com/go-ldap/ldap/v3"
-
-	"github.com/ldapgate/ldapgate/config"
-	"github.com/ldapgate/ldapgate/directory"
 )
 
 // normalizeDN gives the form two DNs compare equal in when RFC 4514 says they
@@ -80,10 +77,4 @@ func rdnValue(dn string) string {
 		return ""
 	}
 	return parsed.RDNs[0].Attributes[0].Value
-}
-
-// canonicalName is a directory entry's store username (SPEC §3), as
-// directory.CanonicalName builds it.
-func canonicalName(dir *config.Directory, u *directory.User) (string, bool) {
-	return directory.CanonicalName(*dir, *u)
 }

@@ -299,7 +299,7 @@ func BuildPlan(in PlanInput) Plan {
 			r.dupUUID = inSnapshot[u.UUID]
 			inSnapshot[u.UUID] = true
 		}
-		name, ok := canonicalName(dir, u)
+		name, ok := directory.CanonicalName(*dir, *u)
 		r.name = name
 		if u.OutOfScope {
 			// First: outside user_filter, the other rules do not matter,
