@@ -40,7 +40,7 @@ func (l *LDAP) search(ctx context.Context, c *conn, op string, req *ldap.SearchR
 		if err != nil {
 			return classify(ctx, op, c.url, err)
 		}
-		refs += len(res.Referrals)
+		refs += res.References
 		for i, e := range res.Entries {
 			if err := fn(e); err != nil {
 				var cb *callbackError

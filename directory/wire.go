@@ -426,12 +426,13 @@ func decodeEntry(op []byte) (*entry, error) {
 	return e, nil
 }
 
-// searchResult is one request's answer: entries, skipped continuation
-// references, and the controls of SearchResultDone.
+// searchResult is one request's answer: entries, the number of skipped
+// continuation references (only counted, for the log), and the controls of
+// SearchResultDone.
 type searchResult struct {
-	Entries   []*entry
-	Referrals []string
-	Controls  []ldap.Control
+	Entries    []*entry
+	References int
+	Controls   []ldap.Control
 }
 
 // Search runs one search request to its SearchResultDone. Like go-ldap, on
@@ -471,12 +472,7 @@ func (c *conn) Search(req *ldap.SearchRequest) (*searchResult, error) {
 			}
 			res.Entries = append(res.Entries, e)
 		case tagSearchReference:
-			// SEQUENCE OF URI: keep the first for the log.
-			if _, uri, _, err := tlv(m.op); err == nil {
-				res.Referrals = append(res.Referrals, string(uri))
-			} else {
-				res.Referrals = append(res.Referrals, "")
-			}
+			res.References++
 		case tagIntermediate:
 			// Not used by plain searches; nothing to act on.
 		case tagSearchDone:
