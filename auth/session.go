@@ -21,7 +21,6 @@ const TokenLen = 43
 // sessEntry is a session as cached in front of the store.
 type sessEntry struct {
 	userID  uint64
-	created time.Time
 	expires int64 // unix nanoseconds
 	// lastSeen is the LastSeen last written to the store (unix ns).
 	lastSeen atomic.Int64
@@ -55,7 +54,7 @@ func (s *Service) createSession(ctx context.Context, userID uint64, st *settings
 	}); err != nil {
 		return "", time.Time{}, fmt.Errorf("create session: %w", err)
 	}
-	e := &sessEntry{userID: userID, created: now, expires: exp.UnixNano()}
+	e := &sessEntry{userID: userID, expires: exp.UnixNano()}
 	e.lastSeen.Store(now.UnixNano())
 	s.sessions.Add(h, e)
 	return tok, exp, nil
@@ -121,7 +120,7 @@ func (s *Service) loadSession(ctx context.Context, h [32]byte) (*sessEntry, erro
 	if err != nil {
 		return nil, fmt.Errorf("session: %w", err)
 	}
-	e := &sessEntry{userID: sess.UserID, created: sess.CreatedAt, expires: sess.ExpiresAt.UnixNano()}
+	e := &sessEntry{userID: sess.UserID, expires: sess.ExpiresAt.UnixNano()}
 	e.lastSeen.Store(sess.LastSeen.UnixNano())
 	s.sessions.Add(h, e)
 	return e, nil
