@@ -42,7 +42,6 @@ const (
 	KindBindRefused  = "service_bind_refused"
 	KindCanceled     = "canceled"
 	KindClosed       = "closed"
-	KindCallback     = "callback"
 	KindInvalidCreds = "invalid_credentials"
 )
 
