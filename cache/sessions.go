@@ -110,7 +110,7 @@ func (s *Store) DeleteUserSessions(ctx context.Context, userID uint64) (int, err
 	var n int
 	err := s.Update(ctx, func(tx *Tx) error {
 		var err error
-		n, err = tx.deleteUserSessions(userID)
+		n, err = tx.DeleteUserSessions(userID)
 		return err
 	})
 	if err != nil {
@@ -122,10 +122,6 @@ func (s *Store) DeleteUserSessions(ctx context.Context, userID uint64) (int, err
 // DeleteUserSessions ends every session of a user inside the transaction,
 // so a block and the end of the user's sessions commit together.
 func (tx *Tx) DeleteUserSessions(userID uint64) (int, error) {
-	return tx.deleteUserSessions(userID)
-}
-
-func (tx *Tx) deleteUserSessions(userID uint64) (int, error) {
 	prefix := key(pUserSession, userID)
 	keys := tx.keys(prefix)
 	for _, k := range keys {

@@ -359,7 +359,7 @@ func (tx *Tx) DeleteUser(id uint64) error {
 			return fmt.Errorf("delete user %d: %w", id, err)
 		}
 	}
-	if _, err := tx.deleteUserSessions(id); err != nil {
+	if _, err := tx.DeleteUserSessions(id); err != nil {
 		return fmt.Errorf("delete user %d: %w", id, err)
 	}
 	tx.ids = append(tx.ids, id)
