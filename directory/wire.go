@@ -362,12 +362,7 @@ func (e *entry) raw(name string) [][]byte {
 }
 
 // first is the first value of name, as a string ("" if none).
-func (e *entry) first(name string) string {
-	if v := e.raw(name); len(v) > 0 {
-		return string(v[0])
-	}
-	return ""
-}
+func (e *entry) first(name string) string { return string(e.firstRaw(name)) }
 
 func (e *entry) firstRaw(name string) []byte {
 	if v := e.raw(name); len(v) > 0 {
