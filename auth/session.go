@@ -172,11 +172,6 @@ func (s *Service) Logout(ctx context.Context, tok string) error {
 	return nil
 }
 
-// LogoutAll ends every session of the user.
-func (s *Service) LogoutAll(ctx context.Context, userID uint64) error {
-	return s.EndUserSessions(ctx, userID)
-}
-
 // EndUserSessions ends every session of a user, in the store and in the
 // cache, and forgets their cached Basic-auth successes. The admin API
 // calls it after a block or delete.
