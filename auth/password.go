@@ -121,13 +121,10 @@ func decodeB64(s string) ([]byte, error) {
 
 // dummyHash is verified against when the user does not exist, so an
 // unknown name costs as much time as a wrong password (no timing oracle
-// for which local users exist).
-var dummyHash = func() string {
-	h, err := HashPassword("ldapgate-dummy-password")
-	if err != nil {
-		panic(err)
-	}
-	return h
-}()
+// for which local users exist). A constant (HashPassword of a dummy
+// password) rather than hashed at init: that cost every process importing
+// auth an argon2id run and 19 MiB at start. Its parameters must stay those
+// of HashPassword (TestDummyHashParams).
+const dummyHash = "$argon2id$v=19$m=19456,t=2,p=1$PJcUxhDa/8exwxEfOirs9Q$kuwonI8BX9rvCOC9v/SiPOGAVDSHlO5vRmqijR/NkLE"
 
 func burnDummy(pw string) { _, _ = VerifyPassword(dummyHash, pw) }
