@@ -83,8 +83,10 @@ func encodeSID(sid string) ([]byte, error) {
 	return b, nil
 }
 
-// sidRID is the last sub-authority of a SID string (513 for Domain Users).
-func sidRID(sid string) (uint32, bool) {
+// SIDRID is the relative id, the last sub-authority of a SID string as
+// Group.SID holds it (513 for Domain Users): how AD's primaryGroupID names
+// a group.
+func SIDRID(sid string) (uint32, bool) {
 	i := strings.LastIndexByte(sid, '-')
 	if i < 0 {
 		return 0, false

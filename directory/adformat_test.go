@@ -82,9 +82,9 @@ func TestSIDRID(t *testing.T) {
 		{"nonsense", 0, false},
 		{"S-1-5-x", 0, false},
 	} {
-		got, ok := sidRID(tc.sid)
+		got, ok := SIDRID(tc.sid)
 		if got != tc.want || ok != tc.ok {
-			t.Errorf("sidRID(%q) = %d, %v; want %d, %v", tc.sid, got, ok, tc.want, tc.ok)
+			t.Errorf("SIDRID(%q) = %d, %v; want %d, %v", tc.sid, got, ok, tc.want, tc.ok)
 		}
 	}
 }

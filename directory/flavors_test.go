@@ -108,7 +108,7 @@ func TestFlavors(t *testing.T) {
 			}
 			var domainUsers *Group
 			for _, g := range groups {
-				if rid, ok := sidRID(g.SID); ok && rid == ridDomainUsers {
+				if rid, ok := SIDRID(g.SID); ok && rid == ridDomainUsers {
 					domainUsers = &g
 				}
 			}
@@ -119,7 +119,7 @@ func TestFlavors(t *testing.T) {
 				!slices.ContainsFunc(groups[NormalizeDN(builtin)].Members, func(dn string) bool { return EqualDN(dn, domainUsers.DN) }) {
 				t.Errorf("Domain Users is not linked to %s in what was read", builtin)
 			}
-			if rid, ok := sidRID(staff.SID); !ok || rid != users[strings.ToLower(f.Users["primary"])].PrimaryGroupID {
+			if rid, ok := SIDRID(staff.SID); !ok || rid != users[strings.ToLower(f.Users["primary"])].PrimaryGroupID {
 				t.Errorf("staff SID %q does not match primary's primaryGroupID %d", staff.SID, users[strings.ToLower(f.Users["primary"])].PrimaryGroupID)
 			}
 		}

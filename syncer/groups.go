@@ -3,7 +3,6 @@ package syncer
 import (
 	"encoding/binary"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/ldapgate/ldapgate/account"
@@ -193,7 +192,7 @@ func newMembership(dir config.Directory, roles []string, snap Snapshot) *members
 		if b.zero() {
 			continue
 		}
-		if rid, ok := sidRID(g.SID); ok {
+		if rid, ok := directory.SIDRID(g.SID); ok {
 			addBitsTo(m.words, m.byRID, rid, b)
 		}
 		if m.onlyMOf {
@@ -277,15 +276,4 @@ func (m *membership) roleAndGroups(b bits) (string, []string) {
 	slices.Sort(groups)
 	m.interned[k] = interned{role, groups}
 	return role, groups
-}
-
-// sidRID returns the relative id, the last sub-authority of an
-// S-1-5-21-...-RID SID string.
-func sidRID(sid string) (uint32, bool) {
-	i := strings.LastIndexByte(sid, '-')
-	if sid == "" || i < 0 {
-		return 0, false
-	}
-	v, err := strconv.ParseUint(sid[i+1:], 10, 32)
-	return uint32(v), err == nil
 }
