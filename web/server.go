@@ -248,20 +248,26 @@ func (s *Server) isPublic(ctx *fasthttp.RequestCtx, path []byte, st *settings) b
 // text/html) are sent to the login page, API clients get 401 JSON.
 func (s *Server) authenticate(ctx *fasthttp.RequestCtx, st *settings) (account.User, bool) {
 	u, err := s.caller(ctx, st)
-	if err == nil {
+	switch {
+	case err == nil:
 		return u, true
-	}
-	if !errors.Is(err, auth.ErrNoSession) {
-		loginError(ctx, err)
-		return account.User{}, false
-	}
-	if wantsHTML(ctx) && (ctx.IsGet() || ctx.IsHead()) {
+	case errors.Is(err, auth.ErrNoSession) && wantsHTML(ctx) && (ctx.IsGet() || ctx.IsHead()):
 		redirect(ctx, pathLogin+"?rd="+queryEscape(ctx.Request.Header.RequestURI()), fasthttp.StatusFound)
 		noStore(ctx)
-		return account.User{}, false
+	default:
+		refuse(ctx, err)
 	}
-	respond.Error(ctx, fasthttp.StatusUnauthorized, "unauthorized", "authentication required", nil)
 	return account.User{}, false
+}
+
+// refuse answers a caller error: 401 JSON when there are no (valid)
+// credentials, else loginError's answer for the Basic failure.
+func refuse(ctx *fasthttp.RequestCtx, err error) {
+	if errors.Is(err, auth.ErrNoSession) {
+		respond.Error(ctx, fasthttp.StatusUnauthorized, "unauthorized", "authentication required", nil)
+	} else {
+		loginError(ctx, err)
+	}
 }
 
 var basicPrefix = []byte("basic ")
@@ -346,19 +352,14 @@ func (s *Server) admin(ctx *fasthttp.RequestCtx, st *settings) {
 }
 
 // requireCaller is caller for the endpoints that answer rather than
-// redirect: without a valid caller it writes the 401 (no credentials) or
-// loginError's answer and reports false.
+// redirect: without a valid caller it refuses and reports false.
 func (s *Server) requireCaller(ctx *fasthttp.RequestCtx, st *settings) (account.User, bool) {
 	u, err := s.caller(ctx, st)
-	switch {
-	case err == nil:
-		return u, true
-	case errors.Is(err, auth.ErrNoSession):
-		respond.Error(ctx, fasthttp.StatusUnauthorized, "unauthorized", "authentication required", nil)
-	default:
-		loginError(ctx, err)
+	if err != nil {
+		refuse(ctx, err)
+		return account.User{}, false
 	}
-	return account.User{}, false
+	return u, true
 }
 
 func (s *Server) whoami(ctx *fasthttp.RequestCtx, st *settings) {
