@@ -1,6 +1,7 @@
 package directory
 
 import (
+	"github.com/ldapgate/ldapgate/account"
 	"strings"
 
 	"github.com/go-ldap/ldap/v3"
@@ -14,10 +15,10 @@ import (
 // naming (sync rule 1 skips them), or no login attribute or domain.
 func CanonicalName(cfg config.Directory, u User) (string, bool) {
 	if cfg.Naming == config.NamingEmail {
-		mail := strings.ToLower(strings.TrimSpace(u.Email))
+		mail := account.NormalizeName(u.Email)
 		return mail, mail != ""
 	}
-	name := strings.ToLower(strings.TrimSpace(u.Username))
+	name := account.NormalizeName(u.Username)
 	domain := strings.ToLower(cfg.DomainName())
 	if name == "" || domain == "" {
 		return "", false
