@@ -8,31 +8,6 @@ import (
 	"github.com/ldapgate/ldapgate/internal/ldaptest"
 )
 
-// setEmployeeType sets (value != "") or removes the employeeType of the
-// entry with uid login, as an admin would in the directory.
-func setEmployeeType(t *testing.T, s *ldaptest.Server, login, value string) {
-	t.Helper()
-	c := s.AdminConn(t)
-	res, err := c.Search(ldap.NewSearchRequest(s.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 2, 10, false,
-		"(uid="+ldap.EscapeFilter(login)+")", []string{"employeeType"}, nil))
-	if err != nil || len(res.Entries) != 1 {
-		t.Fatalf("find %s: %v", login, err)
-	}
-	e := res.Entries[0]
-	m := ldap.NewModifyRequest(e.DN, nil)
-	switch {
-	case value != "":
-		m.Replace("employeeType", []string{value})
-	case len(e.GetAttributeValues("employeeType")) > 0:
-		m.Delete("employeeType", nil)
-	default:
-		return
-	}
-	if err := c.Modify(m); err != nil {
-		t.Fatalf("modify %s: %v", e.DN, err)
-	}
-}
-
 // TestSlapdUserFilter: users outside user_filter are read with OutOfScope
 // (SPEC §4 rule 7: the syncer must tell "left the filter" from "deleted"),
 // by ReadUsers over every page and by FindUser, and the flag follows the
@@ -41,8 +16,8 @@ func TestSlapdUserFilter(t *testing.T) {
 	s := ldaptest.StartSlapd(t)
 	f := s.NewFixture(t) // page_size 2: every search below pages
 	bob, star := f.Users["bob"], f.Users["star"]
-	setEmployeeType(t, s, bob, "contractor")
-	setEmployeeType(t, s, star, "Contractor") // the server's matching rule (caseIgnoreMatch) decides
+	s.SetUserAttribute(t, bob, "employeeType", "contractor")
+	s.SetUserAttribute(t, star, "employeeType", "Contractor") // the server's matching rule (caseIgnoreMatch) decides
 
 	cfg := f.Dir
 	cfg.UserFilter = "(!(employeeType=contractor))"
@@ -113,7 +88,7 @@ func TestSlapdUserFilter(t *testing.T) {
 		}
 	})
 	t.Run("back in the filter", func(t *testing.T) {
-		setEmployeeType(t, s, bob, "")
+		s.SetUserAttribute(t, bob, "employeeType", "")
 		check(t, map[string]bool{"star": true})
 	})
 	t.Run("no user_filter: nobody out of scope", func(t *testing.T) {

@@ -189,31 +189,6 @@ func names(s Snapshot) []string {
 	return out
 }
 
-// setEmployeeType sets (value != "") or removes the employeeType of the
-// fixture user with uid login, as a directory admin would.
-func setEmployeeType(t *testing.T, s *ldaptest.Server, login, value string) {
-	t.Helper()
-	c := s.AdminConn(t)
-	res, err := c.Search(ldap.NewSearchRequest(s.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 2, 10, false,
-		"(uid="+ldap.EscapeFilter(login)+")", []string{"employeeType"}, nil))
-	if err != nil || len(res.Entries) != 1 {
-		t.Fatalf("find %s: %v", login, err)
-	}
-	e := res.Entries[0]
-	m := ldap.NewModifyRequest(e.DN, nil)
-	switch {
-	case value != "":
-		m.Replace("employeeType", []string{value})
-	case len(e.GetAttributeValues("employeeType")) > 0:
-		m.Delete("employeeType", nil)
-	default:
-		return
-	}
-	if err := c.Modify(m); err != nil {
-		t.Fatalf("modify %s: %v", e.DN, err)
-	}
-}
-
 // TestSyncUserFilter walks a user out of and back into user_filter on a
 // real slapd (SPEC §4 rule 7): skipped and never created while outside,
 // blocked out_of_scope (not deleted_in_ldap) on leaving, active again on
@@ -232,7 +207,7 @@ func TestSyncUserFilter(t *testing.T) {
 			t.Fatalf("%s is in the store (%+v, %v), want not created", name, u, err)
 		}
 	}
-	setEmployeeType(t, e.srv, bob, "contractor")
+	e.srv.SetUserAttribute(t, bob, "employeeType", "contractor")
 
 	t.Run("first sync skips bob", func(t *testing.T) {
 		run := e.sync(t, Options{})
@@ -259,12 +234,12 @@ func TestSyncUserFilter(t *testing.T) {
 		}
 	})
 	t.Run("in the filter: created", func(t *testing.T) {
-		setEmployeeType(t, e.srv, bob, "")
+		e.srv.SetUserAttribute(t, bob, "employeeType", "")
 		e.sync(t, Options{})
 		e.expect(t, "bob", "user", account.StateActive, "")
 	})
 	t.Run("leaves the filter: blocked out_of_scope", func(t *testing.T) {
-		setEmployeeType(t, e.srv, bob, "contractor")
+		e.srv.SetUserAttribute(t, bob, "employeeType", "contractor")
 		run := e.sync(t, Options{})
 		e.expect(t, "bob", "user", account.StateBlocked, account.ReasonOutOfScope)
 		if run.Counts[string(ActionBlock)] != 1 || writes(run) != 1 {
@@ -288,7 +263,7 @@ func TestSyncUserFilter(t *testing.T) {
 		e.expect(t, "bob", "user", account.StateBlocked, account.ReasonOutOfScope)
 	})
 	t.Run("comes back: active again", func(t *testing.T) {
-		setEmployeeType(t, e.srv, bob, "")
+		e.srv.SetUserAttribute(t, bob, "employeeType", "")
 		run := e.sync(t, Options{})
 		e.expect(t, "bob", "user", account.StateActive, "")
 		if run.Counts[string(ActionUnblock)] != 1 {
@@ -310,7 +285,7 @@ func TestSyncUserFilter(t *testing.T) {
 		e.dir.UserFilter = "(!(employeeType=contractor))"
 		e.setClient(nil)
 		e.fx.AddUser(t, "henry", "admins")
-		setEmployeeType(t, e.srv, e.fx.Users["henry"], "contractor")
+		e.srv.SetUserAttribute(t, e.fx.Users["henry"], "employeeType", "contractor")
 		client := e.dirs.List()[0].Client
 		h, err := client.Authenticate(ctx, e.fx.Users["henry"], ldaptest.Password)
 		if err != nil || !h.OutOfScope {
@@ -320,7 +295,7 @@ func TestSyncUserFilter(t *testing.T) {
 			t.Fatalf("SyncOne henry outside the filter = %v, want ErrSkipped", err)
 		}
 		absent(t, "henry")
-		setEmployeeType(t, e.srv, e.fx.Users["henry"], "")
+		e.srv.SetUserAttribute(t, e.fx.Users["henry"], "employeeType", "")
 		h, err = client.FindUser(ctx, e.fx.Users["henry"])
 		if err != nil || h.OutOfScope {
 			t.Fatalf("FindUser henry = %+v, %v; want in scope", h, err)

@@ -82,3 +82,29 @@ func (s *Server) TLSConfig(t testing.TB) *tls.Config {
 	}
 	return &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
 }
+
+// SetUserAttribute sets (value != "") or removes attribute attr of the
+// entry whose uid is login, as an admin would in the directory: tests move
+// users in and out of a directory's user_filter with it.
+func (s *Server) SetUserAttribute(t testing.TB, login, attr, value string) {
+	t.Helper()
+	c := s.AdminConn(t)
+	res, err := c.Search(ldap.NewSearchRequest(s.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 2, 10, false,
+		"(uid="+ldap.EscapeFilter(login)+")", []string{attr}, nil))
+	if err != nil || len(res.Entries) != 1 {
+		t.Fatalf("find %s: %v", login, err)
+	}
+	e := res.Entries[0]
+	m := ldap.NewModifyRequest(e.DN, nil)
+	switch {
+	case value != "":
+		m.Replace(attr, []string{value})
+	case len(e.GetAttributeValues(attr)) > 0:
+		m.Delete(attr, nil)
+	default:
+		return
+	}
+	if err := c.Modify(m); err != nil {
+		t.Fatalf("modify %s: %v", e.DN, err)
+	}
+}
