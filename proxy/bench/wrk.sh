@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Benchmark (a), issue 4: requests/second through ldapgate against nginx
 # doing a plain proxy_pass, both in front of the same trivial upstream,
-# measured alternately in one run so machine noise hits both alike.
+# measured alternately in one run so machine noise hits all alike.
+#
+# Two nginx baselines, both in the one nginx (2 workers, access log off):
+#   nginx-plain: `proxy_pass http://127.0.0.1:PORT;` and nothing else, the
+#     issue's wording: HTTP/1.0 to the upstream, a new connection per request.
+#   nginx-ka: upstream keepalive 64, proxy_http_version 1.1 and the
+#     X-Forwarded-* headers ldapgate also sets: the stronger baseline.
 #
 # GATE=ldapgate (default): the real binary (`ldapgate serve`), a local user
 # logged in through /auth/v4/public/token, and wrk sending that session
@@ -11,6 +17,7 @@
 #
 #   proxy/bench/wrk.sh            # 3 rounds each, wrk -t2 -c64 -d10s
 #   ROUNDS=5 DURATION=20s proxy/bench/wrk.sh
+#   GATE_GOMAXPROCS=1 proxy/bench/wrk.sh   # GOMAXPROCS of the gate process
 #
 # Needs: go, nginx (Debian nginx-light), wrk. Everything listens on
 # 127.0.0.1 and is killed on exit.
@@ -24,7 +31,9 @@ UP_PORT=${UP_PORT:-18081}
 GATE_PORT=${GATE_PORT:-18080}
 NGINX_PORT=${NGINX_PORT:-18082}
 METRICS_PORT=${METRICS_PORT:-18083}
+NGINX_PLAIN_PORT=${NGINX_PLAIN_PORT:-18084}
 GATE=${GATE:-ldapgate}
+GATE_GOMAXPROCS=${GATE_GOMAXPROCS:-}
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tmp=$(mktemp -d)
@@ -44,6 +53,7 @@ done
 	go build -o "$tmp/ldapgate" .)
 
 "$tmp/upstream" -listen "127.0.0.1:$UP_PORT" & pids+=($!)
+if [ -n "$GATE_GOMAXPROCS" ]; then export GOMAXPROCS=$GATE_GOMAXPROCS; fi
 if [ "$GATE" = ldapgate ]; then
 	hash=$(echo bench-password | "$tmp/ldapgate" hash-password)
 	cat >"$tmp/ldapgate.yaml" <<EOF
@@ -61,6 +71,7 @@ else
 	"$tmp/gate" -listen "127.0.0.1:$GATE_PORT" -upstream "http://127.0.0.1:$UP_PORT" 2>"$tmp/gate.log" & pids+=($!)
 fi
 gate_pid=$!
+unset GOMAXPROCS
 
 mkdir -p "$tmp/nginx"
 cat >"$tmp/nginx/nginx.conf" <<EOF
@@ -91,6 +102,12 @@ http {
 			proxy_set_header X-Forwarded-Host \$host;
 		}
 	}
+	server {
+		listen 127.0.0.1:$NGINX_PLAIN_PORT;
+		location / {
+			proxy_pass http://127.0.0.1:$UP_PORT;
+		}
+	}
 }
 EOF
 nginx -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" & pids+=($!)
@@ -107,6 +124,7 @@ wait_port() {
 wait_port "$UP_PORT"
 wait_port "$GATE_PORT"
 wait_port "$NGINX_PORT"
+wait_port "$NGINX_PLAIN_PORT"
 
 # The same request to both: a browser-like cookie (the session cookie
 # among others) so ldapgate's cookie rewrite runs, as it would in use.
@@ -136,6 +154,11 @@ run() { # port pids... -> "requests/second CPU-microseconds/request" of pids
 	out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -H "$hdr" "http://127.0.0.1:$port/app/page?x=1")
 	t1=$(ticks "$@")
 	n=$(awk '/ requests in / {print $1}' <<<"$out")
+	# A baseline that fails requests (e.g. out of ephemeral ports) would
+	# look fast: say so.
+	if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
+		echo "wrk.sh: errors on port $port: $(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr -s ' ' | tr '\n' ';')" >&2
+	fi
 	echo "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out") $(echo "($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / $n" | bc -l)"
 }
 
@@ -144,19 +167,25 @@ nginx_workers=$(pgrep -P "$nginx_pid" | tr '\n' ' ')
 # A short warm-up of each, unmeasured.
 DURATION=2s run "$GATE_PORT" "$gate_pid" >/dev/null
 # shellcheck disable=SC2086 # one pid per word
+DURATION=2s run "$NGINX_PLAIN_PORT" $nginx_workers >/dev/null
+# shellcheck disable=SC2086
 DURATION=2s run "$NGINX_PORT" $nginx_workers >/dev/null
 
-echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS rounds alternating, upstream answers \"ok\", gate: $GATE"
-gsum=0
-nsum=0
+echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS rounds alternating, upstream answers \"ok\", gate: $GATE${GATE_GOMAXPROCS:+ GOMAXPROCS=$GATE_GOMAXPROCS}"
+echo "nginx-plain: bare proxy_pass (HTTP/1.0 upstream, no keepalive); nginx-ka: upstream keepalive 64 + HTTP/1.1"
+div() { echo "$1 / $2" | bc -l; }
+gsum=0 psum=0 ksum=0 gcsum=0 pcsum=0 kcsum=0
 for i in $(seq "$ROUNDS"); do
 	read -r g gcpu < <(run "$GATE_PORT" "$gate_pid")
 	# shellcheck disable=SC2086
-	read -r n ncpu < <(run "$NGINX_PORT" $nginx_workers)
-	printf 'round %d: ldapgate %8.0f req/s (%5.1f us CPU/req)   nginx %8.0f req/s (%5.1f us CPU/req)   ratio %.2f\n' \
-		"$i" "$g" "$gcpu" "$n" "$ncpu" "$(echo "$g / $n" | bc -l)"
-	gsum=$(echo "$gsum + $g" | bc -l)
-	nsum=$(echo "$nsum + $n" | bc -l)
+	read -r p pcpu < <(run "$NGINX_PLAIN_PORT" $nginx_workers)
+	# shellcheck disable=SC2086
+	read -r k kcpu < <(run "$NGINX_PORT" $nginx_workers)
+	printf 'round %d: ldapgate %6.0f req/s %5.1f us/req | nginx-plain %6.0f req/s %5.1f us/req | nginx-ka %6.0f req/s %5.1f us/req | ratio vs plain %.2f, vs ka %.2f\n' \
+		"$i" "$g" "$gcpu" "$p" "$pcpu" "$k" "$kcpu" "$(div "$g" "$p")" "$(div "$g" "$k")"
+	gsum=$(echo "$gsum + $g" | bc -l) psum=$(echo "$psum + $p" | bc -l) ksum=$(echo "$ksum + $k" | bc -l)
+	gcsum=$(echo "$gcsum + $gcpu" | bc -l) pcsum=$(echo "$pcsum + $pcpu" | bc -l) kcsum=$(echo "$kcsum + $kcpu" | bc -l)
 done
-printf 'mean:    ldapgate %10.0f req/s   nginx %10.0f req/s   ratio ldapgate/nginx %.2f\n' \
-	"$(echo "$gsum / $ROUNDS" | bc -l)" "$(echo "$nsum / $ROUNDS" | bc -l)" "$(echo "$gsum / $nsum" | bc -l)"
+printf 'mean:    ldapgate %6.0f req/s %5.1f us/req | nginx-plain %6.0f req/s %5.1f us/req | nginx-ka %6.0f req/s %5.1f us/req | ratio vs plain %.2f, vs ka %.2f\n' \
+	"$(div "$gsum" "$ROUNDS")" "$(div "$gcsum" "$ROUNDS")" "$(div "$psum" "$ROUNDS")" "$(div "$pcsum" "$ROUNDS")" \
+	"$(div "$ksum" "$ROUNDS")" "$(div "$kcsum" "$ROUNDS")" "$(div "$gsum" "$psum")" "$(div "$gsum" "$ksum")"
