@@ -18,6 +18,7 @@
 #   proxy/bench/wrk.sh            # 3 rounds each, wrk -t2 -c64 -d10s
 #   ROUNDS=5 DURATION=20s proxy/bench/wrk.sh
 #   GATE_GOMAXPROCS=1 proxy/bench/wrk.sh   # GOMAXPROCS of the gate process
+#   PERF=1 proxy/bench/wrk.sh               # also syscalls per request (perf stat)
 #
 # Needs: go, nginx (Debian nginx-light), wrk. Everything listens on
 # 127.0.0.1 and is killed on exit.
@@ -34,6 +35,7 @@ METRICS_PORT=${METRICS_PORT:-18083}
 NGINX_PLAIN_PORT=${NGINX_PLAIN_PORT:-18084}
 GATE=${GATE:-ldapgate}
 GATE_GOMAXPROCS=${GATE_GOMAXPROCS:-}
+PERF=${PERF:-}
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tmp=$(mktemp -d)
@@ -45,7 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for cmd in go nginx wrk; do
+for cmd in go nginx wrk ${PERF:+perf}; do
 	command -v "$cmd" >/dev/null || { echo "wrk.sh: $cmd not found" >&2; exit 1; }
 done
 
@@ -147,13 +149,41 @@ ticks() {
 	echo "$t"
 }
 
+# Syscall tracepoints counted by PERF=1: Go reads with read(2), nginx with
+# recvfrom(2); reads that found nothing (EAGAIN) are counted apart.
+perf_events=(
+	-e syscalls:sys_enter_read -e syscalls:sys_enter_recvfrom
+	-e syscalls:sys_exit_read --filter 'ret == -11' -e syscalls:sys_exit_recvfrom --filter 'ret == -11'
+	-e syscalls:sys_enter_write -e syscalls:sys_enter_writev
+	-e syscalls:sys_enter_epoll_wait -e syscalls:sys_enter_epoll_pwait -e syscalls:sys_enter_futex
+	-e syscalls:sys_enter_nanosleep
+)
+
 run() { # port pids... -> "requests/second CPU-microseconds/request" of pids
-	local port=$1 out t0 t1 n
+	local port=$1 out t0 t1 n perf_pid=
 	shift
+	if [ -n "$PERF" ]; then
+		perf stat -x, -o "$tmp/perf.$port" "${perf_events[@]}" -p "$(echo "$@" | tr ' ' ,)" &
+		perf_pid=$!
+		sleep 0.2
+	fi
 	t0=$(ticks "$@")
 	out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -H "$hdr" "http://127.0.0.1:$port/app/page?x=1")
 	t1=$(ticks "$@")
 	n=$(awk '/ requests in / {print $1}' <<<"$out")
+	if [ -n "$perf_pid" ]; then
+		kill -INT "$perf_pid"
+		wait "$perf_pid" || true
+		# read(+recvfrom), of them EAGAIN, write(+writev), epoll waits, futex, nanosleep; per request
+		awk -F, -v n="$n" '/syscalls:/ {
+				e = $3; sub(/.*:sys_(enter|exit)_/, "", e)
+				if ($3 ~ /exit/) k = "eagain"; else if (e ~ /^(read|recvfrom)$/) k = "read"
+				else if (e ~ /^write/) k = "write"; else if (e ~ /^epoll/) k = "epoll"; else k = e
+				c[k] += $1
+			}
+			END { printf "read %.2f (EAGAIN %.2f) write %.2f epoll %.2f futex %.2f nanosleep %.2f", c["read"]/n, c["eagain"]/n, c["write"]/n, c["epoll"]/n, c["futex"]/n, c["nanosleep"]/n }' \
+			"$tmp/perf.$port" >"$tmp/perf.$port.sum"
+	fi
 	# A baseline that fails requests (e.g. out of ephemeral ports) would
 	# look fast: say so.
 	if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
@@ -183,6 +213,10 @@ for i in $(seq "$ROUNDS"); do
 	read -r k kcpu < <(run "$NGINX_PORT" $nginx_workers)
 	printf 'round %d: ldapgate %6.0f req/s %5.1f us/req | nginx-plain %6.0f req/s %5.1f us/req | nginx-ka %6.0f req/s %5.1f us/req | ratio vs plain %.2f, vs ka %.2f\n' \
 		"$i" "$g" "$gcpu" "$p" "$pcpu" "$k" "$kcpu" "$(div "$g" "$p")" "$(div "$g" "$k")"
+	if [ -n "$PERF" ]; then
+		printf '   syscalls/req: ldapgate %s | nginx-plain %s | nginx-ka %s\n' \
+			"$(cat "$tmp/perf.$GATE_PORT.sum")" "$(cat "$tmp/perf.$NGINX_PLAIN_PORT.sum")" "$(cat "$tmp/perf.$NGINX_PORT.sum")"
+	fi
 	gsum=$(echo "$gsum + $g" | bc -l) psum=$(echo "$psum + $p" | bc -l) ksum=$(echo "$ksum + $k" | bc -l)
 	gcsum=$(echo "$gcsum + $gcpu" | bc -l) pcsum=$(echo "$pcsum + $pcpu" | bc -l) kcsum=$(echo "$kcsum + $kcpu" | bc -l)
 done
