@@ -32,41 +32,65 @@ func (l *LDAP) search(ctx context.Context, c *conn, op string, req *ldap.SearchR
 				"directory", l.s.name, "op", op, "base", req.BaseDN, "count", refs)
 		}
 	}()
+	if pageSize > 0 {
+		req.Controls = append(base, &ldap.ControlPaging{PagingSize: uint32(pageSize)})
+	}
+	if err := c.sendSearch(req); err != nil {
+		return classify(ctx, op, c.url, err)
+	}
 	for {
-		if pageSize > 0 {
-			req.Controls = append(base, &ldap.ControlPaging{PagingSize: uint32(pageSize), Cookie: cookie})
-		}
-		res, err := c.Search(req)
+		res, err := c.searchResult()
 		if err != nil {
 			return classify(ctx, op, c.url, err)
 		}
 		refs += res.References
+		more := false
+		if pageSize > 0 {
+			pc, ok := ldap.FindControl(res.Controls, ldap.ControlTypePaging).(*ldap.ControlPaging)
+			if !ok {
+				return &ReadError{Op: op, URL: c.url, Kind: KindMissingPage, Class: ErrIncompleteRead, Err: errMissingPage}
+			}
+			if len(pc.Cookie) > 0 {
+				// A server handing back the cookie it was given, with
+				// nothing in the page, would loop forever.
+				if len(res.Entries) == 0 && bytes.Equal(pc.Cookie, cookie) {
+					return &ReadError{Op: op, URL: c.url, Kind: KindStalledPage, Class: ErrIncompleteRead, Err: errStalled}
+				}
+				cookie = pc.Cookie
+				// Ask for the next page before handing this one over: the
+				// server builds it while the caller works through this one
+				// (a 100k-user read spent a tenth of its time on neither
+				// side working).
+				req.Controls = append(base, &ldap.ControlPaging{PagingSize: uint32(pageSize), Cookie: cookie})
+				if err := c.sendSearch(req); err != nil {
+					return classify(ctx, op, c.url, err)
+				}
+				more = true
+			}
+		}
 		for i, e := range res.Entries {
 			if err := fn(e); err != nil {
+				last := res.Controls
+				if more {
+					// The next page is on its way: take it off the
+					// connection, and abandon the search from its cookie.
+					next, nerr := c.searchResult()
+					if nerr != nil {
+						return err
+					}
+					last = next.Controls
+				}
 				var cb *callbackError
-				if pageSize > 0 && errors.As(err, &cb) {
-					l.abandonPaging(c, req, base, res.Controls)
+				if errors.As(err, &cb) {
+					l.abandonPaging(c, req, base, last)
 				}
 				return err
 			}
 			res.Entries[i] = nil // let the page go as it is consumed
 		}
-		if pageSize <= 0 {
+		if !more {
 			return nil
 		}
-		pc, ok := ldap.FindControl(res.Controls, ldap.ControlTypePaging).(*ldap.ControlPaging)
-		if !ok {
-			return &ReadError{Op: op, URL: c.url, Kind: KindMissingPage, Class: ErrIncompleteRead, Err: errMissingPage}
-		}
-		if len(pc.Cookie) == 0 {
-			return nil
-		}
-		// A server handing back the cookie it was given, with nothing in
-		// the page, would loop forever.
-		if len(res.Entries) == 0 && bytes.Equal(pc.Cookie, cookie) {
-			return &ReadError{Op: op, URL: c.url, Kind: KindStalledPage, Class: ErrIncompleteRead, Err: errStalled}
-		}
-		cookie = pc.Cookie
 	}
 }
 

@@ -433,9 +433,19 @@ type searchResult struct {
 // Search runs one search request to its SearchResultDone. Like go-ldap, on
 // a non-success result it returns the entries received with the error.
 func (c *conn) Search(req *ldap.SearchRequest) (*searchResult, error) {
+	if err := c.sendSearch(req); err != nil {
+		return nil, err
+	}
+	return c.searchResult()
+}
+
+// sendSearch sends a search request; searchResult reads its answer. Split
+// so that a paged read can ask for the next page before it hands the
+// current one to its caller.
+func (c *conn) sendSearch(req *ldap.SearchRequest) error {
 	filter, err := ldap.CompileFilter(req.Filter)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationSearchRequest, nil, "Search Request")
 	op.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, req.BaseDN, "Base DN"))
@@ -450,9 +460,11 @@ func (c *conn) Search(req *ldap.SearchRequest) (*searchResult, error) {
 		attrs.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, a, "Attribute"))
 	}
 	op.AppendChild(attrs)
-	if err := c.send(op, req.Controls); err != nil {
-		return nil, err
-	}
+	return c.send(op, req.Controls)
+}
+
+// searchResult reads the answer to the search sendSearch sent last.
+func (c *conn) searchResult() (*searchResult, error) {
 	res := &searchResult{}
 	for {
 		m, err := c.read()

@@ -172,7 +172,7 @@ func applyOne(tx *cache.Tx, runID, dirID uint64, c *Change, now time.Time) (Acti
 	)
 	switch c.Action {
 	case ActionCreate:
-		u = c.After
+		u = *c.After
 		u.ID = 0
 		// The record itself says the rest; the audit keeps what an
 		// operator looks for.
@@ -202,7 +202,7 @@ func applyOne(tx *cache.Tx, runID, dirID uint64, c *Change, now time.Time) (Acti
 			return "", nil // rule 10
 		}
 		u = fresh
-		copyDirectoryFields(&u, &c.After)
+		copyDirectoryFields(&u, c.After)
 		u.PasswordHash = ""
 		// Rule 10 again, now against the current record: an admin block
 		// made during the read is kept.

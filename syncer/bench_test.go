@@ -265,7 +265,7 @@ func BenchmarkApply100k(b *testing.B) {
 		changes := make([]Change, n)
 		for i := range changes {
 			name := fmt.Sprintf("user%06d", i)
-			changes[i] = Change{Action: ActionCreate, Username: name, After: account.User{
+			changes[i] = Change{Action: ActionCreate, Username: name, After: &account.User{
 				Username: name, Email: name + "@example.com", DisplayName: "User " + name, Role: "user",
 				Groups: []string{fmt.Sprintf("group%03d", i%100)}, State: account.StateActive,
 				Source: account.SourceLDAP, DirectoryID: 1, LDAPDN: "uid=" + name + ",ou=people,dc=example,dc=com",

@@ -50,7 +50,7 @@ type membership struct {
 	words   int
 	builtin int // index of the AD Users target, -1 if not AD
 
-	byDN    map[string]bits // normalized user DN → targets (from group member values)
+	byDN    map[string]bits // normalized member DN that is no group read (a user, or an unread group) → targets
 	byUID   map[string]bits // lower-cased login name → targets (posix memberUid)
 	nodeOf  map[string]int  // normalized group DN → node
 	node    []bits          // node → targets reached (itself included)
@@ -66,12 +66,14 @@ type interned struct {
 	groups []string
 }
 
-// newMembership builds the group graph of the snapshot. Groups are nodes;
+// newMembership builds the group graph from the groups read. Users are
+// placed in it one at a time (of), so they can be planned as they are read.
+// Groups are nodes;
 // an edge child→parent comes from a parent's member/uniqueMember value that
 // names another group, or from a group's own memberOf. Each target then
 // marks every node that reaches it (a reverse breadth-first walk with a
 // visited set, so cycles end).
-func newMembership(dir config.Directory, roles []string, snap Snapshot) *membership {
+func newMembership(dir config.Directory, roles []string, groups []directory.Group) *membership {
 	m := &membership{
 		builtin:  -1,
 		byDN:     map[string]bits{},
@@ -125,8 +127,8 @@ func newMembership(dir config.Directory, roles []string, snap Snapshot) *members
 		m.node = append(m.node, nil)
 		return len(m.node) - 1
 	}
-	groupNode := make([]int, len(snap.Groups))
-	for i, g := range snap.Groups {
+	groupNode := make([]int, len(groups))
+	for i, g := range groups {
 		n := normalizeDN(g.DN)
 		groupNode[i] = addNode(n)
 		if t, ok := targetOf[n]; ok && g.Name != "" {
@@ -136,20 +138,15 @@ func newMembership(dir config.Directory, roles []string, snap Snapshot) *members
 	for n := range targetOf {
 		addNode(n)
 	}
-	for _, g := range snap.Groups {
+	for _, g := range groups {
 		for _, p := range g.MemberOf {
-			addNode(normalizeDN(p))
-		}
-	}
-	for _, u := range snap.Users {
-		for _, p := range u.MemberOf {
 			addNode(normalizeDN(p))
 		}
 	}
 
 	// children[parent] = nodes that are direct members of parent.
 	children := make([][]int, len(m.node))
-	for i, g := range snap.Groups {
+	for i, g := range groups {
 		gi := groupNode[i]
 		for _, mem := range g.Members {
 			if c, ok := m.nodeOf[normalizeDN(mem)]; ok && c != gi {
@@ -187,7 +184,7 @@ func newMembership(dir config.Directory, roles []string, snap Snapshot) *members
 
 	// User edges. With memberOf naming only the users' own memberOf counts
 	// (and the primary group, which AD never lists in memberOf).
-	for i, g := range snap.Groups {
+	for i, g := range groups {
 		b := m.node[groupNode[i]]
 		if b.zero() {
 			continue
@@ -195,14 +192,17 @@ func newMembership(dir config.Directory, roles []string, snap Snapshot) *members
 		if rid, ok := directory.SIDRID(g.SID); ok {
 			addBitsTo(m.words, m.byRID, rid, b)
 		}
-		if m.onlyMOf {
-			continue
-		}
+		// Kept with memberOf naming too: a user's memberOf may name a
+		// group whose entry was not read (outside groups_dn) but which is
+		// a member of one that was; it reaches what that one reaches.
 		for _, mem := range g.Members {
 			n := normalizeDN(mem)
 			if _, isGroup := m.nodeOf[n]; !isGroup {
 				addBitsTo(m.words, m.byDN, n, b)
 			}
+		}
+		if m.onlyMOf {
+			continue
 		}
 		for _, uid := range g.MemberUIDs {
 			addBitsTo(m.words, m.byUID, account.NormalizeName(uid), b)
@@ -232,8 +232,11 @@ func (m *membership) of(u *directory.User) bits {
 		}
 	}
 	for _, p := range u.MemberOf {
-		if n, ok := m.nodeOf[normalizeDN(p)]; ok {
-			b.or(m.node[n])
+		n := normalizeDN(p)
+		if i, ok := m.nodeOf[n]; ok {
+			b.or(m.node[i])
+		} else if x, ok := m.byDN[n]; ok {
+			b.or(x)
 		}
 	}
 	// Rule 2: the primary group counts as a direct membership.

@@ -14,6 +14,17 @@ import (
 // different people and tools; "CN=Admins, OU=Groups" must match
 // "cn=admins,ou=groups".
 func normalizeDN(dn string) string {
+	if isNormalDN(dn) {
+		// Most servers return DNs exactly as stored, and OpenLDAP's are
+		// usually lower case already: no copy (a sync normalises every
+		// member value of every group and every user DN).
+		return dn
+	}
+	return copyNormalDN(dn)
+}
+
+// copyNormalDN is normalizeDN without the no-copy shortcut.
+func copyNormalDN(dn string) string {
 	if !strings.ContainsAny(dn, `\"+#;<>`) {
 		// Fast path for the plain DNs that make up nearly every directory:
 		// no escapes, so splitting on ',' and the first '=' is exact.
@@ -34,6 +45,27 @@ func normalizeDN(dn string) string {
 		return b.String()
 	}
 	return slowNormalizeDN(dn)
+}
+
+// isNormalDN reports whether normalizeDN would return dn unchanged: plain
+// lower-case ASCII, no spaces or escapes, and an '=' in every RDN.
+func isNormalDN(dn string) bool {
+	seenEq := false
+	for i := 0; i < len(dn); i++ {
+		switch c := dn[i]; {
+		case c >= 'A' && c <= 'Z', c >= 0x80, c == ' ', c == '\t', c == '\n', c == '\r', c == '\v', c == '\f',
+			c == '\\', c == '"', c == '+', c == '#', c == ';', c == '<', c == '>':
+			return false
+		case c == '=':
+			seenEq = true
+		case c == ',':
+			if !seenEq {
+				return false
+			}
+			seenEq = false
+		}
+	}
+	return seenEq
 }
 
 func slowNormalizeDN(dn string) string {

@@ -130,14 +130,19 @@ type Change struct {
 	// entries with no store user).
 	Before *account.User
 	// After is the desired record. For skips it carries what is known of
-	// the entry (name, email, DN, uuid, role) for the preview.
-	After account.User
+	// the entry (name, email, DN, uuid, role) for the preview. A pointer so
+	// that a change is a few words: a first sync of 100k users appends
+	// 100k of them, and a by-value record made every growth of the list
+	// copy tens of MiB.
+	After *account.User
 	// Fields lists the changed fields, name → [old, new], for the audit log
 	// (nil for creates: the whole record is new; apply records it).
 	Fields map[string][2]string
 }
 
 // PlanInput is everything the planner looks at. It does no I/O.
+// Syncer.plan gives Dir, Roles and the snapshot to a planner as the
+// directory is read, and the rest to its finish.
 type PlanInput struct {
 	// Dir is the directory's settings with defaults applied and ID set;
 	// Naming already reflects a migration override.
@@ -254,16 +259,120 @@ type entryResult struct {
 	dupUUID bool // a second entry with an immutable id already seen
 }
 
+// entry is one directory user with its first pass.
+type entry struct {
+	u directory.User
+	r entryResult
+}
+
+// maxChunk bounds the planner's entry chunks: entries are appended to
+// chunks that never move, so a 100k-entry read is never copied to grow.
+const maxChunk = 4096
+
+// planner is BuildPlan in two steps, so that the first pass over each entry
+// (its name, the scope rules, its role) can run while the directory is
+// still being read: Syncer.plan adds entries as pages arrive, BuildPlan
+// adds a Snapshot's. Both end in finish, so the sync, the dry run and the
+// preview are the one plan.
+type planner struct {
+	dir        config.Directory
+	mem        *membership
+	chunks     [][]entry
+	n          int
+	dirUsers   int            // entries not OutOfScope
+	nameCount  map[string]int // names wanted by admitted entries
+	inSnapshot map[string]bool
+}
+
+// newPlanner starts a plan of dir from its groups (all of them: the group
+// graph must be whole before any user is placed in it).
+func newPlanner(dir config.Directory, roles []string, groups []directory.Group) *planner {
+	return &planner{
+		dir:        dir,
+		mem:        newMembership(dir, roles, groups),
+		nameCount:  map[string]int{},
+		inSnapshot: map[string]bool{},
+	}
+}
+
+// add runs the first pass over one entry: names, the scope rules (1, 2, 5,
+// user_filter) and the role. Entries must come in read order (the first
+// of two entries with one uuid wins).
+func (p *planner) add(u directory.User) {
+	last := len(p.chunks) - 1
+	if last < 0 || len(p.chunks[last]) == cap(p.chunks[last]) {
+		size := 64
+		if last >= 0 {
+			size = min(2*cap(p.chunks[last]), maxChunk)
+		}
+		p.chunks = append(p.chunks, make([]entry, 0, size))
+		last++
+	}
+	p.chunks[last] = append(p.chunks[last], entry{u: u})
+	e := &p.chunks[last][len(p.chunks[last])-1]
+	p.n++
+	p.pass1(&e.u, &e.r)
+	// memberOf was read for this pass only; on AD and FreeIPA it is much
+	// of what a big directory's entries hold.
+	e.u.MemberOf = nil
+}
+
+func (p *planner) pass1(u *directory.User, r *entryResult) {
+	dir := &p.dir
+	if !u.OutOfScope {
+		p.dirUsers++
+	}
+	if u.UUID != "" {
+		r.dupUUID = p.inSnapshot[u.UUID]
+		p.inSnapshot[u.UUID] = true
+	}
+	name, ok := directory.CanonicalName(*dir, *u)
+	r.name = name
+	if u.OutOfScope {
+		// First: outside user_filter, the other rules do not matter,
+		// and a filter leaving out most of a big directory should not
+		// cost a group walk per excluded entry.
+		r.skip = SkipUserFilter
+		return
+	}
+	switch {
+	case !ok && dir.Naming == config.NamingEmail:
+		r.skip = SkipNoEmail
+	case !ok:
+		r.skip = SkipNoUsername
+	}
+	b := p.mem.of(u)
+	r.role, r.groups = p.mem.roleAndGroups(b)
+	if r.skip == "" && !p.mem.inADUsers(b) {
+		r.skip = SkipNotInADUsers
+	}
+	if r.role == "" {
+		r.role = dir.DefaultRole
+		if r.skip == "" && r.role == "" {
+			r.skip = SkipNoMappedGroup
+		}
+	}
+	if r.skip == "" && !r.dupUUID {
+		p.nameCount[name]++
+	}
+}
+
 // BuildPlan turns a snapshot and the store's users into a plan (SPEC §4
 // rules 1–10). It is deterministic and pure.
 func BuildPlan(in PlanInput) Plan {
-	dir := &in.Dir
-	plan := Plan{DirectoryID: dir.ID}
-	for i := range in.Snapshot.Users {
-		if !in.Snapshot.Users[i].OutOfScope {
-			plan.DirectoryUsers++
-		}
+	p := newPlanner(in.Dir, in.Roles, in.Snapshot.Groups)
+	for _, u := range in.Snapshot.Users {
+		p.add(u)
 	}
+	return p.finish(in)
+}
+
+// finish matches every entry added to the store's users and decides the
+// changes. Of in it uses Current, ByName, Now, Partial and OmitUnchanged
+// (Dir, Roles and the entries were given to the planner).
+func (p *planner) finish(in PlanInput) Plan {
+	dir := &p.dir
+	plan := Plan{DirectoryID: dir.ID, DirectoryUsers: p.dirUsers}
 
 	// Index this directory's store users. Anything else in Current is
 	// ignored: sync never touches another directory's users (rule 10).
@@ -287,133 +396,21 @@ func BuildPlan(in PlanInput) Plan {
 	}
 	claimed := make([]bool, len(cur)) // store user matched by an entry
 
-	// Pass 1: names, scope rules (1, 2, 5, user_filter) and roles for every entry.
-	mem := newMembership(*dir, in.Roles, in.Snapshot)
-	res := make([]entryResult, len(in.Snapshot.Users))
-	nameCount := make(map[string]int, len(res))
-	inSnapshot := make(map[string]bool, len(res)) // uuids of this read
-	for i := range in.Snapshot.Users {
-		u := &in.Snapshot.Users[i]
-		r := &res[i]
-		if u.UUID != "" {
-			r.dupUUID = inSnapshot[u.UUID]
-			inSnapshot[u.UUID] = true
-		}
-		name, ok := directory.CanonicalName(*dir, *u)
-		r.name = name
-		if u.OutOfScope {
-			// First: outside user_filter, the other rules do not matter,
-			// and a filter leaving out most of a big directory should not
-			// cost a group walk per excluded entry.
-			r.skip = SkipUserFilter
-			continue
-		}
-		switch {
-		case !ok && dir.Naming == config.NamingEmail:
-			r.skip = SkipNoEmail
-		case !ok:
-			r.skip = SkipNoUsername
-		}
-		b := mem.of(u)
-		r.role, r.groups = mem.roleAndGroups(b)
-		if r.skip == "" && !mem.inADUsers(b) {
-			r.skip = SkipNotInADUsers
-		}
-		if r.role == "" {
-			r.role = dir.DefaultRole
-			if r.skip == "" && r.role == "" {
-				r.skip = SkipNoMappedGroup
-			}
-		}
-		if r.skip == "" && !r.dupUUID {
-			nameCount[name]++
-		}
-	}
-
-	// Allocated only now: the group graph of pass 1 is garbage by here,
-	// which keeps it and the changes from peaking together.
-	if !in.OmitUnchanged {
-		plan.Changes = make([]Change, 0, len(in.Snapshot.Users)+len(in.Current)/8)
+	// Every entry becomes a change unless unchanged ones are left out; with
+	// no store users yet (a first sync) nobody is unchanged.
+	if !in.OmitUnchanged || len(cur) == 0 {
+		plan.Changes = make([]Change, 0, p.n+len(cur)/8)
 	}
 
 	// Pass 2: match every entry to a store user and decide its change.
-	for i := range in.Snapshot.Users {
-		u := &in.Snapshot.Users[i]
-		r := &res[i]
-
-		// Match by (directory, uuid) first, then by name within this
-		// directory: an entry deleted and re-created under the same name
-		// (new uuid) takes its old store user over, unless that user's uuid
-		// is still in the read (then the name is only briefly shared during
-		// a rename and the next sync sorts it out).
-		var before *account.User
-		var idx = -1
-		if r.dupUUID {
-			plan.add(skip(u, r, SkipDuplicateUUID, nil))
-			continue
-		}
-		if u.UUID != "" {
-			if j, ok := byUUID[u.UUID]; ok {
-				idx, before = j, cur[j]
+	for _, chunk := range p.chunks {
+		for i := range chunk {
+			if c, ok := p.pass2(&chunk[i].u, &chunk[i].r, in, cur, byUUID, byName, claimed); ok {
+				plan.add(c)
+			} else {
+				plan.Unchanged++
 			}
 		}
-		if before != nil {
-			claimed[idx] = true
-		}
-
-		if r.skip != "" {
-			plan.add(scopeChange(u, r, before, in.Now))
-			continue
-		}
-		if nameCount[r.name] > 1 && (before == nil || before.Username != r.name) {
-			plan.add(skip(u, r, SkipDuplicateName, before))
-			continue
-		}
-
-		var convert, adopt *account.User
-		if before == nil || before.Username != r.name {
-			// The name is new for this entry: who holds it now?
-			holder, holderIdx, found := lookupName(r.name, cur, byName, in.ByName)
-			switch {
-			case !found:
-			case holder.Source == account.SourceLocal && before == nil:
-				h := holder
-				convert = &h
-			case holder.Source == account.SourceLocal:
-				// A renamed directory user cannot merge into a local one.
-				plan.add(skip(u, r, SkipNameTaken, before))
-				continue
-			case holder.DirectoryID != dir.ID && before == nil && holder.Source == account.SourceLDAP &&
-				holder.State == account.StateBlocked && holder.BlockReason == account.ReasonDirectoryRemoved:
-				// Rule 9's users belong to no directory any more; rule 10
-				// protects users of directories that still exist.
-				h := holder
-				adopt = &h
-			case holder.DirectoryID != dir.ID:
-				plan.add(skip(u, r, SkipNameTakenOtherDirectory, before))
-				continue
-			case before == nil && holderIdx >= 0 && !claimed[holderIdx] &&
-				!in.Partial && !inSnapshot[holder.LDAPUUID]:
-				// Same directory, its entry gone: re-created entry.
-				idx, before = holderIdx, cur[holderIdx]
-				claimed[idx] = true
-			default:
-				plan.add(skip(u, r, SkipNameTaken, before))
-				continue
-			}
-		}
-		if adopt != nil {
-			before = adopt
-		}
-		c := admit(dir, u, r, before, convert, in.Now)
-		if adopt != nil {
-			c.Action, c.Reason = ActionAdopt, string(account.ReasonDirectoryRemoved)
-		}
-		if c.Action == ActionUnchanged && in.OmitUnchanged {
-			plan.Unchanged++
-			continue
-		}
-		plan.add(c)
 	}
 
 	// Pass 3: store users of this directory the read did not return
@@ -430,6 +427,79 @@ func BuildPlan(in PlanInput) Plan {
 		}
 	}
 	return plan
+}
+
+// pass2 decides one entry's change; false means unchanged and left out
+// (OmitUnchanged).
+func (p *planner) pass2(u *directory.User, r *entryResult, in PlanInput, cur []*account.User,
+	byUUID, byName map[string]int, claimed []bool) (Change, bool) {
+	dir := &p.dir
+	// Match by (directory, uuid) first, then by name within this
+	// directory: an entry deleted and re-created under the same name
+	// (new uuid) takes its old store user over, unless that user's uuid
+	// is still in the read (then the name is only briefly shared during
+	// a rename and the next sync sorts it out).
+	var before *account.User
+	var idx = -1
+	if r.dupUUID {
+		return skip(u, r, SkipDuplicateUUID, nil), true
+	}
+	if u.UUID != "" {
+		if j, ok := byUUID[u.UUID]; ok {
+			idx, before = j, cur[j]
+		}
+	}
+	if before != nil {
+		claimed[idx] = true
+	}
+
+	if r.skip != "" {
+		return scopeChange(u, r, before, in.Now), true
+	}
+	if p.nameCount[r.name] > 1 && (before == nil || before.Username != r.name) {
+		return skip(u, r, SkipDuplicateName, before), true
+	}
+
+	var convert, adopt *account.User
+	if before == nil || before.Username != r.name {
+		// The name is new for this entry: who holds it now?
+		holder, holderIdx, found := lookupName(r.name, cur, byName, in.ByName)
+		switch {
+		case !found:
+		case holder.Source == account.SourceLocal && before == nil:
+			h := holder
+			convert = &h
+		case holder.Source == account.SourceLocal:
+			// A renamed directory user cannot merge into a local one.
+			return skip(u, r, SkipNameTaken, before), true
+		case holder.DirectoryID != dir.ID && before == nil && holder.Source == account.SourceLDAP &&
+			holder.State == account.StateBlocked && holder.BlockReason == account.ReasonDirectoryRemoved:
+			// Rule 9's users belong to no directory any more; rule 10
+			// protects users of directories that still exist.
+			h := holder
+			adopt = &h
+		case holder.DirectoryID != dir.ID:
+			return skip(u, r, SkipNameTakenOtherDirectory, before), true
+		case before == nil && holderIdx >= 0 && !claimed[holderIdx] &&
+			!in.Partial && !p.inSnapshot[holder.LDAPUUID]:
+			// Same directory, its entry gone: re-created entry.
+			idx, before = holderIdx, cur[holderIdx]
+			claimed[idx] = true
+		default:
+			return skip(u, r, SkipNameTaken, before), true
+		}
+	}
+	if adopt != nil {
+		before = adopt
+	}
+	c := admit(dir, u, r, before, convert, in.Now)
+	if adopt != nil {
+		c.Action, c.Reason = ActionAdopt, string(account.ReasonDirectoryRemoved)
+	}
+	if c.Action == ActionUnchanged && in.OmitUnchanged {
+		return Change{}, false
+	}
+	return c, true
 }
 
 func (p *Plan) add(c Change) { p.Changes = append(p.Changes, c) }
@@ -452,12 +522,12 @@ func lookupName(name string, cur []*account.User, byName map[string]int,
 }
 
 // entryUser is what the directory says about an entry, as a store record.
-func entryUser(u *directory.User, r *entryResult) account.User {
+func entryUser(u *directory.User, r *entryResult) *account.User {
 	name := r.name
 	if name == "" {
 		name = u.Username
 	}
-	return account.User{
+	return &account.User{
 		Username:    name,
 		Email:       u.Email,
 		DisplayName: u.DisplayName,
@@ -505,7 +575,7 @@ func block(before *account.User, st account.State, reason account.BlockReason, n
 		r = string(st)
 	}
 	return Change{Action: ActionBlock, Reason: r, Username: before.Username, Before: before,
-		After: after, Fields: diff(before, &after)}
+		After: &after, Fields: diff(before, &after)}
 }
 
 // admit plans an entry the rules let in: create it, convert the local user
@@ -523,7 +593,7 @@ func admit(dir *config.Directory, u *directory.User, r *entryResult,
 	switch {
 	case convert != nil:
 		after := *convert
-		copyDirectoryFields(&after, &want)
+		copyDirectoryFields(&after, want)
 		// Rule 4: from now on the directory holds the password.
 		after.PasswordHash = ""
 		if after.BlockReason != account.ReasonAdmin {
@@ -535,7 +605,7 @@ func admit(dir *config.Directory, u *directory.User, r *entryResult,
 			f = map[string][2]string{}
 		}
 		f["password_hash"] = [2]string{"set", ""}
-		return Change{Action: ActionConvertLocal, Username: after.Username, Before: convert, After: after, Fields: f}
+		return Change{Action: ActionConvertLocal, Username: after.Username, Before: convert, After: &after, Fields: f}
 	case before == nil:
 		// Rules 3 and 6: an entry without a store user is created, also
 		// when an admin deleted the previous one.
@@ -544,7 +614,7 @@ func admit(dir *config.Directory, u *directory.User, r *entryResult,
 	}
 
 	after := *before
-	copyDirectoryFields(&after, &want)
+	copyDirectoryFields(&after, want)
 	action := ActionUpdate
 	reason := ""
 	// Rule 10: an admin block stays whatever the directory says; the
@@ -564,10 +634,10 @@ func admit(dir *config.Directory, u *directory.User, r *entryResult,
 	}
 	f := diff(before, &after)
 	if f == nil {
-		return Change{Action: ActionUnchanged, Username: after.Username, Before: before, After: after}
+		return Change{Action: ActionUnchanged, Username: after.Username, Before: before, After: &after}
 	}
 	after.UpdatedAt, after.LastSyncedAt = now, now
-	return Change{Action: action, Reason: reason, Username: after.Username, Before: before, After: after, Fields: f}
+	return Change{Action: action, Reason: reason, Username: after.Username, Before: before, After: &after, Fields: f}
 }
 
 // copyDirectoryFields sets the fields the directory owns.

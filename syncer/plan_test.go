@@ -606,7 +606,7 @@ func TestPlanUnchangedWritesNothing(t *testing.T) {
 	var cur []account.User
 	for i, c := range first.Changes {
 		if c.Action.Writes() {
-			u := c.After
+			u := *c.After
 			u.ID = uint64(i + 1)
 			cur = append(cur, u)
 		}
@@ -692,5 +692,61 @@ func TestNormalizeDN(t *testing.T) {
 	}
 	if normalizeDN("cn=a,dc=x") == normalizeDN("cn=b,dc=x") {
 		t.Error("different DNs compare equal")
+	}
+}
+
+// A user's memberOf may name a group whose entry the read did not return
+// (outside groups_dn) but which is itself a member of a mapped group that
+// was read: the user reaches that group's role. Users are placed in the
+// group graph one at a time as they are read, after the groups, so this
+// path has no node for the unread group.
+func TestPlanMemberOfUnreadNestedGroup(t *testing.T) {
+	const contractors = "cn=contractors,ou=external," + base
+	for _, attr := range []string{"memberOf", "cn"} {
+		t.Run(attr, func(t *testing.T) {
+			dir := ldapDir()
+			dir.GroupNameAttribute = attr
+			u := du("zoe")
+			u.MemberOf = []string{"CN=Contractors, OU=External, DC=Example, DC=Com"}
+			other := du("yann")
+			other.MemberOf = []string{"cn=nobody,ou=external," + base}
+			p := BuildPlan(PlanInput{Dir: dir, Roles: testRoles, Now: testNow, Snapshot: Snapshot{
+				Users:  []directory.User{u, other},
+				Groups: []directory.Group{grp(adminsDN, contractors)},
+			}})
+			w := []want{
+				{ActionCreate, "", "zoe@example.com", "admin", account.StateActive},
+				{ActionSkip, SkipNoMappedGroup, "yann@example.com", "", ""},
+			}
+			if g := got(p); !slices.Equal(g, w) {
+				t.Errorf("plan:\n got %v\nwant %v", g, w)
+			}
+			if g := p.Changes[0].After.Groups; !slices.Equal(g, []string{"admins"}) {
+				t.Errorf("groups = %v", g)
+			}
+		})
+	}
+}
+
+// The planner keeps entries in chunks that never move; a read several
+// chunks long must come out whole and in read order.
+func TestPlanManyEntriesKeepOrder(t *testing.T) {
+	const n = 3*maxChunk + 17
+	users := make([]directory.User, n)
+	for i := range users {
+		users[i] = du(fmt.Sprintf("u%05d", i))
+	}
+	p := BuildPlan(PlanInput{Dir: ldapDir(), Roles: testRoles, Now: testNow,
+		Snapshot: Snapshot{Users: users, Groups: []directory.Group{grp(staffDN, "u00000", fmt.Sprintf("u%05d", n-1))}}})
+	if len(p.Changes) != n || p.DirectoryUsers != n {
+		t.Fatalf("%d changes, %d directory users; want %d", len(p.Changes), p.DirectoryUsers, n)
+	}
+	for i, c := range p.Changes {
+		if want := fmt.Sprintf("u%05d", i); c.After.LDAPUUID != "uuid-"+want {
+			t.Fatalf("change %d is %s, want %s", i, c.After.LDAPUUID, want)
+		}
+	}
+	if p.Changes[0].Action != ActionCreate || p.Changes[n-1].Action != ActionCreate || p.Changes[1].Action != ActionSkip {
+		t.Errorf("first/last/second: %v %v %v", p.Changes[0].Action, p.Changes[n-1].Action, p.Changes[1].Action)
 	}
 }

@@ -171,23 +171,26 @@ func (s *Syncer) effective(ctx context.Context, dirID uint64) (*directory.Entry,
 	return e, cfg, nil
 }
 
-// readSnapshot reads users then groups. Any error ends the read: a snapshot
-// exists only when both reads completed (SPEC §4 safety).
-func readSnapshot(ctx context.Context, c directory.Client) (Snapshot, error) {
-	var snap Snapshot
-	if err := c.ReadUsers(ctx, func(u directory.User) error {
-		snap.Users = append(snap.Users, u)
-		return nil
-	}); err != nil {
-		return Snapshot{}, fmt.Errorf("read users: %w", err)
-	}
+// read reads the groups, then streams the users into a planner: the first
+// pass over each user runs as its page arrives, while the server works on
+// the next one. Any error ends the read and drops the planner: only a
+// complete read is planned (SPEC §4 safety).
+func (s *Syncer) read(ctx context.Context, c directory.Client, cfg config.Directory) (*planner, error) {
+	var groups []directory.Group
 	if err := c.ReadGroups(ctx, func(g directory.Group) error {
-		snap.Groups = append(snap.Groups, g)
+		groups = append(groups, g)
 		return nil
 	}); err != nil {
-		return Snapshot{}, fmt.Errorf("read groups: %w", err)
+		return nil, fmt.Errorf("read groups: %w", err)
 	}
-	return snap, nil
+	p := newPlanner(cfg, s.roles, groups)
+	if err := c.ReadUsers(ctx, func(u directory.User) error {
+		p.add(u)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read users: %w", err)
+	}
+	return p, nil
 }
 
 // phases times the parts of a run for the log.
@@ -202,22 +205,36 @@ const preloadLimit = 50_000
 // plan reads the directory and plans against the store.
 func (s *Syncer) plan(ctx context.Context, e *directory.Entry, cfg config.Directory, omitUnchanged bool, ph *phases) (Plan, error) {
 	t0 := time.Now()
-	snap, err := readSnapshot(ctx, e.Client)
+	// The store's side is loaded while the directory is read: on a
+	// re-sync of a big directory the two take about as long. Changes made
+	// to the store meanwhile are met by apply, which re-reads every user
+	// it writes.
+	type storeSide struct {
+		current []account.User
+		byName  func(string) (account.User, bool, error)
+		err     error
+	}
+	loaded := make(chan storeSide, 1)
+	go func() {
+		var st storeSide
+		if st.current, st.err = s.store.UsersOfDirectory(ctx, cfg.ID); st.err == nil {
+			st.byName, st.err = s.nameLookup(ctx, cfg.ID)
+		}
+		loaded <- st
+	}()
+	pl, err := s.read(ctx, e.Client, cfg)
 	ph.read = time.Since(t0)
+	st := <-loaded
 	if err != nil {
 		return Plan{}, err
 	}
 	defer func() { ph.plan = time.Since(t0) - ph.read }()
-	current, err := s.store.UsersOfDirectory(ctx, cfg.ID)
-	if err != nil {
-		return Plan{}, err
+	if st.err != nil {
+		return Plan{}, st.err
 	}
-	byName, err := s.nameLookup(ctx, cfg.ID)
-	if err != nil {
-		return Plan{}, err
-	}
+	current, byName := st.current, st.byName
 	var lookupErr error
-	p := BuildPlan(PlanInput{Dir: cfg, Roles: s.roles, Snapshot: snap, Current: current,
+	p := pl.finish(PlanInput{Current: current,
 		ByName: func(name string) (account.User, bool) {
 			u, ok, err := byName(name)
 			if err != nil && lookupErr == nil {
