@@ -210,6 +210,11 @@ func applyOne(tx *cache.Tx, runID, dirID uint64, c *Change, now time.Time) (Acti
 			u.State, u.BlockReason = c.After.State, c.After.BlockReason
 		}
 		fields = diff(&fresh, &u)
+		if why, ok := c.Fields["skip_reason"]; ok && fields != nil {
+			// The rule that put the user out of scope is the plan's to say;
+			// an operator reading the run needs it.
+			fields["skip_reason"] = why
+		}
 		if c.Action == ActionConvertLocal {
 			if fields == nil {
 				fields = map[string][2]string{}

@@ -250,10 +250,10 @@ func TestSyncUserFilter(t *testing.T) {
 			t.Fatalf("run changes %+v, %v", changes, err)
 		}
 		c := changes[0]
-		// (Which scope rule it was is in the plan's Fields, skip_reason;
-		// the audit entry does not keep it: apply recomputes the fields.)
+		// The audit says which scope rule it was.
 		if c.Username != e.fx.Login("bob") || c.Action != string(ActionBlock) || c.Reason != string(account.ReasonOutOfScope) ||
-			c.Fields["block_reason"] != [2]string{"", string(account.ReasonOutOfScope)} {
+			c.Fields["block_reason"] != [2]string{"", string(account.ReasonOutOfScope)} ||
+			c.Fields["skip_reason"] != [2]string{"", SkipUserFilter} {
 			t.Errorf("audit entry %+v, want bob blocked out_of_scope", c)
 		}
 		// Still outside: nothing more to write.
