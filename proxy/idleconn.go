@@ -54,6 +54,13 @@ func newIdleConn(c net.Conn, timeout time.Duration) *idleConn {
 	return &idleConn{Conn: c, timeout: timeout, slack: slack, rArmed: -slack - 1, wArmed: -slack - 1}
 }
 
+// Read goes through the wrapped conn's Read, which tries read(2) before
+// waiting and so usually gets one EAGAIN per response. Waiting first
+// (syscall.RawConn.Read with a callback that declines its first call) is not
+// safe: RawConn.Read clears the poller's readiness before the callback runs,
+// so an answer that arrived since the last read, and was already reported by
+// epoll (edge-triggered), never wakes the wait. Tried under wrk: 1.9 fewer
+// reads per request, and connections stalled until their deadline.
 func (c *idleConn) Read(b []byte) (int, error) {
 	now := monoNow()
 	if now-c.rArmed > c.slack {
