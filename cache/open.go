@@ -96,6 +96,10 @@ type Store struct {
 
 	hits, misses prometheus.Counter
 
+	// trustMu and trustGen: turns of trusted name writes (names.go).
+	trustMu  sync.Mutex
+	trustGen atomic.Uint64
+
 	closeOnce sync.Once
 	closeErr  error
 }

@@ -45,6 +45,9 @@ type Tx struct {
 	// audit holds each run's entries not yet written: they are stored in
 	// chunks of consecutive entries, one key per chunk (see keys.go).
 	audit map[uint64]*auditChunk
+	// trusted: PutUser skips its index lookups for new users (names.go).
+	// wroteNames: this transaction has written the names version.
+	trusted, wroteNames bool
 }
 
 // auditChunk is a JSON array of consecutive audit entries being built.
@@ -270,13 +273,21 @@ func (tx *Tx) PutUser(u *account.User) error {
 	}
 	u.UpdatedAt = tx.now
 
-	if old == nil || old.Username != u.Username {
+	// A new user in a trusted transaction: the caller's plan checked the
+	// name and uuid against the store as it still is (names.go).
+	checked := tx.trusted && old == nil
+	if (old == nil || old.Username != u.Username) && !checked {
 		v, err := tx.get(userNameKey(u.Username))
 		switch {
 		case err == nil && bytesID(v) != u.ID:
 			return fmt.Errorf("put user %q: %w", u.Username, ErrNameTaken)
 		case err != nil && !errors.Is(err, ErrNotFound):
 			return fmt.Errorf("put user %q: name index: %w", u.Username, err)
+		}
+	}
+	if old == nil || old.Username != u.Username {
+		if err := tx.namesChanged(); err != nil {
+			return fmt.Errorf("put user %q: %w", u.Username, err)
 		}
 		if err := tx.set(userNameKey(u.Username), idBytes(u.ID)); err != nil {
 			return fmt.Errorf("put user %q: %w", u.Username, err)
@@ -294,12 +305,17 @@ func (tx *Tx) PutUser(u *account.User) error {
 	hasUUID := func(x *account.User) bool { return x.LDAPUUID != "" }
 	if hasUUID(u) && (old == nil || old.DirectoryID != u.DirectoryID || old.LDAPUUID != u.LDAPUUID) {
 		k := userUUIDKey(u.DirectoryID, u.LDAPUUID)
-		v, err := tx.get(k)
-		switch {
-		case err == nil && bytesID(v) != u.ID:
-			return fmt.Errorf("put user %q: uuid %s of directory %d: %w", u.Username, u.LDAPUUID, u.DirectoryID, ErrUUIDTaken)
-		case err != nil && !errors.Is(err, ErrNotFound):
-			return fmt.Errorf("put user %q: uuid index: %w", u.Username, err)
+		if !checked {
+			v, err := tx.get(k)
+			switch {
+			case err == nil && bytesID(v) != u.ID:
+				return fmt.Errorf("put user %q: uuid %s of directory %d: %w", u.Username, u.LDAPUUID, u.DirectoryID, ErrUUIDTaken)
+			case err != nil && !errors.Is(err, ErrNotFound):
+				return fmt.Errorf("put user %q: uuid index: %w", u.Username, err)
+			}
+		}
+		if err := tx.namesChanged(); err != nil {
+			return fmt.Errorf("put user %q: %w", u.Username, err)
 		}
 		if err := tx.set(k, idBytes(u.ID)); err != nil {
 			return fmt.Errorf("put user %q: %w", u.Username, err)

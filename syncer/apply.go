@@ -41,8 +41,22 @@ type applied struct {
 // by the pipeline as a plain Store.Update; a name conflict met only then
 // fails the sync instead of dropping the change (it needs a concurrent
 // writer on top of a failed commit; the next sync applies the rest).
-func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes []Change) (applied, error) {
+//
+// names, when given, is the store as the plan saw it: while it holds, new
+// users are written without PutUser's index lookups (cache/names.go),
+// which the plan did already.
+func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes []Change,
+	names *cache.NamesToken) (applied, error) {
 	res := applied{counts: map[Action]int{}}
+	if names != nil {
+		end, ok := s.store.TrustNames()
+		if !ok {
+			names = nil // another sync's turn: write with lookups
+		} else {
+			defer end() // on return: after p.Wait, so the turn covers every commit
+
+		}
+	}
 	p := s.store.NewPipeline()
 	var batch []*Change
 	done := 0
@@ -52,7 +66,7 @@ func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes 
 		}
 		b := batch
 		batch = nil
-		return s.applyBatch(ctx, p, runID, dirID, b, &res, func() {
+		return s.applyBatch(ctx, p, runID, dirID, b, names, &res, func() {
 			done += len(b)
 			// Applied changes are not looked at again: dropping their
 			// records lets the strings they hold go while the rest applies.
@@ -103,7 +117,7 @@ func (c *conflict) Error() string { return c.err.Error() }
 // committed, after its counts are added to res. A batch badger finds too
 // big is committed by the store's big-transaction mode (cache.Store.Update).
 func (s *Syncer) applyBatch(ctx context.Context, p *cache.Pipeline, runID, dirID uint64, batch []*Change,
-	res *applied, committed func()) error {
+	names *cache.NamesToken, res *applied, committed func()) error {
 	var drop map[int]bool // changes that met a name or uuid conflict
 	for {
 		// One result per attempt: the pipeline may run fn again after
@@ -112,6 +126,11 @@ func (s *Syncer) applyBatch(ctx context.Context, p *cache.Pipeline, runID, dirID
 		fn := func(tx *cache.Tx) error {
 			// fn may run again after a conflict: start over each time.
 			*got = applied{counts: map[Action]int{}}
+			if names != nil {
+				if _, err := tx.TrustNames(*names); err != nil {
+					return err
+				}
+			}
 			now := time.Now().UTC()
 			for i, c := range batch {
 				if drop[i] {

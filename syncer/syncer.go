@@ -202,14 +202,17 @@ type phases struct{ read, plan, apply time.Duration }
 // store reads to learn that no name is taken).
 const preloadLimit = 50_000
 
-// plan reads the directory and plans against the store.
-func (s *Syncer) plan(ctx context.Context, e *directory.Entry, cfg config.Directory, omitUnchanged bool, ph *phases) (Plan, error) {
+// plan reads the directory and plans against the store. The token says
+// what of the store's names the plan saw (apply may trust it).
+func (s *Syncer) plan(ctx context.Context, e *directory.Entry, cfg config.Directory, omitUnchanged bool,
+	ph *phases) (Plan, cache.NamesToken, error) {
 	t0 := time.Now()
 	// The store's side is loaded while the directory is read: on a
 	// re-sync of a big directory the two take about as long. Changes made
 	// to the store meanwhile are met by apply, which re-reads every user
 	// it writes.
 	type storeSide struct {
+		names   cache.NamesToken
 		current []account.User
 		byName  func(string) (account.User, bool, error)
 		err     error
@@ -217,8 +220,11 @@ func (s *Syncer) plan(ctx context.Context, e *directory.Entry, cfg config.Direct
 	loaded := make(chan storeSide, 1)
 	go func() {
 		var st storeSide
-		if st.current, st.err = s.store.UsersOfDirectory(ctx, cfg.ID); st.err == nil {
-			st.byName, st.err = s.nameLookup(ctx, cfg.ID)
+		// The token first: it must predate everything the plan reads.
+		if st.names, st.err = s.store.NamesToken(ctx); st.err == nil {
+			if st.current, st.err = s.store.UsersOfDirectory(ctx, cfg.ID); st.err == nil {
+				st.byName, st.err = s.nameLookup(ctx, cfg.ID)
+			}
 		}
 		loaded <- st
 	}()
@@ -226,11 +232,11 @@ func (s *Syncer) plan(ctx context.Context, e *directory.Entry, cfg config.Direct
 	ph.read = time.Since(t0)
 	st := <-loaded
 	if err != nil {
-		return Plan{}, err
+		return Plan{}, cache.NamesToken{}, err
 	}
 	defer func() { ph.plan = time.Since(t0) - ph.read }()
 	if st.err != nil {
-		return Plan{}, st.err
+		return Plan{}, cache.NamesToken{}, st.err
 	}
 	current, byName := st.current, st.byName
 	var lookupErr error
@@ -243,9 +249,9 @@ func (s *Syncer) plan(ctx context.Context, e *directory.Entry, cfg config.Direct
 			return u, ok
 		}, Now: time.Now().UTC(), OmitUnchanged: omitUnchanged})
 	if lookupErr != nil {
-		return Plan{}, fmt.Errorf("store: %w", lookupErr)
+		return Plan{}, cache.NamesToken{}, fmt.Errorf("store: %w", lookupErr)
 	}
-	return p, nil
+	return p, st.names, nil
 }
 
 // nameLookup returns the planner's ByName: the users outside directory
@@ -340,7 +346,7 @@ func (s *Syncer) sync(ctx context.Context, dirID uint64, opt Options) (cache.Run
 		return run, runErr
 	}
 
-	p, err := s.plan(ctx, e, cfg, true, &ph)
+	p, names, err := s.plan(ctx, e, cfg, true, &ph)
 	if err != nil {
 		return finish(cache.RunFailed, fmt.Errorf("sync of %s: %w", cfg.Name, err))
 	}
@@ -360,7 +366,7 @@ func (s *Syncer) sync(ctx context.Context, dirID uint64, opt Options) (cache.Run
 	}
 
 	t0 := time.Now()
-	res, err := s.apply(ctx, run.ID, dirID, p.Changes)
+	res, err := s.apply(ctx, run.ID, dirID, p.Changes, &names)
 	ph.apply = time.Since(t0)
 	// Counts say what was written: planned writes the store overtook become
 	// skips.
@@ -450,7 +456,7 @@ func (s *Syncer) Preview(ctx context.Context, dirID uint64) ([]PreviewRow, error
 	if err != nil {
 		return nil, err
 	}
-	p, err := s.plan(ctx, e, cfg, false, &phases{})
+	p, _, err := s.plan(ctx, e, cfg, false, &phases{})
 	if err != nil {
 		return nil, fmt.Errorf("preview of %s: %w", cfg.Name, err)
 	}
@@ -520,7 +526,7 @@ func (s *Syncer) SyncOne(ctx context.Context, dirID uint64, u directory.User) (a
 	if err != nil {
 		return account.User{}, fmt.Errorf("sync of %s on login: %w", cfg.Name, err)
 	}
-	res, err := s.apply(ctx, run.ID, dirID, p.Changes)
+	res, err := s.apply(ctx, run.ID, dirID, p.Changes, nil)
 	for a, n := range res.counts {
 		run.Counts[string(a)] = n
 	}

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -641,4 +642,65 @@ func metricValue(c prometheus.Metric) float64 {
 		return m.Counter.GetValue()
 	}
 	return m.Gauge.GetValue()
+}
+
+// afterRead runs a function once the users have been read, before the
+// sync plans and applies: a store change made while the directory is read.
+type afterRead struct {
+	directory.Client
+	fn func()
+}
+
+func (a *afterRead) ReadUsers(ctx context.Context, fn func(directory.User) error) error {
+	err := a.Client.ReadUsers(ctx, fn)
+	if err == nil && a.fn != nil {
+		a.fn()
+		a.fn = nil
+	}
+	return err
+}
+
+// A name given to another directory's user while a first sync reads is
+// not taken over: the sync writes new users without looking each name up
+// when the store is as its plan saw it (cache/names.go), and must notice
+// that it no longer is.
+func TestSyncNameTakenDuringRead(t *testing.T) {
+	e := newEnv(t)
+	bob := e.fx.Login("bob")
+	var other account.User
+	e.setClient(func(c directory.Client) directory.Client {
+		return &afterRead{Client: c, fn: func() {
+			// Late enough that the plan's view of the store (loaded while
+			// the directory is read) is, all but surely, older.
+			time.Sleep(50 * time.Millisecond)
+			var err error
+			other, err = e.store.CreateUser(e.ctx, account.User{Username: bob, Role: "user", State: account.StateActive,
+				Source: account.SourceLDAP, DirectoryID: testDirID + 1, LDAPUUID: "elsewhere"})
+			if err != nil {
+				t.Error(err)
+			}
+		}}
+	})
+	run := e.sync(t, Options{})
+	if run.Counts[string(ActionCreate)] == 0 {
+		t.Fatalf("nobody created: %v", run.Counts)
+	}
+	u, err := e.store.UserByName(e.ctx, bob)
+	if err != nil || u.ID != other.ID || u.DirectoryID != testDirID+1 {
+		t.Errorf("%s is %+v (%v), want the other directory's user %d", bob, u, err, other.ID)
+	}
+	mine, err := e.store.UsersOfDirectory(e.ctx, testDirID)
+	if err != nil || len(mine) != run.Counts[string(ActionCreate)] {
+		t.Errorf("%d users of the directory, %d created (%v)", len(mine), run.Counts[string(ActionCreate)], err)
+	}
+	for _, m := range mine {
+		if m.Username == bob || strings.Contains(m.LDAPDN, "="+e.fx.Users["bob"]+",") {
+			t.Errorf("bob's entry was written: %+v", m)
+		}
+	}
+	// The next sync sees the name taken and skips the entry (rule 10).
+	again := e.sync(t, Options{})
+	if again.Counts[string(ActionSkip)] == 0 || writes(again) != 0 {
+		t.Errorf("second sync: %v", again.Counts)
+	}
 }
