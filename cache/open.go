@@ -96,6 +96,10 @@ type Store struct {
 
 	hits, misses prometheus.Counter
 
+	// auditChunkSize is the size the last full audit chunk reached: the
+	// capacity new chunks start with.
+	auditChunkSize atomic.Int64
+
 	// trustMu and trustGen: turns of trusted name writes (names.go).
 	trustMu  sync.Mutex
 	trustGen atomic.Uint64
