@@ -22,27 +22,27 @@ import (
 // ×5, 256 MiB block cache) alone would exceed that. Every memtable is a Go
 // heap arena of its size plus ~30% (the transaction headroom below), and
 // the GC lets the heap grow to twice what is live, arenas included.
-// Measured with BenchmarkFirstSync100k (heap profiles, gctrace): with
-// 32 MiB ×2 the arenas were 83 MiB of a 161 MiB live heap halfway through
-// the apply. The peak itself comes at the end of the plan (snapshot and
-// plan both live, ~135 MiB), where one arena is live.
+// Measured with BenchmarkFirstSync100k (heap profiles, gctrace): the peak
+// comes during the apply, when both arenas, a flush's table buffers (about
+// a memtable's size) and the plan's records are live, and the allocations
+// of the running batches push the GC's goal further.
 //
-//   - 16 MiB memtables: arenas of 21 MiB. With GOMEMLIMIT=256MiB the peak
-//     RSS of BenchmarkFirstSync100k went from 302/304 MiB to 287/278 MiB.
-//     It costs some apply time (more flushes, more level-0 tables for the
-//     index lookups to check: BenchmarkApply100k ~0.95 → ~1.05-1.15 s).
+//   - 12 MiB memtables: arenas of ~16 MiB. Alternating in one session
+//     (after the plan and the apply had been made leaner), peak RSS was
+//     287-291 MiB with 16 MiB memtables, 235-237 with 12 and 211-229 with
+//     8, at about the same sync time (1.6-1.9x ldapsearch for all three).
 //   - NumMemtables stays 2 (up to two waiting for their flush): with 1, a
 //     writer waits whenever a memtable fills before the previous flush is
 //     done, which on a loaded machine stalled an apply for seconds.
-//   - Compaction of level 0 waits for 6 tables (stall at 12): a first sync
-//     of 100k users (a few tables) runs without compactions competing for
-//     the two cores (BenchmarkApply100k with 16 MiB memtables: 1.06-1.24 s
-//     with 2 tables, 0.88-0.93 s with 6), and without the rewritten
+//   - Compaction of level 0 waits for 8 tables (stall at 16): a first sync
+//     of 100k users (about 6 tables) runs without compactions competing
+//     for the two cores (BenchmarkApply100k with 16 MiB memtables: 1.06-1.24
+//     s with 2 tables, 0.88-0.93 s with 6), and without the rewritten
 //     tables' mmapped pages in RSS while it runs.
 //
-// The memtable size also bounds one badger transaction (15% of it: ~2.4
-// MiB or ~26,000 keys, i.e. ~4,500 new users with their audit entries or
-// ~4,000 renames); Update commits anything bigger through its journal
+// The memtable size also bounds one badger transaction (15% of it: ~1.8
+// MiB or ~20,000 keys, i.e. ~3,000 new users with their audit entries or
+// ~3,000 renames); Update commits anything bigger through its journal
 // (bigtx.go), which costs a second write of every key, so the common
 // batches (the syncer's 1000 changes, ~0.6 MiB) stay well below it.
 //
@@ -53,12 +53,12 @@ import (
 //
 // Values stay inside the LSM tree (threshold 1 MiB; no record comes near),
 // so the value log is only a write-ahead log and needs no GC goroutine.
-var memTableSize int64 = 16 << 20 // a var so tests can make big transactions cheap
+var memTableSize int64 = 12 << 20 // a var so tests can make big transactions cheap
 
 const (
 	numMemtables     = 2
-	numL0Tables      = 6
-	numL0TablesStall = 12
+	numL0Tables      = 8
+	numL0TablesStall = 16
 	vlogFileSize     = 64 << 20
 
 	// userCacheSize bounds the hot-user LRU (a User is well under 1 KiB).
