@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -37,7 +38,8 @@ type DirectoryManager interface {
 	Refresh(ctx context.Context, id uint64) error
 }
 
-// Deps are the API's collaborators.
+// Deps are the API's collaborators. Config.Roles and AdminToken are the
+// starting settings; Reload replaces them.
 type Deps struct {
 	Config     *config.Config
 	Store      *cache.Store
@@ -56,11 +58,30 @@ type Deps struct {
 
 // API serves the admin routes.
 type API struct {
-	d Deps
+	d  Deps
+	st atomic.Pointer[settings]
+}
+
+// settings are what a SIGHUP may change. Requests read them through one
+// atomic pointer: a request racing a reload sees the old token and roles
+// or the new ones, never a mix.
+type settings struct {
+	token config.Secret
+	roles []string
 }
 
 // New returns the admin API.
-func New(d Deps) *API { return &API{d: d} }
+func New(d Deps) *API {
+	a := &API{d: d}
+	a.st.Store(&settings{token: d.AdminToken, roles: d.Config.Roles})
+	return a
+}
+
+// Reload applies a new config's admin token (read from admin_token_file
+// by config.Load, which fails on a missing or empty file) and roles.
+func (a *API) Reload(cfg *config.Config) {
+	a.st.Store(&settings{token: cfg.AdminToken, roles: cfg.Roles})
+}
 
 // requestTimeout bounds one admin call (a sync of a large directory can
 // take minutes; it runs under the syncer's own context and the call joins it).
@@ -104,10 +125,11 @@ func (a *API) Handler() fasthttp.RequestHandler {
 // isAdmin: an admin session (identified by the front), or the admin token
 // as a bearer, compared in constant time.
 func (a *API) isAdmin(ctx *fasthttp.RequestCtx) bool {
-	if u, ok := auth.Caller(ctx); ok && u.Active() && u.Role == a.adminRole() {
+	st := a.st.Load()
+	if u, ok := auth.Caller(ctx); ok && u.Active() && u.Role == st.adminRole() {
 		return true
 	}
-	if !a.d.AdminToken.IsSet() {
+	if !st.token.IsSet() {
 		return false
 	}
 	h := ctx.Request.Header.Peek("Authorization")
@@ -115,13 +137,13 @@ func (a *API) isAdmin(ctx *fasthttp.RequestCtx) bool {
 	if len(h) <= len(prefix) || !strings.EqualFold(string(h[:len(prefix)]), prefix) {
 		return false
 	}
-	return subtle.ConstantTimeCompare(h[len(prefix):], []byte(a.d.AdminToken.Reveal())) == 1
+	return subtle.ConstantTimeCompare(h[len(prefix):], []byte(st.token.Reveal())) == 1
 }
 
 // adminRole is the highest configured role (SPEC §7 names it admin).
-func (a *API) adminRole() string {
-	if len(a.d.Config.Roles) > 0 {
-		return a.d.Config.Roles[0]
+func (s *settings) adminRole() string {
+	if len(s.roles) > 0 {
+		return s.roles[0]
 	}
 	return "admin"
 }

@@ -127,6 +127,7 @@ func (a *API) createUser(c context.Context, ctx *fasthttp.RequestCtx) {
 		return
 	}
 	name := account.NormalizeName(in.Username)
+	roles := a.st.Load().roles
 	switch {
 	case name == "":
 		respond.Error(ctx, fasthttp.StatusUnprocessableEntity, "invalid_username", "username is required", nil)
@@ -135,9 +136,9 @@ func (a *API) createUser(c context.Context, ctx *fasthttp.RequestCtx) {
 		respond.Error(ctx, fasthttp.StatusUnprocessableEntity, "invalid_password", "password is required", nil)
 		return
 	case in.Role == "":
-		in.Role = a.d.Config.Roles[len(a.d.Config.Roles)-1]
+		in.Role = roles[len(roles)-1]
 	}
-	if !slices.Contains(a.d.Config.Roles, in.Role) {
+	if !slices.Contains(roles, in.Role) {
 		respond.Error(ctx, fasthttp.StatusUnprocessableEntity, "invalid_role", "unknown role", in.Role)
 		return
 	}

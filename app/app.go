@@ -177,7 +177,7 @@ loop:
 			runErr = fmt.Errorf("listener stopped: %w", err)
 			break loop
 		case <-hup:
-			reload(ctx, cfg, dirs, fr, log)
+			reload(ctx, cfg, dirs, admin, fr, log)
 		}
 	}
 
@@ -229,9 +229,11 @@ func (h *handlerCount) wait(d time.Duration) int64 {
 }
 
 // reload re-reads the config file on SIGHUP: directories, role mappings,
-// schedules, headers. A bad file is rejected with every error logged and
-// the running config kept. Listen addresses and data_dir need a restart.
-func reload(ctx context.Context, cur *config.Config, dirs *Directories, fr *frontend, log *slog.Logger) {
+// schedules, headers, roles and the admin token file. A bad file (or an
+// admin_token_file that is missing or empty) is rejected with every error
+// logged and the running config kept. Listen addresses and data_dir need a
+// restart.
+func reload(ctx context.Context, cur *config.Config, dirs *Directories, admin *api.API, fr *frontend, log *slog.Logger) {
 	next, err := config.Load(cur.Path)
 	if err != nil {
 		var errs config.Errors
@@ -244,6 +246,9 @@ func reload(ctx context.Context, cur *config.Config, dirs *Directories, fr *fron
 		}
 		return
 	}
+	// Before the directories: a token is rotated because the old one may
+	// have leaked, and that must not wait on a directory failing to load.
+	admin.Reload(next)
 	if err := dirs.Load(ctx, next); err != nil {
 		log.Error("config reload: directories not applied", "err", err)
 		return

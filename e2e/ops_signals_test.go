@@ -164,6 +164,47 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if strings.Contains(string(body), token) || !strings.Contains(string(body), "theme=dark") {
 		t.Errorf("after renaming the session cookie, the upstream got: %s", body)
 	}
+
+	// A rotated admin token and a new role: the new token opens the admin
+	// API at once, the old one is refused, and the new role can be given.
+	viewer := map[string]string{"username": "viewer@local", "password": "viewer-password", "role": "viewer"}
+	g.must(422, "POST", "/auth/v4/user", "admin", viewer)
+	rotated := randHex(t, 16)
+	writeConfig(t, c.TokenFile, rotated+"\n")
+	c.Extra += "roles: [admin, advanced_user, user, viewer]\n"
+	writeConfig(t, path, c.yaml())
+	hup(t, p, "config reloaded")
+	if code, _, raw := g.call("GET", "/auth/v4/ldap", "admin", nil); code != 401 {
+		t.Errorf("the admin token from before the rotation, after SIGHUP: %d %s", code, raw)
+	}
+	g.must(200, "GET", "/auth/v4/ldap", rotated, nil)
+	if u := g.must(200, "POST", "/auth/v4/user", rotated, viewer); u["role"] != "viewer" {
+		t.Errorf("local user created with a role added on reload: %v", u)
+	}
+
+	// A token file that is empty, then missing: the reload is refused and
+	// logged like any bad config, and the token in effect stays.
+	for _, bad := range []struct{ name, logged string }{{"empty", "is empty"}, {"missing", "no such file"}} {
+		if bad.name == "empty" {
+			writeConfig(t, c.TokenFile, "")
+		} else if err := os.Remove(c.TokenFile); err != nil {
+			t.Fatal(err)
+		}
+		hup(t, p, "config reload rejected")
+		logLine := waitLog(t, p.stderr, time.Second, "config reload rejected", "admin_token_file", bad.logged)
+		if !strings.Contains(logLine, `"level":"ERROR"`) {
+			t.Errorf("%s token file: the rejected reload is not logged as an error: %s", bad.name, logLine)
+		}
+		if code, _, raw := g.call("GET", "/auth/v4/ldap", rotated, nil); code != 200 {
+			t.Errorf("%s token file: the token in effect after the refused reload: %d %s", bad.name, code, raw)
+		}
+		if code, _, raw := g.call("GET", "/auth/v4/ldap", "admin", nil); code != 401 {
+			t.Errorf("%s token file: the token from before the rotation: %d %s", bad.name, code, raw)
+		}
+	}
+	if strings.Contains(p.stderr.String(), rotated) {
+		t.Errorf("the rotated admin token appears in the log")
+	}
 }
 
 // TestShutdownDrainsOnSIGTERM: a request in flight when SIGTERM arrives
