@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-ldap/ldap/v3"
-
 	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
 	"github.com/ldapgate/ldapgate/directory"
@@ -183,17 +181,9 @@ func (s *Service) resolve(ctx context.Context, ln *LoginName, pw string, dirLabe
 
 func (s *Service) resolveLDAP(ctx context.Context, ln *LoginName, pw string) (account.User, error) {
 	e := ln.Dir
-	username := ln.Username
-	if ln.ByMail {
-		// Legacy naming: the mail is the login name, but the directory is
-		// searched by its login attribute. The store knows the entry.
-		uid, ok := s.uidForMail(ctx, e, ln.Canonical)
-		if !ok {
-			return account.User{}, wrong("unknown mail under legacy naming", nil)
-		}
-		username = uid
-	}
-	du, err := e.Client.Authenticate(ctx, username, pw)
+	// Under legacy naming Username is the mail, which the directory client
+	// then searches by (directory.Client.FindUser).
+	du, err := e.Client.Authenticate(ctx, ln.Username, pw)
 	switch {
 	case err == nil:
 	case errors.Is(err, directory.ErrUnavailable):
@@ -260,23 +250,4 @@ func (s *Service) storeUserFor(ctx context.Context, e *directory.Entry, du direc
 	}
 	s.log.Info("user synced at login", "username", u.Username, "user_id", u.ID, "directory", e.Config.Name)
 	return u, nil
-}
-
-// uidForMail finds the login attribute value of a legacy-naming user from
-// the store: the first RDN of their DN when it is the login attribute
-// (uid=..., as on OpenLDAP and FreeIPA), else the mail's local part.
-func (s *Service) uidForMail(ctx context.Context, e *directory.Entry, mail string) (string, bool) {
-	u, err := s.store.UserByName(ctx, mail)
-	if err != nil || u.Source != account.SourceLDAP || u.DirectoryID != e.Config.ID {
-		return "", false
-	}
-	if dn, err := ldap.ParseDN(u.LDAPDN); err == nil && len(dn.RDNs) > 0 {
-		for _, a := range dn.RDNs[0].Attributes {
-			if strings.EqualFold(a.Type, e.Config.UsernameAttribute) && a.Value != "" {
-				return a.Value, true
-			}
-		}
-	}
-	local, _, _ := cutLast(mail, '@')
-	return local, local != ""
 }

@@ -338,8 +338,8 @@ func TestPasswordHashes(t *testing.T) {
 	}
 }
 
-// Legacy naming: the mail is the login name; the bind uses the uid kept
-// in the stored DN.
+// Legacy naming: the mail is the login name, and the directory is
+// searched by it.
 func TestLegacyEmailNaming(t *testing.T) {
 	srv := ldaptest.StartSlapd(t)
 	if srv == nil {
@@ -362,6 +362,26 @@ func TestLegacyEmailNaming(t *testing.T) {
 	_, err = e.svc.Login(ctx, LoginRequest{Name: mail, Password: "bad", Directory: d.Config.Name, ClientIP: ip1})
 	if !errors.Is(err, ErrBadCredentials) {
 		t.Fatalf("wrong password: %v", err)
+	}
+
+	// The mail need not be the login attribute's value at some domain (on
+	// AD it rarely is: sAMAccountName jsmith, mail john.smith@...): the
+	// directory is searched by mail.
+	other := "someone.else." + strings.ToLower(fx2.Prefix) + "@mail.example.org"
+	srv.SetUserAttribute(t, fx2.Users["alice"], "mail", other)
+	e.sync(t)
+	res, err = e.svc.Login(ctx, LoginRequest{Name: other, Password: ldaptest.Password, Directory: d.Config.Name, ClientIP: ip1})
+	if err != nil || res.User.Username != other || res.User.DirectoryID != d.Config.ID {
+		t.Fatalf("login by a mail unrelated to the uid: %v %+v", err, res.User)
+	}
+
+	// Someone added to the directory after the last sync logs in by mail
+	// and is synced alone on the spot (SPEC §5).
+	fx2.AddUser(t, "newcomer", "staff")
+	newMail := strings.ToLower(fx2.Users["newcomer"]) + "@example.com"
+	res, err = e.svc.Login(ctx, LoginRequest{Name: newMail, Password: ldaptest.Password, Directory: d.Config.Name, ClientIP: ip1})
+	if err != nil || res.User.Username != newMail || res.User.Role != "user" {
+		t.Fatalf("legacy login of a user not synced yet: %v %+v", err, res.User)
 	}
 }
 

@@ -267,6 +267,38 @@ func TestDirectoryAuthenticate(t *testing.T) {
 			})
 		}
 
+		// Legacy naming (naming: email): the mail is the login name, and
+		// nothing ties it to the login attribute (on AD, sAMAccountName
+		// jsmith with mail john.smith@...). Last: it changes alice's mail.
+		t.Run("legacy naming: login by mail", func(t *testing.T) {
+			u, err := c.FindUser(ctx, f.Users["alice"])
+			if err != nil {
+				t.Fatal(err)
+			}
+			mail := "someone.else." + strings.ToLower(p) + "@mail.example.org"
+			m := ldap.NewModifyRequest(u.DN, nil)
+			m.Replace("mail", []string{mail})
+			if err := s.AdminConn(t).Modify(m); err != nil {
+				t.Fatalf("set mail: %v", err)
+			}
+			legacy := cfg.Clone()
+			legacy.Naming = config.NamingEmail
+			lc := openClient(t, legacy)
+			got, err := lc.Authenticate(ctx, strings.ToUpper(mail), ldaptest.Password)
+			if err != nil || got.DN != u.DN {
+				t.Fatalf("Authenticate(mail) = %+v, %v; want alice", got, err)
+			}
+			for _, tc := range []struct{ name, pw string }{
+				{mail, "not-" + ldaptest.Password},
+				{f.Users["alice"], ldaptest.Password}, // the uid is no login name here
+				{"*@mail.example.org", ldaptest.Password},
+			} {
+				if _, err := lc.Authenticate(ctx, tc.name, tc.pw); !errors.Is(err, directory.ErrBadCredentials) {
+					t.Errorf("Authenticate(%q) = %v, want ErrBadCredentials", tc.name, err)
+				}
+			}
+		})
+
 		t.Run("empty password refused without I/O", func(t *testing.T) {
 			// Against a port nothing listens on, any I/O would end in
 			// ErrUnavailable; the refusal must come first.

@@ -98,9 +98,10 @@ type Client interface {
 	ReadUsers(ctx context.Context, fn func(User) error) error
 	// ReadGroups streams every group under groups_dn.
 	ReadGroups(ctx context.Context, fn func(Group) error) error
-	// FindUser looks one user up by login name with the service account;
-	// ErrUserNotFound if none. Also used to resync one user at login. A
-	// user outside user_filter is found, with OutOfScope set.
+	// FindUser looks one user up by login name with the service account
+	// (the mail under legacy naming, naming: email); ErrUserNotFound if
+	// none. Also used to resync one user at login. A user outside
+	// user_filter is found, with OutOfScope set.
 	FindUser(ctx context.Context, username string) (User, error)
 	// Authenticate finds the user's DN and binds as it on a fresh connection.
 	// An empty password fails with ErrBadCredentials before any I/O.

@@ -108,7 +108,7 @@ func (l *LDAP) withConn(ctx context.Context, op string, retry func() bool, fn fu
 // exactly once, where the filter is built (Dex escaped twice, so names with
 // *()\ never matched).
 func (l *LDAP) userFilterFor(username string) string {
-	return l.s.objectSearchFilter("(" + l.s.usernameAttr + "=" + ldap.EscapeFilter(username) + ")")
+	return l.s.objectSearchFilter("(" + l.s.loginAttr + "=" + ldap.EscapeFilter(username) + ")")
 }
 
 // FindUser looks one user up by login name. ErrUserNotFound if none,
@@ -140,12 +140,16 @@ func (l *LDAP) FindUser(ctx context.Context, username string) (User, error) {
 			return fmt.Errorf("ldap search %q: %w", username, ErrAmbiguousUser)
 		}
 		u = l.toUser(res.Entries[0], nil)
-		if !strings.EqualFold(u.Username, username) {
+		login := u.Username
+		if l.s.loginAttr != l.s.usernameAttr {
+			login = u.Email
+		}
+		if !strings.EqualFold(login, username) {
 			// The server's matching rule is looser than ours (insignificant
 			// spaces, Unicode folding, truncation): only the exact name,
 			// ignoring case, is that user.
 			l.log.Debug("ldap search matched another spelling", "directory", l.s.name, "dn", u.DN)
-			return fmt.Errorf("ldap search %q: matched %q: %w", username, u.Username, ErrUserNotFound)
+			return fmt.Errorf("ldap search %q: matched %q: %w", username, login, ErrUserNotFound)
 		}
 		// Rule 8's override and rule 7's user_filter, decided the way
 		// ReadUsers decides them: a base-scope search of the entry with

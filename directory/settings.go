@@ -27,7 +27,11 @@ type settings struct {
 	groupsBase string
 	baseDN     string
 
-	usernameAttr    string
+	usernameAttr string
+	// loginAttr is what FindUser matches a login name against: the mail
+	// under legacy naming (where the mail is the login name), else the
+	// username attribute.
+	loginAttr       string
 	uuidAttr        string
 	emailAttr       string
 	displayNameAttr string
@@ -55,6 +59,7 @@ func resolveSettings(cfg config.Directory) (*settings, error) {
 		bindPassword:      cfg.BindPassword,
 		baseDN:            cfg.BaseDN,
 		usernameAttr:      cfg.UsernameAttribute,
+		loginAttr:         cfg.UsernameAttribute,
 		uuidAttr:          cfg.UUIDAttribute,
 		emailAttr:         cfg.EmailAttribute,
 		displayNameAttr:   cfg.DisplayNameAttribute,
@@ -66,6 +71,9 @@ func resolveSettings(cfg config.Directory) (*settings, error) {
 		connectTimeout:    cfg.ConnectTimeout.D(),
 		timeout:           cfg.Timeout.D(),
 		poolSize:          cfg.PoolSize,
+	}
+	if cfg.Naming == config.NamingEmail {
+		s.loginAttr = cfg.EmailAttribute
 	}
 	if _, ok := config.PresetFor(s.typ); !ok {
 		// Never guessed (see config.ApplyDefaults): AD read with OpenLDAP
