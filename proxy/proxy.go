@@ -123,6 +123,11 @@ type Proxy struct {
 	tlsConfig   *tls.Config
 	rewriteHost bool
 
+	// wsTLS is tlsConfig for WebSocket upgrades, which dial on their own:
+	// it offers only HTTP/1.1 in ALPN (an upgrade needs it; h2 has no
+	// Upgrade). Built once in New rather than cloned per upgrade.
+	wsTLS *tls.Config
+
 	names      identityNames
 	table      []headerRule
 	cookieName []byte
@@ -196,6 +201,8 @@ func New(o Options, log *slog.Logger, m *metrics.Metrics) (*Proxy, error) {
 	if p.tlsConfig.ServerName == "" {
 		p.tlsConfig.ServerName = u.Hostname()
 	}
+	p.wsTLS = p.tlsConfig.Clone()
+	p.wsTLS.NextProtos = []string{"http/1.1"}
 
 	h := o.Headers
 	p.names = identityNames{

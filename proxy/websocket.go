@@ -165,10 +165,7 @@ func (p *Proxy) dialUpstream(ctx context.Context) (net.Conn, error) {
 	if !p.https {
 		return c, nil
 	}
-	cfg := p.tlsConfig.Clone()
-	// WebSocket needs HTTP/1.1's Upgrade; never let ALPN pick h2.
-	cfg.NextProtos = []string{"http/1.1"}
-	tc := tls.Client(c, cfg)
+	tc := tls.Client(c, p.wsTLS)
 	if err := tc.HandshakeContext(dctx); err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("proxy: TLS handshake with upstream: %w", err)

@@ -222,3 +222,47 @@ func TestHTTPSUpstream(t *testing.T) {
 		t.Errorf("echo over TLS: %q %v", msg, err)
 	}
 }
+
+// TestUpgradeTLSConfigBuiltOnce: the upgrade dial's TLS config is made in
+// New from the caller's, offering only HTTP/1.1, and neither the caller's
+// config nor the pool's is changed by it. An upgrade then uses it as is:
+// two upgrades handshake with the same config, which stays unchanged.
+func TestUpgradeTLSConfigBuiltOnce(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	roots := srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	given := &tls.Config{RootCAs: roots, NextProtos: []string{"h2", "http/1.1"}}
+	p, err := New(Options{Upstream: srv.URL, TLSConfig: given}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	if p.wsTLS == nil || p.wsTLS == p.tlsConfig || p.wsTLS == given {
+		t.Fatalf("upgrade TLS config not built apart in New: %p (pool %p, given %p)", p.wsTLS, p.tlsConfig, given)
+	}
+	if strings.Join(p.wsTLS.NextProtos, ",") != "http/1.1" || p.wsTLS.ServerName != "127.0.0.1" || p.wsTLS.RootCAs != roots {
+		t.Errorf("upgrade TLS config: ALPN %q, server name %q, roots kept %v", p.wsTLS.NextProtos, p.wsTLS.ServerName, p.wsTLS.RootCAs == roots)
+	}
+	if strings.Join(given.NextProtos, ",") != "h2,http/1.1" || strings.Join(p.tlsConfig.NextProtos, ",") != "h2,http/1.1" {
+		t.Errorf("ALPN changed outside upgrades: given %q, pool %q", given.NextProtos, p.tlsConfig.NextProtos)
+	}
+	built := p.wsTLS
+	for i := range 2 {
+		c, err := p.dialUpstream(t.Context())
+		if err != nil {
+			t.Fatalf("upgrade dial %d: %v", i, err)
+		}
+		proto := c.(*tls.Conn).ConnectionState().NegotiatedProtocol
+		c.Close()
+		// httptest's server offers only h2: no protocol is agreed, and
+		// the connection must not be h2.
+		if proto == "h2" {
+			t.Errorf("upgrade dial %d negotiated h2", i)
+		}
+	}
+	if p.wsTLS != built || strings.Join(built.NextProtos, ",") != "http/1.1" {
+		t.Errorf("upgrade TLS config replaced or changed by dialing: ALPN %q", p.wsTLS.NextProtos)
+	}
+}
