@@ -351,20 +351,6 @@ func (p *Proxy) SetIdentity(h *fasthttp.ResponseHeader, u *account.User) {
 	p.setIdentity(h, u, s)
 }
 
-// StripIdentity removes every client-supplied copy of the identity headers
-// from the request, whatever its case and with '_' for '-'.
-func (p *Proxy) StripIdentity(h *fasthttp.RequestHeader) {
-	s := p.getScratch()
-	defer p.scratch.Put(s)
-	s.reset()
-	for k := range h.All() {
-		if p.classify(k) == kindIdentity {
-			s.markDelete(k)
-		}
-	}
-	s.deleteMarked(h)
-}
-
 // mayHaveCookie is a cheap pre-check on the received header block: a Cookie
 // header fasthttp's parser dropped (a value with '"' or '\') still counts.
 func mayHaveCookie(raw []byte) bool {

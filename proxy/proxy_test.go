@@ -245,24 +245,31 @@ func TestIdentityHeadersSpoofing(t *testing.T) {
 	}
 }
 
-func TestStripIdentityAndSetIdentity(t *testing.T) {
+// TestPrepareStripsIdentityAndSetIdentity: the header pass every forwarded
+// request goes through (here for a public path: no user) drops the client's
+// identity headers in any spelling and keeps unrelated ones; SetIdentity
+// writes the forward-auth answer's headers.
+func TestPrepareStripsIdentityAndSetIdentity(t *testing.T) {
 	p, err := New(Options{Upstream: "http://127.0.0.1:1"}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var req fasthttp.Request
-	if err := req.Read(bufio.NewReader(strings.NewReader(
-		"GET / HTTP/1.1\r\nHost: h\r\nX_Forwarded_User: m\r\nx-forwarded-EMAIL: m\r\nX-Forwarded-Role: admin\r\nX-Other: keep\r\n\r\n"))); err != nil {
+	var ctx fasthttp.RequestCtx
+	if err := ctx.Request.Read(bufio.NewReader(strings.NewReader(
+		"GET / HTTP/1.1\r\nHost: h\r\nX_Forwarded_User: m\r\nx-forwarded-EMAIL: m\r\nX-Forwarded-Role: admin\r\nX-Forwarded-groups: g\r\nX-Other: keep\r\n\r\n"))); err != nil {
 		t.Fatal(err)
 	}
-	p.StripIdentity(&req.Header)
-	for k := range req.Header.All() {
-		if strings.HasPrefix(fold(string(k)), "x-forwarded-") {
-			t.Errorf("StripIdentity left %s", k)
+	s := p.getScratch()
+	p.prepare(&ctx, nil, s, false)
+	p.scratch.Put(s)
+	for k := range ctx.Request.Header.All() {
+		switch fold(string(k)) {
+		case "x-forwarded-user", "x-forwarded-email", "x-forwarded-role", "x-forwarded-groups":
+			t.Errorf("prepare left %s", k)
 		}
 	}
-	if string(req.Header.Peek("X-Other")) != "keep" {
-		t.Errorf("StripIdentity removed an unrelated header")
+	if string(ctx.Request.Header.Peek("X-Other")) != "keep" {
+		t.Errorf("prepare removed an unrelated header")
 	}
 
 	var resp fasthttp.Response
