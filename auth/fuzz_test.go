@@ -27,6 +27,13 @@ func fuzzDirs() []*directory.Entry {
 	}
 }
 
+// setOf is a directory set holding entries, as the login service reads it.
+func setOf(entries []*directory.Entry) *directory.Set {
+	s := directory.NewSet()
+	s.Replace(entries)
+	return s
+}
+
 func TestParseLoginName(t *testing.T) {
 	all := fuzzDirs()
 	one := all[2:3]
@@ -65,7 +72,7 @@ func TestParseLoginName(t *testing.T) {
 		{"control in directory", "bob", "corp\x00", all, ErrInvalidName, "", "", 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := ParseLoginName(tc.login, tc.dir, tc.dirs)
+			ln, err := ParseLoginName(tc.login, tc.dir, setOf(tc.dirs))
 			if tc.wantErr != nil {
 				if err != tc.wantErr { //nolint:errorlint // exact sentinel expected
 					t.Fatalf("err = %v, want %v", err, tc.wantErr)
@@ -89,6 +96,43 @@ func TestParseLoginName(t *testing.T) {
 	}
 }
 
+// TestParseLoginNameRefIsByRef: the request's directory is the one
+// directory.Set.ByRef names, with its precedence: an id first (also when
+// a directory is named like another's id), then a name in any case;
+// anything else is ErrUnknownDirectory.
+func TestParseLoginNameRefIsByRef(t *testing.T) {
+	mk := func(id uint64, name string) *directory.Entry {
+		return &directory.Entry{Config: config.Directory{ID: id, Name: name, Domain: "example.com", BaseDN: "dc=x"}}
+	}
+	dirs := setOf([]*directory.Entry{mk(1, "2"), mk(2, "corp"), mk(7, "9"), mk(8, "Lab")})
+	for ref, want := range map[string]uint64{
+		"2":    2, // id 2, not the directory named "2"
+		"02":   2,
+		"9":    7, // no id 9: the directory named "9"
+		"1":    1,
+		"CORP": 2,
+		"lab":  8,
+		" 8 ":  8, // trimmed
+		"3":    0,
+		"+2":   0,
+		"-1":   0,
+		"x":    0,
+	} {
+		ln, err := ParseLoginName("bob", ref, dirs)
+		byRef, ok := dirs.ByRef(strings.TrimSpace(ref))
+		switch {
+		case want == 0:
+			if err != ErrUnknownDirectory || ok { //nolint:errorlint // exact sentinel expected
+				t.Errorf("ref %q: err %v (ByRef found %v), want ErrUnknownDirectory", ref, err, ok)
+			}
+		case err != nil:
+			t.Errorf("ref %q: %v", ref, err)
+		case ln.Dir == nil || ln.Dir != byRef || ln.Dir.Config.ID != want:
+			t.Errorf("ref %q: directory %+v, ByRef %+v, want id %d", ref, ln.Dir, byRef, want)
+		}
+	}
+}
+
 func errorsIsBad(err error) bool { return strings.Contains(err.Error(), ErrBadCredentials.Error()) }
 
 // FuzzLoginName: whatever the input, the parser never panics, and what it
@@ -101,7 +145,7 @@ func FuzzLoginName(f *testing.F) {
 		f.Add(s, "")
 		f.Add(s, "corp")
 	}
-	dirs := fuzzDirs()
+	dirs := setOf(fuzzDirs())
 	f.Fuzz(func(t *testing.T, name, dir string) {
 		ln, err := ParseLoginName(name, dir, dirs)
 		if err != nil {

@@ -61,7 +61,7 @@ func (s *Service) login(ctx context.Context, req LoginRequest, withSession bool)
 	result := resultError
 	defer func() { s.m.Logins.WithLabelValues(dirLabel, result).Inc() }()
 
-	ln, err := ParseLoginName(req.Name, req.Directory, s.dirs.List())
+	ln, err := ParseLoginName(req.Name, req.Directory, s.dirs)
 	if err != nil {
 		// A malformed name or an unknown directory: refused before any
 		// look-up, so not counted against a name or address.

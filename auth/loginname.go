@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -59,8 +58,10 @@ func validText(s string) bool {
 //     directory has, can only be a local user.
 //
 // Directories under legacy naming take any mail address, but only when no
-// directory claims the domain.
-func ParseLoginName(name, dirRef string, dirs []*directory.Entry) (LoginName, error) {
+// directory claims the domain. dirRef is resolved with dirs.ByRef (an id
+// first, then a name); without one the domain is matched against
+// dirs.List(). Either way one call reads one snapshot of the set.
+func ParseLoginName(name, dirRef string, dirs *directory.Set) (LoginName, error) {
 	if !validText(name) || !validText(dirRef) {
 		return LoginName{}, ErrInvalidName
 	}
@@ -75,8 +76,8 @@ func ParseLoginName(name, dirRef string, dirs []*directory.Entry) (LoginName, er
 	out := LoginName{Canonical: n}
 
 	if ref := strings.TrimSpace(dirRef); ref != "" {
-		e := findRef(dirs, ref)
-		if e == nil {
+		e, ok := dirs.ByRef(ref)
+		if !ok {
 			return LoginName{}, ErrUnknownDirectory
 		}
 		switch {
@@ -100,7 +101,7 @@ func ParseLoginName(name, dirRef string, dirs []*directory.Entry) (LoginName, er
 		return out, nil
 	}
 	var match, mail []*directory.Entry
-	for _, e := range dirs {
+	for _, e := range dirs.List() {
 		if e.Config.Naming == config.NamingEmail {
 			mail = append(mail, e)
 		} else if strings.EqualFold(domain, e.Config.DomainName()) {
@@ -126,22 +127,4 @@ func cutLast(s string, sep byte) (before, after string, found bool) {
 		return s[:i], s[i+1:], true
 	}
 	return s, "", false
-}
-
-// findRef is directory.Set.ByRef over a snapshot list: an id first, then a
-// name (case-insensitive).
-func findRef(dirs []*directory.Entry, ref string) *directory.Entry {
-	if id, err := strconv.ParseUint(ref, 10, 64); err == nil {
-		for _, e := range dirs {
-			if e.Config.ID == id {
-				return e
-			}
-		}
-	}
-	for _, e := range dirs {
-		if strings.EqualFold(e.Config.Name, ref) {
-			return e
-		}
-	}
-	return nil
 }
