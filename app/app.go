@@ -177,7 +177,7 @@ loop:
 			runErr = fmt.Errorf("listener stopped: %w", err)
 			break loop
 		case <-hup:
-			reload(ctx, cfg, dirs, admin, fr, log)
+			reload(ctx, cfg, reloadTargets{dirs: dirs, admin: admin, fr: fr, syncer: sync_, store: store}, log)
 		}
 	}
 
@@ -228,12 +228,22 @@ func (h *handlerCount) wait(d time.Duration) int64 {
 	}
 }
 
+// reloadTargets are what a reload hands the new config to.
+type reloadTargets struct {
+	dirs   *Directories
+	admin  *api.API
+	fr     *frontend
+	syncer *syncer.Syncer
+	store  *cache.Store
+}
+
 // reload re-reads the config file on SIGHUP: directories, role mappings,
-// schedules, headers, roles and the admin token file. A bad file (or an
-// admin_token_file that is missing or empty) is rejected with every error
-// logged and the running config kept. Listen addresses and data_dir need a
-// restart.
-func reload(ctx context.Context, cur *config.Config, dirs *Directories, admin *api.API, fr *frontend, log *slog.Logger) {
+// schedules, headers, roles, local_users and the admin token file. A bad
+// file (or an admin_token_file that is missing or empty) is rejected with
+// every error logged and the running config kept. Listen addresses and
+// data_dir need a restart.
+func reload(ctx context.Context, cur *config.Config, to reloadTargets, log *slog.Logger) {
+	dirs, admin, fr := to.dirs, to.admin, to.fr
 	next, err := config.Load(cur.Path)
 	if err != nil {
 		var errs config.Errors
@@ -249,6 +259,11 @@ func reload(ctx context.Context, cur *config.Config, dirs *Directories, admin *a
 	// Before the directories: a token is rotated because the old one may
 	// have leaked, and that must not wait on a directory failing to load.
 	admin.Reload(next)
+	to.syncer.SetRoles(next.Roles)
+	if err := auth.SyncLocalUsers(ctx, to.store, next.LocalUsers); err != nil {
+		// Hashes were checked by config.Load; this is the store failing.
+		log.Error("config reload: local_users not applied", "err", err)
+	}
 	if err := dirs.Load(ctx, next); err != nil {
 		log.Error("config reload: directories not applied", "err", err)
 		return

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ldapgate/ldapgate/app"
+	"github.com/ldapgate/ldapgate/auth"
 	"github.com/ldapgate/ldapgate/internal/ldaptest"
 )
 
@@ -180,6 +181,20 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	g.must(200, "GET", "/auth/v4/ldap", rotated, nil)
 	if u := g.must(200, "POST", "/auth/v4/user", rotated, viewer); u["role"] != "viewer" {
 		t.Errorf("local user created with a role added on reload: %v", u)
+	}
+
+	// A local user added to the file logs in after SIGHUP.
+	hash, err := auth.HashPassword("ops-password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opsUser := map[string]string{"username": "ops@local", "password": "ops-password"}
+	g.must(401, "POST", "/auth/v4/public/token", "", opsUser)
+	c.Extra += "local_users:\n  - {username: ops@local, password_hash: '" + hash + "', role: advanced_user}\n"
+	writeConfig(t, path, c.yaml())
+	hup(t, p, "config reloaded")
+	if tok := g.must(200, "POST", "/auth/v4/public/token", "", opsUser); tok["token"] == "" {
+		t.Errorf("local user added on reload: %v", tok)
 	}
 
 	// A token file that is empty, then missing: the reload is refused and

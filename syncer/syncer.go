@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -53,7 +55,8 @@ func (e *ConflictError) Error() string {
 type Syncer struct {
 	store *cache.Store
 	dirs  *directory.Set
-	roles []string
+	// roles: the platform roles, highest first; replaced on reload.
+	roles atomic.Pointer[[]string]
 	log   *slog.Logger
 	m     *metrics.Metrics
 	batch int
@@ -86,12 +89,23 @@ func New(store *cache.Store, dirs *directory.Set, roles []string, log *slog.Logg
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	s := &Syncer{store: store, dirs: dirs, log: log.With("component", "syncer"), m: m,
+		batch: defaultBatch, running: map[uint64]*flight{}, live: map[uint64]bool{}}
+	s.SetRoles(roles)
+	return s
+}
+
+// SetRoles replaces the platform roles (a config reload); syncs that
+// start after it rank roles by the new list.
+func (s *Syncer) SetRoles(roles []string) {
 	if len(roles) == 0 {
 		roles = config.DefaultRoles()
 	}
-	return &Syncer{store: store, dirs: dirs, roles: roles, log: log.With("component", "syncer"), m: m,
-		batch: defaultBatch, running: map[uint64]*flight{}, live: map[uint64]bool{}}
+	r := slices.Clone(roles)
+	s.roles.Store(&r)
 }
+
+func (s *Syncer) currentRoles() []string { return *s.roles.Load() }
 
 // Options of one sync.
 type Options struct {
@@ -183,7 +197,7 @@ func (s *Syncer) read(ctx context.Context, c directory.Client, cfg config.Direct
 	}); err != nil {
 		return nil, fmt.Errorf("read groups: %w", err)
 	}
-	p := newPlanner(cfg, s.roles, groups)
+	p := newPlanner(cfg, s.currentRoles(), groups)
 	if err := c.ReadUsers(ctx, func(u directory.User) error {
 		p.add(u)
 		return nil
@@ -498,7 +512,7 @@ func (s *Syncer) SyncOne(ctx context.Context, dirID uint64, u directory.User) (a
 		}
 	}
 	var lookupErr error
-	p := BuildPlan(PlanInput{Dir: cfg, Roles: s.roles, Snapshot: Snapshot{Users: []directory.User{u}, Groups: groups},
+	p := BuildPlan(PlanInput{Dir: cfg, Roles: s.currentRoles(), Snapshot: Snapshot{Users: []directory.User{u}, Groups: groups},
 		Current: current, Now: time.Now().UTC(), Partial: true,
 		ByName: func(name string) (account.User, bool) {
 			x, err := s.store.UserByName(ctx, name)

@@ -704,3 +704,18 @@ func TestSyncNameTakenDuringRead(t *testing.T) {
 		t.Errorf("second sync: %v", again.Counts)
 	}
 }
+
+// SetRoles (a config reload) changes which role wins for users in several
+// mapped groups from the next sync on.
+func TestSyncSetRoles(t *testing.T) {
+	e := newEnv(t)
+	e.sync(t, Options{})
+	e.expect(t, "frank", "admin", account.StateActive, "") // admins and staff
+	e.s.SetRoles([]string{"user", "advanced_user", "admin"})
+	run := e.sync(t, Options{})
+	e.expect(t, "frank", "user", account.StateActive, "")
+	e.expect(t, "alice", "admin", account.StateActive, "") // admins only
+	if run.Counts[string(ActionUpdate)] != 1 {
+		t.Errorf("counts %v, want frank's update only", run.Counts)
+	}
+}
