@@ -15,8 +15,14 @@ import (
 // start (and on reload): created if missing, else their role, hash and
 // email follow the file. Their state is kept, so an admin block survives
 // a restart. A name already held by a directory user is left to the
-// directory (sync rule 4: the directory wins) and logged.
+// directory (sync rule 4: the directory wins) and logged. A user the file
+// named before and no longer does is deleted, sessions and all: removing
+// an account from the file must take its password away.
 func SyncLocalUsers(ctx context.Context, store *cache.Store, locals []config.LocalUser) error {
+	names := make([]string, 0, len(locals))
+	for _, lu := range locals {
+		names = append(names, lu.Username)
+	}
 	for _, lu := range locals {
 		name := account.NormalizeName(lu.Username)
 		if name == "" {
@@ -58,6 +64,14 @@ func SyncLocalUsers(ctx context.Context, store *cache.Store, locals []config.Loc
 		if err != nil {
 			return fmt.Errorf("local user %q: %w", name, err)
 		}
+	}
+	// Last: a failed upsert above returns first and removes nobody.
+	gone, err := store.PruneConfigLocalUsers(ctx, names)
+	if err != nil {
+		return fmt.Errorf("local users: %w", err)
+	}
+	for _, n := range gone {
+		slog.Default().Warn("local user removed from the config file: deleted, with their sessions", "username", n)
 	}
 	return nil
 }

@@ -301,6 +301,17 @@ func TestLocalUsers(t *testing.T) {
 	if err := SyncLocalUsers(ctx, e.store, []config.LocalUser{{Username: "x@local", PasswordHash: "plain", Role: "user"}}); !errors.Is(err, ErrBadHash) {
 		t.Fatalf("bad hash: %v", err)
 	}
+	// A user removed from the file loses their account (a failed sync
+	// above removed nobody: ops@local still logs in here).
+	if _, err := e.svc.Login(ctx, LoginRequest{Name: "ops@local", Password: "b-pass", ClientIP: ip1}); err != nil {
+		t.Fatalf("ops@local before removal: %v", err)
+	}
+	if err := SyncLocalUsers(ctx, e.store, locals[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Login(ctx, LoginRequest{Name: "ops@local", Password: "b-pass", ClientIP: ip1}); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("ops@local removed from the file: %v", err)
+	}
 }
 
 func TestPasswordHashes(t *testing.T) {

@@ -23,6 +23,8 @@ import "encoding/binary"
 //	                       before chunks: one JSON object per seq)
 //	rs/<run>               last audit seq of a run
 //	seq/...                badger Sequences (user, dir and run ids)
+//	nv                     names version (names.go)
+//	lc                     the config file's local user names (localusers.go)
 const (
 	pUser        = "u/"
 	pUserName    = "un/"

@@ -196,6 +196,15 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if tok := g.must(200, "POST", "/auth/v4/public/token", "", opsUser); tok["token"] == "" {
 		t.Errorf("local user added on reload: %v", tok)
 	}
+	// Removed from the file again: the account goes, sessions and all.
+	opsSession := g.must(200, "POST", "/auth/v4/public/token", "", opsUser)["token"].(string)
+	c.Extra = strings.Replace(c.Extra, "local_users:\n  - {username: ops@local, password_hash: '"+hash+"', role: advanced_user}\n", "", 1)
+	writeConfig(t, path, c.yaml())
+	hup(t, p, "config reloaded")
+	g.must(401, "POST", "/auth/v4/public/token", "", opsUser)
+	if code, _ := get(t, p.base+"/app/x", "Authorization", "Bearer "+opsSession); code == 200 {
+		t.Errorf("a session of a local user removed from the file still passes")
+	}
 
 	// A token file that is empty, then missing: the reload is refused and
 	// logged like any bad config, and the token in effect stays.

@@ -1,0 +1,71 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/ldapgate/ldapgate/account"
+)
+
+// The config file's local users.
+//
+// local_users are upserted into the store at start and on reload
+// (auth.SyncLocalUsers). The names the file gave last time are kept under
+// one key, so that a user removed from the file is deleted, sessions and
+// all, instead of keeping a password the operator took away. Local users
+// created through the API were never in the file and are never touched.
+const keyConfigLocalUsers = "lc"
+
+// PruneConfigLocalUsers records names (normalised) as the config file's
+// local users, and deletes the local users the file named last time but no
+// longer does. It returns the names deleted. A name that is now a
+// directory user (sync rule 4 converted it) is left alone.
+func (s *Store) PruneConfigLocalUsers(ctx context.Context, names []string) ([]string, error) {
+	now := make([]string, 0, len(names))
+	for _, n := range names {
+		if n = account.NormalizeName(n); n != "" {
+			now = append(now, n)
+		}
+	}
+	slices.Sort(now)
+	now = slices.Compact(now)
+	var deleted []string
+	err := s.Update(ctx, func(tx *Tx) error {
+		deleted = nil
+		var before []string
+		err := tx.lookup([]byte(keyConfigLocalUsers), func(v []byte) error { return json.Unmarshal(v, &before) })
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("config local users: %w", err)
+		}
+		for _, n := range before {
+			if _, still := slices.BinarySearch(now, n); still {
+				continue
+			}
+			u, err := tx.UserByName(n)
+			switch {
+			case errors.Is(err, ErrNotFound):
+				continue
+			case err != nil:
+				return err
+			case u.Source != account.SourceLocal:
+				continue
+			}
+			if err := tx.DeleteUser(u.ID); err != nil {
+				return err
+			}
+			deleted = append(deleted, n)
+		}
+		b, err := json.Marshal(now)
+		if err != nil {
+			return err
+		}
+		return tx.set([]byte(keyConfigLocalUsers), b)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("prune config local users: %w", err)
+	}
+	return deleted, nil
+}
