@@ -367,9 +367,9 @@ func BuildPlan(in PlanInput) Plan {
 	return p.finish(in)
 }
 
-// finish matches every entry added to the store's users and decides the
-// changes. Of in it uses Current, ByName, Now, Partial and OmitUnchanged
-// (Dir, Roles and the entries were given to the planner).
+// finish matches every added entry to the store's users and decides the
+// changes. It uses in's Current, ByName, Now, Partial and OmitUnchanged;
+// Dir, Roles and the entries were given to the planner.
 func (p *planner) finish(in PlanInput) Plan {
 	dir := &p.dir
 	plan := Plan{DirectoryID: dir.ID, DirectoryUsers: p.dirUsers}
