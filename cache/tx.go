@@ -47,6 +47,11 @@ type Tx struct {
 	audit map[uint64]*auditChunk
 	// scratch is reused to encode audit entries.
 	scratch []byte
+	// last is the last user UserByID read or PutUser wrote (remember).
+	last struct {
+		u  account.User
+		ok bool
+	}
 	// trusted: PutUser skips its index lookups for new users (names.go).
 	// wroteNames: this transaction has written the names version.
 	trusted, wroteNames bool
@@ -221,7 +226,33 @@ func (tx *Tx) keys(prefix []byte) [][]byte {
 
 // UserByID reads a user inside the transaction (sees its own writes).
 func (tx *Tx) UserByID(id uint64) (account.User, error) {
-	return readUserByID(tx.lookup, id)
+	if tx.last.ok && tx.last.u.ID == id {
+		u := tx.last.u
+		u.Groups = cloneGroups(u.Groups)
+		return u, nil
+	}
+	u, err := readUserByID(tx.lookup, id)
+	if err == nil {
+		tx.remember(u)
+	}
+	return u, err
+}
+
+// remember keeps u as the last user read or written, so that the read of a
+// user followed by PutUser on it (every update a sync applies) decodes the
+// record once: a third of the CPU of applying 100k updates went to the
+// second read.
+func (tx *Tx) remember(u account.User) {
+	u.Groups = cloneGroups(u.Groups)
+	tx.last.u, tx.last.ok = u, true
+}
+
+// cloneGroups copies g as decodeUser makes it: nil when empty.
+func cloneGroups(g []string) []string {
+	if len(g) == 0 {
+		return nil
+	}
+	return slices.Clone(g)
 }
 
 // UserByName reads a user by (normalised) name inside the transaction.
@@ -347,8 +378,10 @@ func (tx *Tx) PutUser(u *account.User) error {
 		return err
 	}
 	if err := tx.set(userKey(u.ID), b); err != nil {
+		tx.last.ok = false
 		return fmt.Errorf("put user %q: %w", u.Username, err)
 	}
+	tx.remember(*u)
 	tx.ids = append(tx.ids, u.ID)
 	tx.names = append(tx.names, u.Username)
 	if old != nil && old.Username != u.Username {
@@ -372,6 +405,7 @@ func (tx *Tx) DeleteUser(id uint64) error {
 			keys = append(keys, k)
 		}
 	}
+	tx.last.ok = false
 	for _, k := range keys {
 		if err := tx.del(k); err != nil {
 			return fmt.Errorf("delete user %d: %w", id, err)

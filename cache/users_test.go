@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -594,4 +595,53 @@ func TestRenameSwapInOneTx(t *testing.T) {
 	if _, err := s.UserByName(ctx, "tmp@x"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("temporary name left behind: %v", err)
 	}
+}
+
+// Inside one transaction a user read back after PutUser (served from the
+// transaction's last-user memo) is what a fresh decode of the stored
+// record gives, and a deleted user is gone.
+func TestTxUserReadBackMatchesStore(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "")
+	u := mustCreate(t, s, ldapUser("memo@example.com", 1, "uuid-memo", "user"))
+	var inTx account.User
+	if err := s.Update(ctx, func(tx *Tx) error {
+		cur, err := tx.UserByID(u.ID)
+		if err != nil {
+			return err
+		}
+		cur.Role, cur.Groups = "admin", nil
+		if err := tx.PutUser(&cur); err != nil {
+			return err
+		}
+		cur.Email = "changed-after-put@example.com" // the caller's copy, not the store's
+		if inTx, err = tx.UserByID(u.ID); err != nil {
+			return err
+		}
+		other := mustCreateTx(t, tx, ldapUser("other@example.com", 1, "uuid-other", "user"))
+		if err := tx.DeleteUser(other.ID); err != nil {
+			return err
+		}
+		if _, err := tx.UserByID(other.ID); !errors.Is(err, ErrNotFound) {
+			t.Errorf("a user deleted in the transaction reads back: %v", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := s.UserByID(ctx, u.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(inTx, stored) {
+		t.Errorf("read back in the transaction:\n %#v\nstored:\n %#v", inTx, stored)
+	}
+}
+
+func mustCreateTx(t *testing.T, tx *Tx, u account.User) account.User {
+	t.Helper()
+	if err := tx.PutUser(&u); err != nil {
+		t.Fatal(err)
+	}
+	return u
 }
