@@ -719,3 +719,91 @@ func TestSyncSetRoles(t *testing.T) {
 		t.Errorf("counts %v, want frank's update only", run.Counts)
 	}
 }
+
+// checkIndexes fails t unless every user's name and (directory, uuid)
+// lead back to that user and no two users share a name or a uuid: the
+// invariant the trusted creates of cache/names.go must keep under any
+// interleaving.
+func checkIndexes(t *testing.T, ctx context.Context, store *cache.Store) {
+	t.Helper()
+	all, _, err := store.ListUsers(ctx, cache.UserFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]uint64{}
+	uuids := map[string]uint64{}
+	for _, u := range all {
+		if prev, dup := names[u.Username]; dup {
+			t.Errorf("users %d and %d share the name %s", prev, u.ID, u.Username)
+		}
+		names[u.Username] = u.ID
+		if got, err := store.UserByName(ctx, u.Username); err != nil || got.ID != u.ID {
+			t.Errorf("name %s leads to %d (%v), not to its user %d", u.Username, got.ID, err, u.ID)
+		}
+		if u.Source != account.SourceLDAP || u.LDAPUUID == "" {
+			continue
+		}
+		k := fmt.Sprint(u.DirectoryID, "/", u.LDAPUUID)
+		if prev, dup := uuids[k]; dup {
+			t.Errorf("users %d and %d share the uuid %s", prev, u.ID, k)
+		}
+		uuids[k] = u.ID
+		if got, err := store.UserByUUID(ctx, u.DirectoryID, u.LDAPUUID); err != nil || got.ID != u.ID {
+			t.Errorf("uuid %s leads to %d (%v), not to its user %d", k, got.ID, err, u.ID)
+		}
+	}
+}
+
+// A first sync (trusted creates, one user per batch so there are many
+// commits to fall between) races writers that give the directory's names
+// to other users: whoever wins each name, no name or uuid ends up shared
+// or pointing at the wrong user, and the next sync settles the rest.
+func TestSyncTrustedCreatesRaceOtherWriters(t *testing.T) {
+	e := newEnv(t)
+	var logins []string
+	for _, l := range e.fx.Users {
+		logins = append(logins, account.NormalizeName(l+"@example.com"))
+	}
+	for round := range 12 {
+		store, err := cache.Open(t.TempDir(), testLogger(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := New(store, e.dirs, config.DefaultRoles(), testLogger(t), nil)
+		s.batch = 1
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			// Every other round, local users (rule 4 converts the ones the
+			// plan saw); else users of another directory (rule 10).
+			for i, name := range logins {
+				if i%2 != round%2 {
+					continue
+				}
+				select {
+				case <-done:
+					return
+				case <-time.After(time.Duration(round%4) * time.Millisecond):
+				}
+				u := account.User{Username: name, Role: "user", State: account.StateActive, Source: account.SourceLocal}
+				if round%3 == 0 {
+					u.Source, u.DirectoryID, u.LDAPUUID = account.SourceLDAP, testDirID+1, "other-"+name
+				}
+				if _, err := store.CreateUser(e.ctx, u); err != nil && !errors.Is(err, cache.ErrNameTaken) {
+					t.Error(err)
+				}
+			}
+		})
+		if _, err := s.Sync(e.ctx, testDirID, Options{Force: true}); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		close(done)
+		wg.Wait()
+		checkIndexes(t, e.ctx, store)
+		if _, err := s.Sync(e.ctx, testDirID, Options{Force: true}); err != nil {
+			t.Fatalf("round %d, second sync: %v", round, err)
+		}
+		checkIndexes(t, e.ctx, store)
+		store.Close()
+	}
+}
