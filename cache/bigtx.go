@@ -75,9 +75,16 @@ func (s *Store) updateBig(ctx context.Context, fn func(tx *Tx) error, assigned m
 	}
 	snap := s.db.NewTransaction(false)
 	defer snap.Discard()
-	tx := &Tx{s: s, txn: snap, big: &overlay{m: map[string]bigEntry{}}, now: time.Now().UTC(), assigned: assigned}
-	if err := fn(tx); err != nil {
-		return err
+	var tx *Tx
+	for reruns := 0; ; reruns++ {
+		tx = &Tx{s: s, txn: snap, big: &overlay{m: map[string]bigEntry{}}, now: time.Now().UTC(), assigned: assigned}
+		err := fn(tx)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrRerun) || reruns >= maxReruns {
+			return err
+		}
 	}
 	if err := tx.finish(); err != nil {
 		return err

@@ -246,3 +246,55 @@ func TestPipelineUserCache(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An fn that returns ErrRerun runs again in a fresh transaction, through
+// Store.Update and through a pipeline, and what it wrote before asking is
+// not committed.
+func TestErrRerun(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "")
+	run := func(t *testing.T, update func(fn func(*Tx) error) error) {
+		t.Helper()
+		runs := 0
+		name := fmt.Sprintf("rerun-%p@local", &runs)
+		err := update(func(tx *Tx) error {
+			runs++
+			u := localUser(fmt.Sprintf("%s-try%d", name, runs), "user")
+			if err := tx.PutUser(&u); err != nil {
+				return err
+			}
+			if runs < 3 {
+				return fmt.Errorf("try %d: %w", runs, ErrRerun)
+			}
+			return nil
+		})
+		if err != nil || runs != 3 {
+			t.Fatalf("update: %v after %d runs", err, runs)
+		}
+		for try, want := range []bool{false, false, true} {
+			_, err := s.UserByName(ctx, fmt.Sprintf("%s-try%d", name, try+1))
+			if got := err == nil; got != want {
+				t.Errorf("user of try %d stored: %v, want %v", try+1, got, want)
+			}
+		}
+	}
+	t.Run("Store.Update", func(t *testing.T) {
+		run(t, func(fn func(*Tx) error) error { return s.Update(ctx, fn) })
+	})
+	t.Run("Pipeline", func(t *testing.T) {
+		p := s.NewPipeline()
+		run(t, func(fn func(*Tx) error) error {
+			// A first update in flight, so the rerun meets the redo path.
+			if err := p.Update(ctx, func(tx *Tx) error {
+				u := localUser(fmt.Sprintf("first-%p@local", p), "user")
+				return tx.PutUser(&u)
+			}, nil); err != nil {
+				return err
+			}
+			if err := p.Update(ctx, fn, nil); err != nil {
+				return err
+			}
+			return p.Wait()
+		})
+	})
+}

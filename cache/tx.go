@@ -18,6 +18,17 @@ import (
 // writers read-modify-wrote the same keys); past it the conflict is returned.
 const maxConflictRetries = 10
 
+// ErrRerun, returned (wrapped) by an Update's fn, discards its transaction
+// and runs fn again in a new one: fn has changed its own input (a sync
+// drops a change whose name another writer took) and will do less next
+// time. Update, a Pipeline's Update and their redo paths all honour it, up
+// to maxReruns times.
+var ErrRerun = errors.New("store: run the update again")
+
+// maxReruns bounds ErrRerun's reruns of one Update: a sync's batch drops
+// at most one change per rerun.
+const maxReruns = 100_000
+
 // Tx is the write transaction handed to the function given to Update. It
 // is not safe for concurrent use and must not escape fn.
 type Tx struct {
@@ -101,9 +112,9 @@ func (tx *Tx) finish() error {
 
 // Update runs fn in one transaction and commits it, all or nothing.
 //
-// On badger.ErrConflict (another writer changed what fn read) fn runs again
-// in a fresh transaction, so fn must be safe to repeat and must read what it
-// needs through tx. When fn writes more than one badger transaction holds
+// On badger.ErrConflict (another writer changed what fn read), and when fn
+// returns ErrRerun, fn runs again in a fresh transaction, so fn must be safe
+// to repeat and must read what it needs through tx. When fn writes more than one badger transaction holds
 // (ErrTxnTooBig: a migration renaming a whole big directory), fn runs again
 // in big mode: writes are buffered and committed through a journal that
 // Open replays after a crash, with every other writer held off meanwhile;
@@ -115,7 +126,8 @@ func (tx *Tx) finish() error {
 // returned.
 func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	assigned := map[uint64]bool{}
-	for attempt := 0; ; attempt++ {
+	conflicts, reruns := 0, 0
+	for {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("store update: %w", err)
 		}
@@ -137,9 +149,13 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 		switch {
 		case err == nil:
 			return nil
+		case errors.Is(err, ErrRerun) && reruns < maxReruns:
+			reruns++
+			continue
 		case errors.Is(err, badger.ErrTxnTooBig):
 			return s.updateBig(ctx, fn, assigned)
-		case errors.Is(err, badger.ErrConflict) && attempt < maxConflictRetries:
+		case errors.Is(err, badger.ErrConflict) && conflicts < maxConflictRetries:
+			conflicts++
 			continue
 		case errors.Is(err, badger.ErrConflict):
 			return fmt.Errorf("store update: %w", err)

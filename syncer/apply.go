@@ -38,9 +38,8 @@ type applied struct {
 // Batches go through a cache.Pipeline: batch N+1 is built while batch N
 // commits, which on two cores took the apply of 100k creates from ~1.2 s
 // to ~0.83 s (BenchmarkApply100k). A batch whose commit fails is redone
-// by the pipeline as a plain Store.Update; a name conflict met only then
-// fails the sync instead of dropping the change (it needs a concurrent
-// writer on top of a failed commit; the next sync applies the rest).
+// by the pipeline as a plain Store.Update; a name conflict met then is
+// dropped like any other (applyBatch).
 //
 // names, when given, is the store as the plan saw it: while it holds, new
 // users are written without PutUser's index lookups (cache/names.go),
@@ -104,77 +103,66 @@ func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes 
 	return res, err
 }
 
-// conflict is a change PutUser refused (name or uuid taken meanwhile): the
-// batch is retried without it.
-type conflict struct {
-	idx int
-	err error
-}
-
-func (c *conflict) Error() string { return c.err.Error() }
-
 // applyBatch sends one batch into the pipeline; committed runs once it is
 // committed, after its counts are added to res. A batch badger finds too
 // big is committed by the store's big-transaction mode (cache.Store.Update).
+//
+// A change whose name or uuid another user took since the plan (PutUser's
+// ErrNameTaken / ErrUUIDTaken) is dropped, logged and counted as a skip,
+// and the batch runs again without it (cache.ErrRerun): PutUser may have
+// written part of its index keys, so the transaction cannot go on. fn
+// keeps the dropped changes itself, so every path that reruns it (the
+// pipeline redoing a failed commit, a conflict retry) leaves them out too.
 func (s *Syncer) applyBatch(ctx context.Context, p *cache.Pipeline, runID, dirID uint64, batch []*Change,
 	names *cache.NamesToken, res *applied, committed func()) error {
-	var drop map[int]bool // changes that met a name or uuid conflict
-	for {
-		// One result per attempt: the pipeline may run fn again after
-		// this call returned, and only the committed run counts.
-		got := &applied{}
-		fn := func(tx *cache.Tx) error {
-			// fn may run again after a conflict: start over each time.
-			*got = applied{counts: map[Action]int{}}
-			if names != nil {
-				if _, err := tx.TrustNames(*names); err != nil {
-					return err
-				}
+	var drop map[int]bool
+	// One result per run of fn: the pipeline may run it again after this
+	// call returned, and only the committed run counts.
+	got := &applied{}
+	fn := func(tx *cache.Tx) error {
+		*got = applied{counts: map[Action]int{}}
+		if names != nil {
+			if _, err := tx.TrustNames(*names); err != nil {
+				return err
 			}
-			now := time.Now().UTC()
-			for i, c := range batch {
-				if drop[i] {
-					got.skipped++
-					continue
-				}
-				a, err := applyOne(tx, runID, dirID, c, now)
-				if errors.Is(err, cache.ErrNameTaken) || errors.Is(err, cache.ErrUUIDTaken) {
-					// PutUser may have written part of its index keys: the
-					// whole transaction is dropped and redone without it.
-					return &conflict{i, err}
-				}
-				if err != nil {
-					return err
-				}
-				if a == "" {
-					got.skipped++
-					continue
-				}
-				got.counts[a]++
-			}
-			return nil
 		}
-		err := p.Update(ctx, fn, func() {
-			for a, n := range got.counts {
-				res.counts[a] += n
+		now := time.Now().UTC()
+		for i, c := range batch {
+			if drop[i] {
+				got.skipped++
+				continue
 			}
-			res.skipped += got.skipped
-			committed()
-		})
-		var cf *conflict
-		if errors.As(err, &cf) {
-			if drop == nil {
-				drop = map[int]bool{}
+			a, err := applyOne(tx, runID, dirID, c, now)
+			if errors.Is(err, cache.ErrNameTaken) || errors.Is(err, cache.ErrUUIDTaken) {
+				if drop == nil {
+					drop = map[int]bool{}
+				}
+				drop[i] = true
+				s.log.Warn("sync: change dropped, the store changed meanwhile", "user", c.Username, "err", err)
+				return fmt.Errorf("%w: %w", cache.ErrRerun, err)
 			}
-			drop[cf.idx] = true
-			s.log.Warn("sync: change dropped, the store changed meanwhile", "user", batch[cf.idx].Username, "err", cf.err)
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("apply batch: %w", err)
+			if err != nil {
+				return err
+			}
+			if a == "" {
+				got.skipped++
+				continue
+			}
+			got.counts[a]++
 		}
 		return nil
 	}
+	err := p.Update(ctx, fn, func() {
+		for a, n := range got.counts {
+			res.counts[a] += n
+		}
+		res.skipped += got.skipped
+		committed()
+	})
+	if err != nil {
+		return fmt.Errorf("apply batch: %w", err)
+	}
+	return nil
 }
 
 // applyOne writes one change against the user as it is in this
