@@ -53,9 +53,9 @@ func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes 
 			names = nil // another sync's turn: write with lookups
 		} else {
 			defer end() // on return: after p.Wait, so the turn covers every commit
-
 		}
 	}
+	trust := &trustState{token: names}
 	p := s.store.NewPipeline()
 	var batch []*Change
 	done := 0
@@ -65,7 +65,7 @@ func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes 
 		}
 		b := batch
 		batch = nil
-		return s.applyBatch(ctx, p, runID, dirID, b, names, &res, func() {
+		return s.applyBatch(ctx, p, runID, dirID, b, trust, &res, func() {
 			done += len(b)
 			// Applied changes are not looked at again: dropping their
 			// records lets the strings they hold go while the rest applies.
@@ -114,17 +114,15 @@ func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes 
 // keeps the dropped changes itself, so every path that reruns it (the
 // pipeline redoing a failed commit, a conflict retry) leaves them out too.
 func (s *Syncer) applyBatch(ctx context.Context, p *cache.Pipeline, runID, dirID uint64, batch []*Change,
-	names *cache.NamesToken, res *applied, committed func()) error {
+	trust *trustState, res *applied, committed func()) error {
 	var drop map[int]bool
 	// One result per run of fn: the pipeline may run it again after this
 	// call returned, and only the committed run counts.
 	got := &applied{}
 	fn := func(tx *cache.Tx) error {
 		*got = applied{counts: map[Action]int{}}
-		if names != nil {
-			if _, err := tx.TrustNames(*names); err != nil {
-				return err
-			}
+		if err := trust.apply(tx); err != nil {
+			return err
 		}
 		now := time.Now().UTC()
 		for i, c := range batch {
@@ -163,6 +161,27 @@ func (s *Syncer) applyBatch(ctx context.Context, p *cache.Pipeline, runID, dirID
 		return fmt.Errorf("apply batch: %w", err)
 	}
 	return nil
+}
+
+// trustState carries a sync's NamesToken across its batches (nil: write
+// with PutUser's lookups). Once a batch finds the token void it stays void
+// (the names version never returns to an old value), and later batches no
+// longer read the version: reading it only to learn that is what made
+// every concurrent name write conflict with them.
+type trustState struct {
+	token *cache.NamesToken
+	void  bool
+}
+
+func (t *trustState) apply(tx *cache.Tx) error {
+	if t.token == nil || t.void {
+		return nil
+	}
+	ok, err := tx.TrustNames(*t.token)
+	if err == nil && !ok {
+		t.void = true
+	}
+	return err
 }
 
 // applyOne writes one change against the user as it is in this

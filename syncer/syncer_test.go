@@ -807,3 +807,85 @@ func TestSyncTrustedCreatesRaceOtherWriters(t *testing.T) {
 		store.Close()
 	}
 }
+
+// The same race at a larger scale, timed so it hits the trusted creates:
+// the writer starts once the sync's first batch has committed (its plan
+// trusted the store as read), then takes every 23rd of the directory's
+// names it can. Each name it wins is one change the sync must drop, and
+// no name or uuid may end up shared.
+func TestSyncTrustedCreatesRaceBulk(t *testing.T) {
+	srv := ldaptest.StartSlapdWith(t, ldaptest.SlapdOptions{BulkUsers: 1500, BulkGroups: 10})
+	dir := ldaptest.BulkDirectory(srv)
+	dir.ID = 1
+	dir.ApplyDefaults()
+	client, err := directory.Open(dir, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	set := directory.NewSet()
+	set.Replace([]*directory.Entry{{Config: dir, Client: client}})
+	ctx := context.Background()
+	var names []string
+	if err := client.ReadUsers(ctx, func(u directory.User) error {
+		n, _ := directory.CanonicalName(dir, u)
+		names = append(names, n)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { testHookAfterBatch = nil }()
+	won := 0
+	for round, batch := range []int{3, 5, 8} {
+		store, err := cache.Open(t.TempDir(), testLogger(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := New(store, set, config.DefaultRoles(), testLogger(t), nil)
+		s.batch = batch
+		started, done := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		testHookAfterBatch = func(int) { once.Do(func() { close(started) }) }
+		taken := 0
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			select {
+			case <-started:
+			case <-done:
+				return
+			}
+			for i := round; i < len(names); i += 23 {
+				u := account.User{Username: names[i], Role: "user", State: account.StateActive, Source: account.SourceLocal}
+				if round%2 == 0 {
+					u.Source, u.DirectoryID, u.LDAPUUID = account.SourceLDAP, 2, fmt.Sprint("other-", i)
+				}
+				_, err := store.CreateUser(ctx, u)
+				switch {
+				case err == nil:
+					taken++
+				case !errors.Is(err, cache.ErrNameTaken):
+					t.Error(err)
+				}
+			}
+		})
+		run, err := s.Sync(ctx, dir.ID, Options{})
+		close(done)
+		wg.Wait()
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if run.Counts[string(ActionSkip)] != taken || run.Counts[string(ActionCreate)] != len(names)-taken {
+			t.Errorf("round %d: the writer took %d names, the sync wrote %v", round, taken, run.Counts)
+		}
+		checkIndexes(t, ctx, store)
+		if _, err := s.Sync(ctx, dir.ID, Options{}); err != nil {
+			t.Fatalf("round %d, second sync: %v", round, err)
+		}
+		checkIndexes(t, ctx, store)
+		won += taken
+		store.Close()
+	}
+	if won == 0 {
+		t.Error("the writer never won a name during the apply: the race was not run")
+	}
+}
