@@ -97,11 +97,26 @@ go test -race -count=1 -timeout 25m ./...
 # Each fuzz target runs briefly on top of its committed seed corpus (which
 # `go test` above already replayed).
 log "fuzzing each target for $FUZZTIME"
+# A failure prints the fuzzer's output. One that found an input fails at
+# once (the input is written under testdata/fuzz); one without (the fuzz
+# engine itself stopping, seen once under load) is retried once.
+fuzzout=$(mktemp)
 grep -rl --include='*_test.go' '^func Fuzz' . | while read -r file; do
 	dir=$(dirname "$file")
 	for fn in $(grep -o '^func Fuzz[A-Za-z0-9_]*' "$file" | cut -d' ' -f2); do
-		go test -run '^$' -fuzz "^${fn}\$" -fuzztime "$FUZZTIME" "$dir" >/dev/null
-		log "fuzz $dir $fn ok"
+		for try in 1 2; do
+			if go test -run '^$' -fuzz "^${fn}\$" -fuzztime "$FUZZTIME" "$dir" >"$fuzzout" 2>&1; then
+				log "fuzz $dir $fn ok"
+				break
+			fi
+			cat "$fuzzout" >&2
+			if [ "$try" = 2 ] || grep -q 'Failing input written' "$fuzzout"; then
+				log "fuzz $dir $fn FAILED"
+				exit 1
+			fi
+			log "fuzz $dir $fn: the fuzzer stopped without a failing input; once more"
+		done
 	done
 done
+rm -f "$fuzzout"
 log "all tests passed"
