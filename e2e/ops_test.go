@@ -33,6 +33,7 @@ var specMetrics = map[string][]string{
 	"ldapgate_ldap_operation_duration_seconds":     {"directory", "op"},
 	"ldapgate_sync_runs_total":                     {"directory", "result"},
 	"ldapgate_sync_duration_seconds":               {"directory"},
+	"ldapgate_sync_phase_duration_seconds":         {"directory", "phase"}, // ours, beyond SPEC §10
 	"ldapgate_sync_last_success_timestamp_seconds": {"directory"},
 	"ldapgate_sync_changes_total":                  {"action", "directory"},
 	"ldapgate_users":                               {"directory", "state"},
@@ -134,6 +135,17 @@ func TestMetricsSurface(t *testing.T) {
 				t.Errorf("%s labels %v, want %v", name, got, want)
 			}
 		}
+	}
+	phases := map[string]bool{}
+	for _, m := range fams["ldapgate_sync_phase_duration_seconds"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "phase" {
+				phases[l.GetValue()] = true
+			}
+		}
+	}
+	if len(phases) != 3 || !phases["read"] || !phases["plan"] || !phases["apply"] {
+		t.Errorf("sync phases %v, want read, plan and apply", phases)
 	}
 	for _, prefix := range []string{"go_", "process_"} {
 		found := false

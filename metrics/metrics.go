@@ -23,6 +23,7 @@ type Metrics struct {
 	LDAPOpDuration      *prometheus.HistogramVec // directory, op
 	SyncRuns            *prometheus.CounterVec   // directory, result
 	SyncDuration        *prometheus.HistogramVec // directory
+	SyncPhaseDuration   *prometheus.HistogramVec // directory, phase (read, plan, apply)
 	SyncLastSuccess     *prometheus.GaugeVec     // directory
 	SyncChanges         *prometheus.CounterVec   // directory, action
 	Users               *prometheus.GaugeVec     // directory, state
@@ -67,6 +68,12 @@ func New() *Metrics {
 			Help:    "Duration of sync runs by directory.",
 			Buckets: []float64{.1, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800},
 		}, []string{"directory"}),
+		SyncPhaseDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "sync_phase_duration_seconds",
+			Help: "Duration of the phases of sync runs that reached them, by directory and phase: " +
+				"read (the directory), plan, apply (the store).",
+			Buckets: []float64{.01, .05, .1, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600},
+		}, []string{"directory", "phase"}),
 		SyncLastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "sync_last_success_timestamp_seconds",
 			Help: "Unix time of the last successful sync, by directory.",
@@ -92,7 +99,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.HTTPRequests, m.HTTPRequestDuration, m.UpstreamDuration, m.Logins,
-		m.LDAPOpDuration, m.SyncRuns, m.SyncDuration, m.SyncLastSuccess,
+		m.LDAPOpDuration, m.SyncRuns, m.SyncDuration, m.SyncPhaseDuration, m.SyncLastSuccess,
 		m.SyncChanges, m.Users, m.SessionsActive, m.CacheRequests,
 	)
 	return m

@@ -345,7 +345,7 @@ func (s *Syncer) sync(ctx context.Context, dirID uint64, opt Options) (cache.Run
 		if err := s.store.FinishRun(fctx, run); err != nil {
 			log.Error("sync: recording the run failed", "run", run.ID, "err", err)
 		}
-		s.observe(fctx, cfg.Name, run, start)
+		s.observe(fctx, cfg.Name, run, start, ph)
 		attrs := []any{"run", run.ID, "result", result, "trigger", opt.Trigger, "forced", opt.Force,
 			"directory_users", run.DirectoryUsers, "counts", run.Counts, "duration", time.Since(start),
 			"read", ph.read, "plan", ph.plan, "apply", ph.apply}
@@ -406,12 +406,21 @@ func (s *Syncer) sync(ctx context.Context, dirID uint64, opt Options) (cache.Run
 
 // observe updates the sync metrics after a run, and the users gauge after
 // runs that may have written.
-func (s *Syncer) observe(ctx context.Context, dirName string, run cache.Run, start time.Time) {
+func (s *Syncer) observe(ctx context.Context, dirName string, run cache.Run, start time.Time, ph phases) {
 	if s.m == nil {
 		return
 	}
 	s.m.SyncRuns.WithLabelValues(dirName, run.Result).Inc()
 	s.m.SyncDuration.WithLabelValues(dirName).Observe(time.Since(start).Seconds())
+	// Only the phases the run reached: a read that failed has no plan.
+	for _, p := range []struct {
+		name string
+		d    time.Duration
+	}{{"read", ph.read}, {"plan", ph.plan}, {"apply", ph.apply}} {
+		if p.d > 0 {
+			s.m.SyncPhaseDuration.WithLabelValues(dirName, p.name).Observe(p.d.Seconds())
+		}
+	}
 	if run.Result == cache.RunSuccess {
 		s.m.SyncLastSuccess.WithLabelValues(dirName).Set(float64(run.FinishedAt.Unix()))
 	}
