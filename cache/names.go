@@ -2,7 +2,6 @@ package cache
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -34,7 +33,9 @@ const keyNamesVersion = "nv"
 
 // NamesToken is what a caller knew of the store's names when it read them.
 type NamesToken struct {
-	version uint64
+	// version is the raw value of the key (any bytes compare: a value this
+	// code did not write only makes writers untrusted until it changes).
+	version string
 	gen     uint64
 }
 
@@ -85,17 +86,14 @@ func (tx *Tx) TrustNames(t NamesToken) (bool, error) {
 	return tx.trusted, nil
 }
 
-func namesVersion(lookup func([]byte, func([]byte) error) error) (uint64, error) {
-	var v uint64
+func namesVersion(lookup func([]byte, func([]byte) error) error) (string, error) {
+	var v string
 	err := lookup([]byte(keyNamesVersion), func(b []byte) error {
-		if len(b) != 8 {
-			return fmt.Errorf("names version: %d bytes", len(b))
-		}
-		v = binary.BigEndian.Uint64(b)
+		v = string(b)
 		return nil
 	})
 	if errors.Is(err, ErrNotFound) {
-		return 0, nil
+		return "", nil
 	}
 	return v, err
 }
@@ -107,6 +105,5 @@ func (tx *Tx) namesChanged() error {
 		return nil
 	}
 	tx.wroteNames = true
-	// Never 0, the version of a store where it was never written.
-	return tx.set([]byte(keyNamesVersion), idBytes(rand.Uint64()|1))
+	return tx.set([]byte(keyNamesVersion), idBytes(rand.Uint64()))
 }

@@ -148,3 +148,30 @@ func TestNamesTokenMoves(t *testing.T) {
 		t.Error("a write that gave out no name moved the token")
 	}
 }
+
+// The version key holds whatever bytes it holds: a value this code would
+// not write (a damaged or hand-edited store) neither fails a sync nor
+// lets a stale token through; the next untrusted name write replaces it.
+func TestNamesVersionAnyValue(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "")
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.set([]byte(keyNamesVersion), []byte("odd")) }); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := s.NamesToken(ctx)
+	if err != nil {
+		t.Fatalf("token over an odd version: %v", err)
+	}
+	end, ok := s.TrustNames()
+	if !ok {
+		t.Fatal("no turn")
+	}
+	defer end()
+	if trusted, err := putTrusted(t, s, tok, ldapUser("a@example.com", 1, "uuid-a", "user"), nil); err != nil || !trusted {
+		t.Fatalf("nothing changed since the token: trusted %v, %v", trusted, err)
+	}
+	mustCreate(t, s, localUser("b@example.com", "user"))
+	if trusted, err := putTrusted(t, s, tok, ldapUser("c@example.com", 1, "uuid-c", "user"), nil); err != nil || trusted {
+		t.Fatalf("a name given out since the token: trusted %v, %v", trusted, err)
+	}
+}
