@@ -36,7 +36,14 @@ func (s *Store) PruneConfigLocalUsers(ctx context.Context, names []string) ([]st
 	err := s.Update(ctx, func(tx *Tx) error {
 		deleted = nil
 		var before []string
-		err := tx.lookup([]byte(keyConfigLocalUsers), func(v []byte) error { return json.Unmarshal(v, &before) })
+		err := tx.lookup([]byte(keyConfigLocalUsers), func(v []byte) error {
+			// A value that does not decode deletes nobody (it is
+			// replaced below): never fail a start over it.
+			if json.Unmarshal(v, &before) != nil {
+				before = nil
+			}
+			return nil
+		})
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return fmt.Errorf("config local users: %w", err)
 		}

@@ -59,3 +59,25 @@ func TestPruneConfigLocalUsers(t *testing.T) {
 		t.Errorf("api@local: %v", err)
 	}
 }
+
+// A stored list that does not decode deletes nobody and is replaced: a
+// damaged key must not stop ldapgate from starting.
+func TestPruneConfigLocalUsersDamagedList(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "")
+	mustCreate(t, s, localUser("ops@local", "user"))
+	mustCreate(t, s, localUser("root@local", "admin"))
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.set([]byte(keyConfigLocalUsers), []byte("{not json")) }); err != nil {
+		t.Fatal(err)
+	}
+	if gone, err := s.PruneConfigLocalUsers(ctx, []string{"root@local"}); err != nil || len(gone) != 0 {
+		t.Fatalf("over a damaged list: %v %v", gone, err)
+	}
+	if _, err := s.UserByName(ctx, "ops@local"); err != nil {
+		t.Errorf("ops@local: %v", err)
+	}
+	// Replaced by the list given: root@local, which an empty file removes.
+	if gone, err := s.PruneConfigLocalUsers(ctx, nil); err != nil || !slices.Equal(gone, []string{"root@local"}) {
+		t.Errorf("the list was not replaced: %v %v", gone, err)
+	}
+}
