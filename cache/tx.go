@@ -114,12 +114,12 @@ func (tx *Tx) finish() error {
 //
 // On badger.ErrConflict (another writer changed what fn read), and when fn
 // returns ErrRerun, fn runs again in a fresh transaction, so fn must be safe
-// to repeat and must read what it needs through tx. When fn writes more than one badger transaction holds
-// (ErrTxnTooBig: a migration renaming a whole big directory), fn runs again
-// in big mode: writes are buffered and committed through a journal that
-// Open replays after a crash, with every other writer held off meanwhile;
-// fn must then not call write methods of the Store itself (it would wait
-// for itself).
+// to repeat and must read what it needs through tx. When fn writes more
+// than one badger transaction holds (ErrTxnTooBig: a migration renaming a
+// whole big directory), fn runs again in big mode: writes are buffered and
+// committed through a journal that Open replays after a crash, with every
+// other writer held off meanwhile; fn must then not call write methods of
+// the Store itself (it would wait for itself).
 //
 // After commit (or a failed commit) the cache entries of every touched user
 // are dropped, so no reader sees the old state of a user once Update has
@@ -325,16 +325,16 @@ func (tx *Tx) PutUser(u *account.User) error {
 	// A new user in a trusted transaction: the caller's plan checked the
 	// name and uuid against the store as it still is (names.go).
 	checked := tx.trusted && old == nil
-	if (old == nil || old.Username != u.Username) && !checked {
-		v, err := tx.get(userNameKey(u.Username))
-		switch {
-		case err == nil && bytesID(v) != u.ID:
-			return fmt.Errorf("put user %q: %w", u.Username, ErrNameTaken)
-		case err != nil && !errors.Is(err, ErrNotFound):
-			return fmt.Errorf("put user %q: name index: %w", u.Username, err)
-		}
-	}
 	if old == nil || old.Username != u.Username {
+		if !checked {
+			v, err := tx.get(userNameKey(u.Username))
+			switch {
+			case err == nil && bytesID(v) != u.ID:
+				return fmt.Errorf("put user %q: %w", u.Username, ErrNameTaken)
+			case err != nil && !errors.Is(err, ErrNotFound):
+				return fmt.Errorf("put user %q: name index: %w", u.Username, err)
+			}
+		}
 		if err := tx.namesChanged(); err != nil {
 			return fmt.Errorf("put user %q: %w", u.Username, err)
 		}
