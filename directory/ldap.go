@@ -140,10 +140,8 @@ func (l *LDAP) FindUser(ctx context.Context, username string) (User, error) {
 			return fmt.Errorf("ldap search %q: %w", username, ErrAmbiguousUser)
 		}
 		u = l.toUser(res.Entries[0], nil)
-		login := u.Username
-		if l.s.loginAttr != l.s.usernameAttr {
-			login = u.Email
-		}
+		// The value of the attribute searched (first, as toUser takes it).
+		login := res.Entries[0].first(l.s.loginAttr)
 		if !strings.EqualFold(login, username) {
 			// The server's matching rule is looser than ours (insignificant
 			// spaces, Unicode folding, truncation): only the exact name,
