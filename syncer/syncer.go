@@ -232,22 +232,27 @@ func (s *Syncer) plan(ctx context.Context, e *directory.Entry, cfg config.Direct
 		err     error
 	}
 	loaded := make(chan storeSide, 1)
+	lctx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
 	go func() {
 		var st storeSide
 		// The token first: it must predate everything the plan reads.
-		if st.names, st.err = s.store.NamesToken(ctx); st.err == nil {
-			if st.current, st.err = s.store.UsersOfDirectory(ctx, cfg.ID); st.err == nil {
-				st.byName, st.err = s.nameLookup(ctx, cfg.ID)
+		if st.names, st.err = s.store.NamesToken(lctx); st.err == nil {
+			if st.current, st.err = s.store.UsersOfDirectory(lctx, cfg.ID); st.err == nil {
+				st.byName, st.err = s.nameLookup(lctx, cfg.ID)
 			}
 		}
 		loaded <- st
 	}()
 	pl, err := s.read(ctx, e.Client, cfg)
 	ph.read = time.Since(t0)
-	st := <-loaded
 	if err != nil {
+		// A failed read plans nothing: stop loading the store's side.
+		stopLoad()
+		<-loaded
 		return Plan{}, cache.NamesToken{}, err
 	}
+	st := <-loaded
 	defer func() { ph.plan = time.Since(t0) - ph.read }()
 	if st.err != nil {
 		return Plan{}, cache.NamesToken{}, st.err
