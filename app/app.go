@@ -243,7 +243,6 @@ type reloadTargets struct {
 // every error logged and the running config kept. Listen addresses and
 // data_dir need a restart.
 func reload(ctx context.Context, cur *config.Config, to reloadTargets, log *slog.Logger) {
-	dirs, admin, fr := to.dirs, to.admin, to.fr
 	next, err := config.Load(cur.Path)
 	if err != nil {
 		var errs config.Errors
@@ -258,17 +257,17 @@ func reload(ctx context.Context, cur *config.Config, to reloadTargets, log *slog
 	}
 	// Before the directories: a token is rotated because the old one may
 	// have leaked, and that must not wait on a directory failing to load.
-	admin.Reload(next)
+	to.admin.Reload(next)
 	to.syncer.SetRoles(next.Roles)
 	if err := auth.SyncLocalUsers(ctx, to.store, next.LocalUsers); err != nil {
 		// Hashes were checked by config.Load; this is the store failing.
 		log.Error("config reload: local_users not applied", "err", err)
 	}
-	if err := dirs.Load(ctx, next); err != nil {
+	if err := to.dirs.Load(ctx, next); err != nil {
 		log.Error("config reload: directories not applied", "err", err)
 		return
 	}
-	if err := fr.apply(next); err != nil {
+	if err := to.fr.apply(next); err != nil {
 		log.Error("config reload: proxy settings not applied", "err", err)
 		return
 	}
