@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -143,9 +144,25 @@ func Open(dir string, log *slog.Logger, m *metrics.Metrics) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	s := &Store{db: db, log: log}
+	// The layout is checked before anything is written: a store from a
+	// newer ldapgate is left exactly as it was (layout.go).
+	layout, err := s.readLayout()
+	if err == nil && layout > layoutCurrent() {
+		err = newerLayoutErr(layout)
+	}
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
 	if err := s.recoverJournal(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: recover interrupted transaction: %w", dir, err)
+	}
+	if layout == 0 {
+		if err := s.stampLayout(); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open store %s: %w", dir, err)
+		}
 	}
 	for _, sq := range []struct {
 		p     **badger.Sequence
@@ -163,6 +180,12 @@ func Open(dir string, log *slog.Logger, m *metrics.Metrics) (*Store, error) {
 	if m != nil {
 		s.hits = m.CacheRequests.WithLabelValues("user", "hit")
 		s.misses = m.CacheRequests.WithLabelValues("user", "miss")
+	}
+	if layout > 0 && layout < layoutCurrent() {
+		if err := s.migrateLayout(context.Background(), layout); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("open store %s: %w", dir, err)
+		}
 	}
 	return s, nil
 }
