@@ -21,8 +21,10 @@ var sharedBin struct {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if sharedBin.dir != "" {
-		os.RemoveAll(sharedBin.dir)
+	for _, dir := range []string{sharedBin.dir, releaseBin.dir} {
+		if dir != "" {
+			os.RemoveAll(dir)
+		}
 	}
 	os.Exit(code)
 }
