@@ -18,10 +18,11 @@ import (
 	"github.com/ldapgate/ldapgate/internal/ldaptest"
 )
 
-// releaseCommit is the main of the first tranche: the first release
-// (v0.1.0). The upgrade test builds it from the repository's own history,
-// so a store it writes is exactly what operators have on disk.
-const releaseCommit = "eeaaaf9"
+// releaseCommit is the main of the first tranche (eeaaaf9): the first
+// release (v0.1.0). The upgrade test builds it from the repository's own
+// history, so a store it writes is exactly what operators have on disk. The
+// full hash: a short one may become ambiguous as the history grows.
+const releaseCommit = "eeaaaf99e6787979c62c615e0ca8fed2a655044f"
 
 var releaseBin struct {
 	once sync.Once
@@ -37,7 +38,7 @@ var releaseBin struct {
 func releaseBinary(t *testing.T) string {
 	t.Helper()
 	if out, err := exec.Command("git", "-C", "..", "cat-file", "-e", releaseCommit+"^{commit}").CombinedOutput(); err != nil {
-		msg := fmt.Sprintf("the upgrade test builds the first release from commit %s, which this clone lacks "+
+		msg := fmt.Sprintf("the upgrade test builds the first release from commit %.7s, which this clone lacks "+
 			"(a shallow clone? fetch the full history: git fetch --unshallow, or actions/checkout's fetch-depth: 0): %v %s",
 			releaseCommit, err, strings.TrimSpace(string(out)))
 		if ldaptest.RequireReal() {
@@ -54,7 +55,7 @@ func releaseBinary(t *testing.T) string {
 		}
 		src := filepath.Join(b.dir, "src")
 		tarball := filepath.Join(b.dir, "src.tar")
-		b.path = filepath.Join(b.dir, "ldapgate-"+releaseCommit)
+		b.path = filepath.Join(b.dir, "ldapgate-v0.1.0")
 		for _, c := range []struct {
 			dir  string
 			args []string
@@ -63,7 +64,7 @@ func releaseBinary(t *testing.T) string {
 			{b.dir, []string{"mkdir", src}},
 			{b.dir, []string{"tar", "-xf", tarball, "-C", src}},
 			// The Dockerfile's build; no VCS stamp (the tree has no .git).
-			{src, []string{"go", "build", "-buildvcs=false", "-ldflags", "-X main.version=" + releaseCommit, "-o", b.path, "."}},
+			{src, []string{"go", "build", "-buildvcs=false", "-ldflags", "-X main.version=v0.1.0", "-o", b.path, "."}},
 		} {
 			cmd := exec.Command(c.args[0], c.args[1:]...)
 			cmd.Dir = c.dir
@@ -75,9 +76,9 @@ func releaseBinary(t *testing.T) string {
 		}
 	})
 	if b.err != nil {
-		t.Fatalf("building the release %s: %v", releaseCommit, b.err)
+		t.Fatalf("building the release %.7s: %v", releaseCommit, b.err)
 	}
-	t.Logf("release %s built in %v (once per test run)", releaseCommit, b.took.Round(time.Millisecond))
+	t.Logf("release %.7s built in %v (once per test run)", releaseCommit, b.took.Round(time.Millisecond))
 	return b.path
 }
 
