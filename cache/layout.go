@@ -41,8 +41,8 @@ const keyLayout = "meta/layout"
 // on a conflict, or in big mode), and returns a short account of what it
 // did, for the log.
 type layoutStep struct {
-	from int
-	name string
+	from int    // the layout it migrates from (its index in layoutSteps + 1)
+	name string // what it changes, for the log and errors
 	fn   func(tx *Tx) (string, error)
 }
 
@@ -61,7 +61,7 @@ var layoutSteps = []layoutStep{
 func layoutCurrent() int { return len(layoutSteps) + 1 }
 
 // ErrNewerLayout: the store was written by a newer ldapgate than this one.
-var ErrNewerLayout = errors.New("store was written by a newer ldapgate")
+var ErrNewerLayout = errors.New("this store was written by a newer ldapgate")
 
 // readLayout returns the stored layout version: 0 for a new (empty) store,
 // 1 for a store written before versions existed.

@@ -289,3 +289,14 @@ func TestLayoutBigStep(t *testing.T) {
 		t.Fatalf("last user after the big step: %+v %v", u, err)
 	}
 }
+
+// TestLayoutStepsNumbered: step i migrates layout i+1, each named, so a
+// step added out of place or twice fails here rather than on a user's
+// store.
+func TestLayoutStepsNumbered(t *testing.T) {
+	for i, st := range layoutSteps {
+		if st.from != i+1 || st.name == "" || st.fn == nil {
+			t.Errorf("layoutSteps[%d] = {from %d, name %q}: want from %d, a name and a func", i, st.from, st.name, i+1)
+		}
+	}
+}

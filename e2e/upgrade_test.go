@@ -201,7 +201,8 @@ func TestUpgradeFromFirstRelease(t *testing.T) {
 			t.Errorf("user %s lost in the upgrade", name)
 			continue
 		}
-		if d := sameFields(was, is, "id", "state", "block_reason", "role", "source", "directory_id", "email", "groups", "ldap_uuid"); d != "" {
+		if d := sameFields(was, is, "id", "state", "block_reason", "role", "source", "directory_id",
+			"email", "display_name", "groups", "ldap_dn", "ldap_uuid", "created_at"); d != "" {
 			t.Errorf("user %s changed in the upgrade: %s", name, d)
 		}
 	}
