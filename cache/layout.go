@@ -34,6 +34,12 @@ import (
 // nothing to convert: the bump is what makes older binaries refuse the
 // store. Only what older code ignores harmlessly (a new key prefix it
 // never reads, a field it never rewrites) needs none.
+//
+// Another backend (PostgreSQL, issue 12) keeps the same idea with its own
+// numbers: a schema version stored with the data, an ordered list of steps
+// each committed with the version it reaches, and refusal of a newer one.
+// A copy from badger to it starts from a store Open has brought to the
+// current layout.
 const keyLayout = "meta/layout"
 
 // layoutStep migrates a store from layout from to layout from+1 inside one
