@@ -300,3 +300,17 @@ func TestLayoutStepsNumbered(t *testing.T) {
 		}
 	}
 }
+
+// TestLayoutUnreadableRefused: a version this code cannot parse is not
+// guessed at.
+func TestLayoutUnreadableRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(keyLayout), []byte("two")) }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, _, err := openLogged(t, dir); err == nil || !strings.Contains(err.Error(), `unreadable layout version "two"`) {
+		t.Fatalf("Open with an unreadable version: %v", err)
+	}
+}
