@@ -30,6 +30,16 @@ const (
 	ReasonAdmin BlockReason = "admin"
 )
 
+// LDAPStatus says why the directory keeps a user out (SPEC §13): set only
+// while the user is blocked_in_ldap, empty otherwise.
+type LDAPStatus string
+
+const (
+	LDAPStatusNone     LDAPStatus = ""
+	LDAPStatusDisabled LDAPStatus = "disabled"
+	LDAPStatusExpired  LDAPStatus = "expired"
+)
+
 // Source says where a user's identity comes from.
 type Source string
 
@@ -50,6 +60,7 @@ type User struct {
 	Groups      []string    `json:"groups"`
 	State       State       `json:"state"`
 	BlockReason BlockReason `json:"block_reason"`
+	LDAPStatus  LDAPStatus  `json:"ldap_status"`
 	Source      Source      `json:"source"`
 	DirectoryID uint64      `json:"directory_id,omitempty"`
 	LDAPDN      string      `json:"ldap_dn,omitempty"`

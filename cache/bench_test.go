@@ -155,6 +155,7 @@ func TestUserCodecRoundTrip(t *testing.T) {
 	full.LastLoginAt = time.Unix(1<<33, 0).UTC()
 	full.LastSyncedAt = time.Now().UTC()
 	full.DisplayName = "Zoë \\x00 ünïcode"
+	full.State, full.LDAPStatus = account.StateBlockedInLDAP, account.LDAPStatusExpired
 	tests := []struct {
 		name string
 		u    account.User

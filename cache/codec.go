@@ -16,21 +16,28 @@ import (
 // account.User in declaration order; strings and the groups list are
 // uvarint-length-prefixed, ids uvarints, times a presence byte followed by
 // varint unix seconds and uvarint nanoseconds (UTC).
-const userCodecV1 = 1
+//
+// Version 2 (store layout 3) appends ldap_status (SPEC §13) as one more
+// string after the times. Version 1 records still decode (with an empty
+// ldap_status, which is what they meant); every write is version 2.
+const (
+	userCodecV1 = 1
+	userCodecV2 = 2
+)
 
 var errShortRecord = errors.New("truncated user record")
 
 func encodeUser(u *account.User) ([]byte, error) {
 	n := 1 + 10 + 10 + 4*16
 	for _, s := range [...]string{u.Username, u.Email, u.DisplayName, u.Role, string(u.State),
-		string(u.BlockReason), string(u.Source), u.LDAPDN, u.LDAPUUID, u.PasswordHash} {
+		string(u.BlockReason), string(u.Source), u.LDAPDN, u.LDAPUUID, u.PasswordHash, string(u.LDAPStatus)} {
 		n += len(s) + 2
 	}
 	for _, g := range u.Groups {
 		n += len(g) + 2
 	}
 	b := make([]byte, 0, n)
-	b = append(b, userCodecV1)
+	b = append(b, userCodecV2)
 	b = binary.AppendUvarint(b, u.ID)
 	b = appendString(b, u.Username)
 	b = appendString(b, u.Email)
@@ -50,6 +57,7 @@ func encodeUser(u *account.User) ([]byte, error) {
 	for _, t := range [...]time.Time{u.CreatedAt, u.UpdatedAt, u.LastLoginAt, u.LastSyncedAt} {
 		b = appendTime(b, t)
 	}
+	b = appendString(b, string(u.LDAPStatus))
 	return b, nil
 }
 
@@ -138,7 +146,7 @@ func (r *reader) time() time.Time {
 // decodeUser decodes a stored user. The value b belongs to badger and is
 // only valid during the call, hence the one copy into a string.
 func decodeUser(b []byte) (account.User, error) {
-	if len(b) == 0 || b[0] != userCodecV1 {
+	if len(b) == 0 || (b[0] != userCodecV1 && b[0] != userCodecV2) {
 		return account.User{}, fmt.Errorf("decode user: unknown record version")
 	}
 	r := reader{s: string(b[1:])}
@@ -170,6 +178,9 @@ func decodeUser(b []byte) (account.User, error) {
 	u.UpdatedAt = r.time()
 	u.LastLoginAt = r.time()
 	u.LastSyncedAt = r.time()
+	if b[0] >= userCodecV2 {
+		u.LDAPStatus = account.LDAPStatus(r.string())
+	}
 	if r.err != nil {
 		return account.User{}, fmt.Errorf("decode user %d: %w", u.ID, r.err)
 	}

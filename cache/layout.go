@@ -61,6 +61,14 @@ var layoutSteps = []layoutStep{
 		// store it cannot read.
 		return "no record changed", nil
 	}},
+	{from: 2, name: "user records carry ldap_status", fn: func(*Tx) (string, error) {
+		// User records of codec version 1 decode with an empty
+		// ldap_status, which is right for them (nobody was blocked as
+		// expired before), so none is rewritten. The bump is what
+		// matters: a binary of layout 2 would rewrite a version 2 record
+		// without its ldap_status, so it must refuse this store.
+		return "no record changed (version 1 user records read as ldap_status empty)", nil
+	}},
 }
 
 // layoutCurrent is the layout this binary writes.

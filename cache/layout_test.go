@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/ldapgate/ldapgate/account"
 )
 
 // seedLayout writes a store at layout version (1: no version key, as
@@ -312,5 +314,92 @@ func TestLayoutUnreadableRefused(t *testing.T) {
 	s.Close()
 	if _, _, err := openLogged(t, dir); err == nil || !strings.Contains(err.Error(), `unreadable layout version "two"`) {
 		t.Fatalf("Open with an unreadable version: %v", err)
+	}
+}
+
+// encodeUserV1 is a user record as layout 2 (codec version 1) wrote it:
+// the version 2 form of a user without ldap_status, minus that field.
+func encodeUserV1(t *testing.T, u account.User) []byte {
+	t.Helper()
+	u.LDAPStatus = ""
+	b, err := encodeUser(&u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b[len(b)-1] != 0 {
+		t.Fatalf("version 2 record does not end with an empty ldap_status: % x", b)
+	}
+	b = b[:len(b)-1]
+	b[0] = userCodecV1
+	return b
+}
+
+// TestLayoutStep2LDAPStatus: a layout 2 store with version 1 user records
+// opens at layout 3; its users read back whole with an empty ldap_status,
+// and from then on ldap_status is kept across writes and reopens.
+func TestLayoutStep2LDAPStatus(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	var alice, carol account.User
+	seedLayout(t, dir, 2, func(s *Store) {
+		alice = mustCreate(t, s, ldapUser("alice@example.com", 1, "u-1", "admin"))
+		c := ldapUser("carol@example.com", 1, "u-3", "user")
+		c.State = account.StateBlockedInLDAP
+		carol = mustCreate(t, s, c)
+		err := s.db.Update(func(txn *badger.Txn) error {
+			for _, u := range []account.User{alice, carol} {
+				if err := txn.Set(userKey(u.ID), encodeUserV1(t, u)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	s, logs, err := openLogged(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := storedLayout(t, s); got != "3" {
+		t.Fatalf("layout after migration = %s, want 3", got)
+	}
+	if !strings.Contains(logs.String(), `"from":2,"to":3,"step":"user records carry ldap_status"`) {
+		t.Fatalf("no 2→3 line:\n%s", logs)
+	}
+	for _, want := range []account.User{alice, carol} {
+		got, err := s.UserByID(ctx, want.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", want) {
+			t.Fatalf("version 1 record after migration:\n got %#v\nwant %#v", got, want)
+		}
+	}
+	if _, err := s.UpdateUser(ctx, carol.ID, func(u *account.User) error {
+		u.LDAPStatus = account.LDAPStatusExpired
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// ldap_status belongs to blocked_in_ldap only: written on an active
+	// user, it is dropped.
+	if _, err := s.UpdateUser(ctx, alice.ID, func(u *account.User) error {
+		u.LDAPStatus = account.LDAPStatusDisabled
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, _, err = openLogged(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, err := s.UserByID(ctx, carol.ID); err != nil || u.LDAPStatus != account.LDAPStatusExpired {
+		t.Fatalf("carol after reopen: %+v %v", u, err)
+	}
+	if u, err := s.UserByID(ctx, alice.ID); err != nil || u.LDAPStatus != "" {
+		t.Fatalf("alice after reopen: %+v %v", u, err)
 	}
 }

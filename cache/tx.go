@@ -293,6 +293,11 @@ func (tx *Tx) PutUser(u *account.User) error {
 	if u.Username == "" {
 		return fmt.Errorf("put user %d: empty username", u.ID)
 	}
+	if u.State != account.StateBlockedInLDAP {
+		// ldap_status explains blocked_in_ldap only (SPEC §2): an admin
+		// block or unblock, or any other state, clears it here, once.
+		u.LDAPStatus = account.LDAPStatusNone
+	}
 	var old *account.User
 	switch {
 	case u.ID == 0:
