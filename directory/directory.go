@@ -7,6 +7,7 @@ package directory
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // Sentinel errors callers branch on. Implementations wrap them with %w and
@@ -21,8 +22,23 @@ var (
 	// ErrAccountDisabled: the directory refused the bind because the account
 	// is disabled or inactivated (AD 49/data 533, 389-ds result 53).
 	ErrAccountDisabled = errors.New("account disabled in directory")
-	// ErrAccountLocked: temporarily locked (AD 49/data 775).
+	// ErrAccountLocked: temporarily locked (AD 49/data 775, ppolicy
+	// accountLocked on a lock that is not the permanent 000001010000Z).
 	ErrAccountLocked = errors.New("account locked in directory")
+	// ErrAccountExpired: the password was right but the account has expired
+	// (AD 49/data 701, accountExpires or krbPrincipalExpiration in the past).
+	ErrAccountExpired = errors.New("account expired in directory")
+	// ErrPasswordChangeRequired: the password was right but has expired or
+	// must be changed before use (AD 49/data 532 or 773, ppolicy
+	// passwordExpired or changeAfterReset, 389-ds's password-expired
+	// control, pwdReset, krbPasswordExpiration in the past) (SPEC §13).
+	ErrPasswordChangeRequired = errors.New("password expired or must be changed")
+	// ErrPasswordRefused: the directory refused the new password (policy,
+	// history, age); a *PasswordRefusedError says why in words.
+	ErrPasswordRefused = errors.New("directory refused the new password")
+	// ErrTLSRequired: Active Directory changes passwords only over LDAPS or
+	// StartTLS, and this directory is configured for neither.
+	ErrTLSRequired = errors.New("password change needs an LDAPS or StartTLS connection")
 	// ErrUnavailable: no server could be reached, a connection was lost, the
 	// server was busy/unavailable, or an operation timed out.
 	ErrUnavailable = errors.New("directory unavailable")
@@ -50,6 +66,18 @@ type User struct {
 	// FreeIPA nsAccountLock TRUE, OpenLDAP pwdAccountLockedTime present) or
 	// the directory's disabled_filter.
 	Disabled bool
+	// AccountExpiresAt is when the account expires (AD accountExpires,
+	// FreeIPA krbPrincipalExpiration); zero when never. The syncer compares
+	// it with its clock (SPEC §13: blocked_in_ldap, ldap_status expired).
+	AccountExpiresAt time.Time
+	// PasswordMustChange: the password was reset by an administrator and
+	// must be changed at the next login (ppolicy pwdReset TRUE, AD
+	// pwdLastSet 0). Read by FindUser only: not a block, a login answer.
+	PasswordMustChange bool
+	// PasswordExpiresAt is when the password expires (FreeIPA
+	// krbPasswordExpiration, AD msDS-UserPasswordExpiryTimeComputed);
+	// zero when never or unknown. Read by FindUser only.
+	PasswordExpiresAt time.Time
 	// OutOfScope: the entry matches user_object_filter but not the
 	// directory's user_filter. Such users are read, not left out, so sync
 	// can tell "left the filter" (blocked out_of_scope, SPEC §4 rule 7)
@@ -106,6 +134,11 @@ type Client interface {
 	// Authenticate finds the user's DN and binds as it on a fresh connection.
 	// An empty password fails with ErrBadCredentials before any I/O.
 	Authenticate(ctx context.Context, username, password string) (User, error)
+	// ChangePassword changes the user's password in the directory as the
+	// user (RFC 3062 Password Modify; unicodePwd delete/add on AD, over TLS
+	// only) and returns the entry as FindUser would. A wrong old password
+	// is ErrBadCredentials, a refused new one a *PasswordRefusedError.
+	ChangePassword(ctx context.Context, username, oldPassword, newPassword string) (User, error)
 	// Check connects, binds as the service account and counts users/groups.
 	Check(ctx context.Context) (CheckResult, error)
 	// Close releases the pool; safe to call more than once.

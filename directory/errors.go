@@ -126,7 +126,8 @@ func classify(ctx context.Context, op, url string, err error) error {
 		return err
 	}
 	for _, known := range []error{ErrUserNotFound, ErrAmbiguousUser, ErrBadCredentials,
-		ErrAccountDisabled, ErrAccountLocked, ErrUnavailable, ErrIncompleteRead, ErrClosed} {
+		ErrAccountDisabled, ErrAccountLocked, ErrAccountExpired, ErrPasswordChangeRequired,
+		ErrPasswordRefused, ErrTLSRequired, ErrUnavailable, ErrIncompleteRead, ErrClosed} {
 		if errors.Is(err, known) {
 			return err
 		}
@@ -207,9 +208,19 @@ func networkKind(err error) string {
 // AcceptSecurityContext error, data 775, v4563".
 var adSubCode = regexp.MustCompile(`(?i)\bdata ([0-9a-f]{3,8})\b`)
 
-// bindFailure maps a failed user bind to the login sentinels. sub is the AD
-// sub-code when there is one (for the debug log).
-func bindFailure(ctx context.Context, url string, err error) (mapped error, sub string) {
+// bindFailure maps a failed user bind to the login sentinels, from the AD
+// "data" sub-code or the password policy control. u is the entry found
+// for the bind: its disabled flag tells ppolicy's permanent lock (an
+// administrator's 000001010000Z) from a lockout after failed binds.
+func (l *LDAP) bindFailure(ctx context.Context, url string, err error, ctls []ldap.Control, u User) error {
+	mapped, sub := bindFailure(ctx, url, err, ctls, u.Disabled)
+	if sub != "" {
+		l.log.Debug("ldap bind refused", "directory", l.s.name, "dn", u.DN, "ad_sub_code", sub)
+	}
+	return mapped
+}
+
+func bindFailure(ctx context.Context, url string, err error, ctls []ldap.Control, disabled bool) (mapped error, sub string) {
 	var le *ldap.Error
 	if errors.As(err, &le) {
 		switch le.ResultCode {
@@ -222,9 +233,23 @@ func bindFailure(ctx context.Context, url string, err error) (mapped error, sub 
 				return fmt.Errorf("%w (AD 49/data 533)", ErrAccountDisabled), sub
 			case "775": // ERROR_ACCOUNT_LOCKED_OUT
 				return fmt.Errorf("%w (AD 49/data 775)", ErrAccountLocked), sub
+			case "701": // ERROR_ACCOUNT_EXPIRED: only after a right password
+				return fmt.Errorf("%w (AD 49/data 701)", ErrAccountExpired), sub
+			case "532", "773": // ERROR_PASSWORD_EXPIRED, ERROR_PASSWORD_MUST_CHANGE
+				return fmt.Errorf("%w (AD 49/data %s)", ErrPasswordChangeRequired, sub), sub
 			}
-			// 52e (bad password), 525 (no such user), 532/701 (expired),
-			// 773 (must change): all a refused login without more detail.
+			switch code, mustChange := policyVerdict(ctls); {
+			case code == ppAccountLocked && disabled:
+				return fmt.Errorf("%w (password policy: locked by an administrator)", ErrAccountDisabled), sub
+			case code == ppAccountLocked:
+				return fmt.Errorf("%w (password policy: accountLocked)", ErrAccountLocked), sub
+			case code == ppPasswordExpired, mustChange:
+				// ppolicy and 389-ds check expiry only once the password
+				// matched.
+				return fmt.Errorf("%w (password policy: password expired)", ErrPasswordChangeRequired), sub
+			}
+			// 52e (bad password), 525 (no such user): a refused login
+			// without more detail.
 			return fmt.Errorf("%w (result 49)", ErrBadCredentials), sub
 		case ldap.LDAPResultUnwillingToPerform:
 			// 389-ds answers a bind of an nsAccountLock'ed account with 53

@@ -104,27 +104,42 @@ func TestBindFailure(t *testing.T) {
 	ad := func(sub string) error {
 		return ldap.NewError(49, fmt.Errorf("80090308: LdapErr: DSID-0C09041C, comment: AcceptSecurityContext error, data %s, v4563\x00", sub))
 	}
+	pp := func(code int8) []ldap.Control {
+		c := ldap.NewControlBeheraPasswordPolicy()
+		c.Error = code
+		return []ldap.Control{c}
+	}
 	for _, tc := range []struct {
-		name string
-		err  error
-		want error
-		sub  string
+		name     string
+		err      error
+		ctls     []ldap.Control
+		disabled bool
+		want     error
+		sub      string
 	}{
-		{"plain 49", ldap.NewError(49, errors.New("")), ErrBadCredentials, ""},
-		{"AD bad password 52e", ad("52e"), ErrBadCredentials, "52e"},
-		{"AD disabled 533", ad("533"), ErrAccountDisabled, "533"},
-		{"AD locked 775", ad("775"), ErrAccountLocked, "775"},
-		{"AD expired 532", ad("532"), ErrBadCredentials, "532"},
-		{"389-ds inactivated 53", ldap.NewError(53, errors.New("Account inactivated. Contact system administrator.")), ErrAccountDisabled, ""},
-		{"busy", ldap.NewError(51, errors.New("")), ErrUnavailable, ""},
-		{"network", ldap.NewError(ldap.ErrorNetwork, errors.New("ldap: connection closed")), ErrUnavailable, ""},
+		{"plain 49", ldap.NewError(49, errors.New("")), nil, false, ErrBadCredentials, ""},
+		{"AD bad password 52e", ad("52e"), nil, false, ErrBadCredentials, "52e"},
+		{"AD disabled 533", ad("533"), nil, false, ErrAccountDisabled, "533"},
+		{"AD locked 775", ad("775"), nil, false, ErrAccountLocked, "775"},
+		{"AD password expired 532", ad("532"), nil, false, ErrPasswordChangeRequired, "532"},
+		{"AD must change 773", ad("773"), nil, false, ErrPasswordChangeRequired, "773"},
+		{"AD account expired 701", ad("701"), nil, false, ErrAccountExpired, "701"},
+		{"ppolicy passwordExpired", ldap.NewError(49, errors.New("")), pp(ppPasswordExpired), false, ErrPasswordChangeRequired, ""},
+		{"ppolicy accountLocked, temporary", ldap.NewError(49, errors.New("")), pp(ppAccountLocked), false, ErrAccountLocked, ""},
+		{"ppolicy accountLocked, by an administrator", ldap.NewError(49, errors.New("")), pp(ppAccountLocked), true, ErrAccountDisabled, ""},
+		{"389-ds password expired control", ldap.NewError(49, errors.New("password expired!")),
+			[]ldap.Control{&ldap.ControlVChuPasswordMustChange{MustChange: true}}, false, ErrPasswordChangeRequired, ""},
+		{"389-ds inactivated 53", ldap.NewError(53, errors.New("Account inactivated. Contact system administrator.")), nil, false, ErrAccountDisabled, ""},
+		{"busy", ldap.NewError(51, errors.New("")), nil, false, ErrUnavailable, ""},
+		{"network", ldap.NewError(ldap.ErrorNetwork, errors.New("ldap: connection closed")), nil, false, ErrUnavailable, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, sub := bindFailure(context.Background(), "ldap://x", tc.err)
+			got, sub := bindFailure(context.Background(), "ldap://x", tc.err, tc.ctls, tc.disabled)
 			if !errors.Is(got, tc.want) || sub != tc.sub {
 				t.Fatalf("bindFailure = %v, %q; want %v, %q", got, sub, tc.want, tc.sub)
 			}
-			for _, other := range []error{ErrBadCredentials, ErrAccountDisabled, ErrAccountLocked, ErrUnavailable} {
+			for _, other := range []error{ErrBadCredentials, ErrAccountDisabled, ErrAccountLocked, ErrUnavailable,
+				ErrAccountExpired, ErrPasswordChangeRequired} {
 				if other != tc.want && errors.Is(got, other) {
 					t.Fatalf("bindFailure = %v is also %v", got, other)
 				}

@@ -125,10 +125,9 @@ func TestFlavors(t *testing.T) {
 		}
 
 		// Logins.
-		disabledErr := ErrAccountDisabled // 389-ds 53, AD 49/data 533
-		if s.Flavor == ldaptest.OpenLDAP {
-			disabledErr = ErrBadCredentials // ppolicy: a plain 49
-		}
+		// 389-ds 53, AD 49/data 533, ppolicy 49 with its accountLocked
+		// control on a 000001010000Z lock.
+		disabledErr := ErrAccountDisabled
 		for _, tc := range []struct {
 			name, login, password string
 			want                  error

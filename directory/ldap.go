@@ -123,7 +123,7 @@ func (l *LDAP) FindUser(ctx context.Context, username string) (User, error) {
 	var u User
 	err := l.withConn(ctx, "search", nil, func(c *conn) error {
 		req := ldap.NewSearchRequest(l.s.usersBase, ldap.ScopeWholeSubtree, ldap.DerefAlways,
-			2, timeLimitSeconds(l.s.timeout), false, l.userFilterFor(username), l.s.userAttributes(), nil)
+			2, timeLimitSeconds(l.s.timeout), false, l.userFilterFor(username), l.s.loginAttributes(), nil)
 		res, err := c.Search(req)
 		if err != nil {
 			// Our own size limit of 2 answers "more than one".
@@ -194,41 +194,37 @@ func (l *LDAP) Authenticate(ctx context.Context, username, password string) (Use
 	if password == "" {
 		return User{}, fmt.Errorf("%w: empty password", ErrBadCredentials)
 	}
-	u, err := l.FindUser(ctx, username)
-	switch {
-	case errors.Is(err, ErrUserNotFound):
-		return User{}, fmt.Errorf("%w: %w", ErrBadCredentials, ErrUserNotFound)
-	case errors.Is(err, ErrAmbiguousUser):
-		return User{}, fmt.Errorf("%w: %w", ErrBadCredentials, err)
-	case err != nil:
+	u, err := l.findForLogin(ctx, username)
+	if err != nil {
 		return User{}, err
 	}
-	if err := l.bindAs(ctx, u.DN, password); err != nil {
+	ctls, err := l.bindAs(ctx, u, password)
+	if err != nil {
 		return User{}, err
+	}
+	// The password is right: only now may the answer say more (SPEC §5).
+	if err := boundState(ctls, u, time.Now()); err != nil {
+		return u, err
 	}
 	return u, nil
 }
 
-func (l *LDAP) bindAs(ctx context.Context, dn, password string) error {
+func (l *LDAP) bindAs(ctx context.Context, u User, password string) ([]ldap.Control, error) {
 	defer l.observe("bind", time.Now())
 	c, err := l.dial(ctx, "bind", false)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
 	// The DN is the server's own string and the password is sent as is:
 	// neither is a filter, so neither is escaped.
-	err = c.SimpleBind(dn, password)
+	ctls, err := c.Bind(u.DN, password, l.policyControls())
 	stop()
 	if err == nil {
-		return nil
+		return ctls, nil
 	}
-	mapped, sub := bindFailure(ctx, c.url, err)
-	if sub != "" {
-		l.log.Debug("ldap bind refused", "directory", l.s.name, "dn", dn, "ad_sub_code", sub)
-	}
-	return mapped
+	return nil, l.bindFailure(ctx, c.url, err, ctls, u)
 }
 
 // Check dials (a fresh connection, not a pooled one, so it proves the

@@ -280,7 +280,7 @@ func TestHungServerTimeouts(t *testing.T) {
 	// Login binds too.
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel2()
-	if err := l2.bindAs(ctx2, "uid=a,dc=example,dc=com", "pw"); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := l2.bindAs(ctx2, User{DN: "uid=a,dc=example,dc=com"}, "pw"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("bind with a 100ms context = %v, want DeadlineExceeded", err)
 	}
 }

@@ -3,10 +3,13 @@ package directory
 import (
 	"context"
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	ber "github.com/go-asn1-ber/asn1-ber"
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/ldapgate/ldapgate/config"
@@ -110,6 +113,7 @@ func (l *LDAP) toUser(e *entry, disabledDNs map[string]struct{}) User {
 			u.PrimaryGroupID = uint32(n)
 		}
 	}
+	l.readStates(e, &u)
 	if disabledDNs != nil {
 		_, u.Disabled = disabledDNs[NormalizeDN(e.DN)]
 		return u
@@ -124,11 +128,58 @@ func (l *LDAP) toUser(e *entry, disabledDNs map[string]struct{}) User {
 	case config.TypeFreeIPA:
 		u.Disabled = strings.EqualFold(strings.TrimSpace(e.first("nsAccountLock")), "TRUE")
 	default:
-		// ppolicy: present means locked (000001010000Z: until an admin
-		// unlocks it).
-		u.Disabled = len(e.values("pwdAccountLockedTime")) > 0
+		// ppolicy: 000001010000Z locks until an administrator unlocks
+		// (disabled); any other value is a lockout after failed binds,
+		// temporary, which the bind reports (SPEC §13).
+		u.Disabled = slices.Contains(e.values("pwdAccountLockedTime"), ppolicyLockedForever)
 	}
 	return u
+}
+
+// ppolicyLockedForever is the pwdAccountLockedTime an administrator sets
+// to lock an account until unlocked (slapo-ppolicy(5)).
+const ppolicyLockedForever = "000001010000Z"
+
+// readStates reads the account and password expiry of an entry, where
+// the entry carries them (SPEC §13's table).
+func (l *LDAP) readStates(e *entry, u *User) {
+	switch l.s.typ {
+	case config.TypeActiveDirectory:
+		u.AccountExpiresAt = fileTime(e.first("accountExpires"))
+		u.PasswordMustChange = strings.TrimSpace(e.first("pwdLastSet")) == "0"
+		u.PasswordExpiresAt = fileTime(e.first("msDS-UserPasswordExpiryTimeComputed"))
+	case config.TypeFreeIPA:
+		u.AccountExpiresAt = generalizedTime(e.first("krbPrincipalExpiration"))
+		u.PasswordExpiresAt = generalizedTime(e.first("krbPasswordExpiration"))
+	default:
+		u.PasswordMustChange = strings.EqualFold(strings.TrimSpace(e.first("pwdReset")), "TRUE")
+	}
+}
+
+// fileTime reads an AD time (100 ns intervals since 1601-01-01 UTC). 0 and
+// the largest int64 mean never; so does anything unreadable.
+func fileTime(v string) time.Time {
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n <= 0 || n == math.MaxInt64 {
+		return time.Time{}
+	}
+	const epochDiff = 116444736000000000 // 1601 to 1970 in 100 ns
+	n -= epochDiff
+	return time.Unix(n/1e7, n%1e7*100).UTC()
+}
+
+// generalizedTime reads an LDAP GeneralizedTime (RFC 4517 §3.3.13);
+// zero when empty or unreadable.
+func generalizedTime(v string) time.Time {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return time.Time{}
+	}
+	t, err := ber.ParseGeneralizedTime([]byte(v))
+	if err != nil {
+		return time.Time{}
+	}
+	return t.UTC()
 }
 
 // ReadGroups streams every group under the groups base. On Active Directory

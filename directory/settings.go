@@ -142,8 +142,8 @@ func (s *settings) userSearchFilter(extra string) string {
 	return b.String()
 }
 
-// userAttributes lists what ReadUsers and FindUser request. Operational
-// attributes (entryUUID, memberOf on OpenLDAP, pwdAccountLockedTime) are only
+// userAttributes lists what ReadUsers requests. Operational attributes
+// (entryUUID, memberOf on OpenLDAP, pwdAccountLockedTime) are only
 // returned when asked for by name.
 func (s *settings) userAttributes() []string {
 	attrs := []string{s.usernameAttr, s.uuidAttr, s.emailAttr, s.displayNameAttr, "memberOf"}
@@ -162,6 +162,30 @@ func (s *settings) userAttributes() []string {
 		default:
 			attrs = append(attrs, "pwdAccountLockedTime")
 		}
+	}
+	// Account expiry is a block (SPEC §13), read whatever disabled_filter
+	// says: the filter overrides "disabled" only.
+	switch s.typ {
+	case config.TypeActiveDirectory:
+		attrs = append(attrs, "accountExpires")
+	case config.TypeFreeIPA:
+		attrs = append(attrs, "krbPrincipalExpiration")
+	}
+	return dedupFold(attrs)
+}
+
+// loginAttributes is userAttributes plus the password state FindUser
+// reads for a login (SPEC §13): not a block, so a full read skips them
+// (msDS-UserPasswordExpiryTimeComputed is computed per entry by AD).
+func (s *settings) loginAttributes() []string {
+	attrs := s.userAttributes()
+	switch s.typ {
+	case config.TypeActiveDirectory:
+		attrs = append(attrs, "pwdLastSet", "msDS-UserPasswordExpiryTimeComputed")
+	case config.TypeFreeIPA:
+		attrs = append(attrs, "krbPasswordExpiration")
+	default:
+		attrs = append(attrs, "pwdReset")
 	}
 	return dedupFold(attrs)
 }

@@ -279,7 +279,7 @@ func TestSlapdAuthenticate(t *testing.T) {
 		{"wrong password", f.Users["alice"], "nope", ErrBadCredentials, false},
 		{"empty password", f.Users["alice"], "", ErrBadCredentials, false},
 		{"unknown user", f.Prefix + "nobody", ldaptest.Password, ErrBadCredentials, true},
-		{"locked user (ppolicy)", f.Users["carol"], ldaptest.Password, ErrBadCredentials, false},
+		{"locked user (ppolicy)", f.Users["carol"], ldaptest.Password, ErrAccountDisabled, false},
 		// Injection: every fixture user has this password, so a filter
 		// that matched anyone would log in as them.
 		{"star", "*", ldaptest.Password, ErrBadCredentials, true},

@@ -287,22 +287,100 @@ func (m message) result() (error, []ldap.Control) {
 
 // SimpleBind authenticates the connection (RFC 4511 §4.2, version 3).
 func (c *conn) SimpleBind(dn, password string) error {
+	_, err := c.Bind(dn, password, nil)
+	return err
+}
+
+// Bind is SimpleBind with request controls; it returns the response's
+// controls, also when the bind failed (a password policy control says
+// why).
+func (c *conn) Bind(dn, password string, controls []ldap.Control) ([]ldap.Control, error) {
 	req := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationBindRequest, nil, "Bind Request")
 	req.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, 3, "Version"))
 	req.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, dn, "User Name"))
 	req.AppendChild(ber.NewString(ber.ClassContext, ber.TypePrimitive, 0, password, "Password"))
-	if err := c.send(req, nil); err != nil {
+	if err := c.send(req, controls); err != nil {
+		return nil, err
+	}
+	m, err := c.read()
+	if err != nil {
+		return nil, err
+	}
+	if m.tag != tagBindResponse {
+		return nil, c.broken(fmt.Errorf("ldap: bind answered with tag 0x%02x", m.tag))
+	}
+	err, ctls := m.result()
+	return ctls, err
+}
+
+// PasswordModify changes the bound user's own password (RFC 3062, no
+// userIdentity: the identity of the connection), proving the old one.
+func (c *conn) PasswordModify(oldPassword, newPassword string, controls []ldap.Control) ([]ldap.Control, error) {
+	req := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationExtendedRequest, nil, "Password Modify")
+	req.AppendChild(ber.NewString(ber.ClassContext, ber.TypePrimitive, 0, "1.3.6.1.4.1.4203.1.11.1", "Extended Request Name"))
+	val := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "PasswdModifyRequestValue")
+	val.AppendChild(ber.NewString(ber.ClassContext, ber.TypePrimitive, 1, oldPassword, "Old Password"))
+	val.AppendChild(ber.NewString(ber.ClassContext, ber.TypePrimitive, 2, newPassword, "New Password"))
+	ev := ber.Encode(ber.ClassContext, ber.TypePrimitive, 1, nil, "Extended Request Value")
+	ev.AppendChild(val)
+	req.AppendChild(ev)
+	if err := c.send(req, controls); err != nil {
+		return nil, err
+	}
+	m, err := c.read()
+	if err != nil {
+		return nil, err
+	}
+	if m.tag != tagExtendedResponse {
+		return nil, c.broken(fmt.Errorf("ldap: password modify answered with tag 0x%02x", m.tag))
+	}
+	err, ctls := m.result()
+	return ctls, err
+}
+
+// tagModifyResponse is ModifyResponse, [APPLICATION 7].
+const tagModifyResponse = 0x67
+
+// Modify applies one modify request (RFC 4511 §4.6).
+func (c *conn) Modify(req *ldap.ModifyRequest) error {
+	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationModifyRequest, nil, "Modify Request")
+	op.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, req.DN, "DN"))
+	changes := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "Changes")
+	for _, ch := range req.Changes {
+		p := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "Change")
+		p.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, uint64(ch.Operation), "Operation"))
+		a := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "Modification")
+		a.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, ch.Modification.Type, "Type"))
+		vals := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSet, nil, "Values")
+		for _, v := range ch.Modification.Vals {
+			vals.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, v, "Value"))
+		}
+		a.AppendChild(vals)
+		p.AppendChild(a)
+		changes.AppendChild(p)
+	}
+	op.AppendChild(changes)
+	if err := c.send(op, req.Controls); err != nil {
 		return err
 	}
 	m, err := c.read()
 	if err != nil {
 		return err
 	}
-	if m.tag != tagBindResponse {
-		return c.broken(fmt.Errorf("ldap: bind answered with tag 0x%02x", m.tag))
+	if m.tag != tagModifyResponse {
+		return c.broken(fmt.Errorf("ldap: modify answered with tag 0x%02x", m.tag))
 	}
 	err, _ = m.result()
 	return err
+}
+
+// isTLS reports whether the connection is encrypted (ldaps, or after
+// StartTLS).
+func (c *conn) isTLS() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.nc.(*tls.Conn)
+	return ok
 }
 
 // StartTLS upgrades the connection (RFC 4511 §4.14); ctx bounds the
