@@ -39,16 +39,16 @@ func (l *LDAP) policyControls() []ldap.Control {
 
 // Behera draft error codes (draft-behera-ldap-password-policy-10 §6.2).
 const (
-	ppPasswordExpired        = 0
-	ppAccountLocked          = 1
-	ppChangeAfterReset       = 2
-	ppPasswordModNotAllowed  = 3
-	ppMustSupplyOldPassword  = 4
-	ppInsufficientQuality    = 5
-	ppPasswordTooShort       = 6
-	ppPasswordTooYoung       = 7
-	ppPasswordInHistory      = 8
-	ppNoError           int8 = -1
+	ppPasswordExpired            = 0
+	ppAccountLocked              = 1
+	ppChangeAfterReset           = 2
+	ppPasswordModNotAllowed      = 3
+	ppMustSupplyOldPassword      = 4
+	ppInsufficientQuality        = 5
+	ppPasswordTooShort           = 6
+	ppPasswordTooYoung           = 7
+	ppPasswordInHistory          = 8
+	ppNoError               int8 = -1
 )
 
 // policyVerdict returns the Behera error in ctls (ppNoError if none) and
