@@ -233,7 +233,7 @@ func applyOne(tx *cache.Tx, runID, dirID uint64, c *Change, now time.Time) (Acti
 		// Rule 10 again, now against the current record: an admin block
 		// made during the read is kept.
 		if fresh.BlockReason != account.ReasonAdmin {
-			u.State, u.BlockReason = c.After.State, c.After.BlockReason
+			u.State, u.BlockReason, u.LDAPStatus = c.After.State, c.After.BlockReason, c.After.LDAPStatus
 		}
 		fields = diff(&fresh, &u)
 		if why, ok := c.Fields["skip_reason"]; ok && fields != nil {

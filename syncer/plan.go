@@ -569,6 +569,9 @@ func scopeChange(u *directory.User, r *entryResult, before *account.User, now ti
 func block(before *account.User, st account.State, reason account.BlockReason, now time.Time) Change {
 	after := *before
 	after.State, after.BlockReason = st, reason
+	if st != account.StateBlockedInLDAP {
+		after.LDAPStatus = account.LDAPStatusNone
+	}
 	after.UpdatedAt, after.LastSyncedAt = now, now
 	r := string(reason)
 	if st == account.StateBlockedInLDAP {
@@ -584,11 +587,8 @@ func admit(dir *config.Directory, u *directory.User, r *entryResult,
 	before, convert *account.User, now time.Time) Change {
 	want := entryUser(u, r)
 	want.DirectoryID = dir.ID
-	// Rule 8: the directory's disabled flag is its own state.
-	want.State = account.StateActive
-	if u.Disabled {
-		want.State = account.StateBlockedInLDAP
-	}
+	// Rule 8 and SPEC §13: the directory's own state.
+	want.State, want.LDAPStatus = directoryState(u, now)
 
 	switch {
 	case convert != nil:
@@ -597,7 +597,7 @@ func admit(dir *config.Directory, u *directory.User, r *entryResult,
 		// Rule 4: from now on the directory holds the password.
 		after.PasswordHash = ""
 		if after.BlockReason != account.ReasonAdmin {
-			after.State, after.BlockReason = want.State, account.ReasonNone
+			after.State, after.BlockReason, after.LDAPStatus = want.State, account.ReasonNone, want.LDAPStatus
 		}
 		after.UpdatedAt, after.LastSyncedAt = now, now
 		f := diff(convert, &after)
@@ -621,7 +621,7 @@ func admit(dir *config.Directory, u *directory.User, r *entryResult,
 	// other fields still follow the directory so the record is right the
 	// day the admin lifts the block.
 	if before.BlockReason != account.ReasonAdmin {
-		after.State, after.BlockReason = want.State, account.ReasonNone
+		after.State, after.BlockReason, after.LDAPStatus = want.State, account.ReasonNone, want.LDAPStatus
 		switch {
 		case before.State != account.StateActive && after.State == account.StateActive:
 			action, reason = ActionUnblock, string(before.BlockReason)
@@ -638,6 +638,22 @@ func admit(dir *config.Directory, u *directory.User, r *entryResult,
 	}
 	after.UpdatedAt, after.LastSyncedAt = now, now
 	return Change{Action: action, Reason: reason, Username: after.Username, Before: before, After: &after, Fields: f}
+}
+
+// directoryState is the store state the directory's account state asks
+// for (SPEC §13): disabled, then expired, each blocked_in_ldap with its
+// ldap_status; anything else (a temporary lockout, a password that has
+// expired or must change) leaves the user active, for the login to answer.
+// Disabled wins over expired: an account that is both reads disabled, and
+// turns expired (still blocked) when re-enabled.
+func directoryState(u *directory.User, now time.Time) (account.State, account.LDAPStatus) {
+	switch {
+	case u.Disabled:
+		return account.StateBlockedInLDAP, account.LDAPStatusDisabled
+	case !u.AccountExpiresAt.IsZero() && !now.Before(u.AccountExpiresAt):
+		return account.StateBlockedInLDAP, account.LDAPStatusExpired
+	}
+	return account.StateActive, account.LDAPStatusNone
 }
 
 // copyDirectoryFields sets the fields the directory owns.
@@ -675,6 +691,7 @@ func diff(a, b *account.User) map[string][2]string {
 	}
 	add("state", string(a.State), string(b.State))
 	add("block_reason", string(a.BlockReason), string(b.BlockReason))
+	add("ldap_status", string(a.LDAPStatus), string(b.LDAPStatus))
 	add("source", string(a.Source), string(b.Source))
 	if a.DirectoryID != b.DirectoryID {
 		add("directory_id", fmt.Sprint(a.DirectoryID), fmt.Sprint(b.DirectoryID))
