@@ -23,6 +23,19 @@ var (
 	// ErrForbidden: the password was right but the user may not log in
 	// (store state not active, or the sync rules skip them) (403).
 	ErrForbidden = errors.New("user is not allowed to log in")
+	// ErrPasswordChangeRequired: the password was right but the directory
+	// says it has expired or must be changed first (SPEC §13, 403
+	// password_change_required); POST /auth/v4/public/password changes it.
+	ErrPasswordChangeRequired = errors.New("the password has expired or must be changed")
+	// ErrPasswordRefused: the directory refused the new password; a
+	// *PasswordRefusedError carries its reason (422).
+	ErrPasswordRefused = errors.New("the directory refused the new password")
+	// ErrTLSRequired: the directory (AD) changes passwords only over an
+	// encrypted connection and is configured without one (422).
+	ErrTLSRequired = errors.New("the directory changes passwords only over LDAPS or StartTLS")
+	// ErrNotDirectoryUser: a password change asked for a local user, whose
+	// password only an administrator sets (422).
+	ErrNotDirectoryUser = errors.New("only directory users change their password here")
 	// ErrAmbiguousDirectory: several directories share the name's domain
 	// and the request did not pick one (400).
 	ErrAmbiguousDirectory = errors.New("several directories match the login domain; choose a directory")
@@ -48,3 +61,10 @@ type RateLimitedError struct {
 func (e *RateLimitedError) Error() string {
 	return fmt.Sprintf("too many failed logins; retry after %s", e.RetryAfter.Round(time.Second))
 }
+
+// PasswordRefusedError is the directory's refusal of a new password, with
+// its reason in words (too short, in history, too soon).
+type PasswordRefusedError struct{ Reason string }
+
+func (e *PasswordRefusedError) Error() string { return ErrPasswordRefused.Error() + ": " + e.Reason }
+func (e *PasswordRefusedError) Unwrap() error { return ErrPasswordRefused }

@@ -39,6 +39,7 @@ const (
 	resultSuccess        = "success"
 	resultBadCredentials = "bad_credentials"
 	resultForbidden      = "forbidden"
+	resultChangePassword = "password_change_required"
 	resultRateLimited    = "rate_limited"
 	resultUnavailable    = "unavailable"
 	resultError          = "error"
@@ -106,6 +107,13 @@ func (s *Service) login(ctx context.Context, req LoginRequest, withSession bool)
 		s.limits.fail(ln.Canonical, req.ClientIP, time.Now(), st)
 		s.log.Info("login refused", "username", ln.Canonical, "directory", dirLabel, "client", req.ClientIP, "err", err)
 		return LoginResult{}, ErrForbidden
+	case errors.Is(err, ErrPasswordChangeRequired):
+		// The password was right: not a failure to count, and the
+		// answer may say what to do next (SPEC §13).
+		result = resultChangePassword
+		s.log.Info("login refused: password change required", "username", ln.Canonical, "directory", dirLabel,
+			"client", req.ClientIP, "err", err)
+		return LoginResult{}, ErrPasswordChangeRequired
 	case errors.Is(err, ErrUnavailable):
 		result = resultUnavailable
 		s.log.Warn("login: directory unavailable", "username", ln.Canonical, "directory", dirLabel, "err", err)
@@ -186,11 +194,28 @@ func (s *Service) resolveLDAP(ctx context.Context, ln *LoginName, pw string) (ac
 	du, err := e.Client.Authenticate(ctx, ln.Username, pw)
 	switch {
 	case err == nil:
+	case errors.Is(err, directory.ErrPasswordChangeRequired):
+		// The directory checked the password before saying so. A user the
+		// store refuses anyway gets that answer instead.
+		u, serr := s.storeUserFor(ctx, e, du)
+		if serr != nil {
+			return account.User{}, serr
+		}
+		if !u.Active() {
+			return account.User{}, fmt.Errorf("%w: state %s (%s)", ErrForbidden, u.State, u.BlockReason)
+		}
+		return account.User{}, fmt.Errorf("%w: %w", ErrPasswordChangeRequired, err)
+	case errors.Is(err, directory.ErrAccountExpired):
+		// Also only after the right password (AD data 701, or the
+		// entry's expiry): blocked_in_ldap / expired once synced.
+		return account.User{}, fmt.Errorf("%w: %w", ErrForbidden, err)
 	case errors.Is(err, directory.ErrUnavailable):
 		return account.User{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case errors.Is(err, directory.ErrAccountDisabled):
 		return account.User{}, wrong("disabled in directory", err)
 	case errors.Is(err, directory.ErrAccountLocked):
+		// slapd and AD report a lockout whatever the password: a 403
+		// here would tell anyone that the name exists (SPEC §5, §11).
 		return account.User{}, wrong("locked in directory", err)
 	case errors.Is(err, directory.ErrBadCredentials), errors.Is(err, directory.ErrUserNotFound):
 		return account.User{}, wrong("directory refused the bind", err)

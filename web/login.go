@@ -117,6 +117,7 @@ func (s *Server) tokenLogin(ctx *fasthttp.RequestCtx, st *settings) {
 // loginStatus maps a login error to its answer (SPEC §5 error shape).
 func loginStatus(err error) (status int, code, msg string) {
 	var rl *auth.RateLimitedError
+	var refused *auth.PasswordRefusedError
 	switch {
 	case errors.As(err, &rl):
 		return fasthttp.StatusTooManyRequests, "too_many_attempts", "Too many failed attempts. Try again later."
@@ -126,6 +127,19 @@ func loginStatus(err error) (status int, code, msg string) {
 		return fasthttp.StatusBadRequest, "unknown_directory", "Unknown directory."
 	case errors.Is(err, auth.ErrBadCredentials):
 		return fasthttp.StatusUnauthorized, "bad_credentials", msgBadCredentials
+	case errors.Is(err, auth.ErrPasswordChangeRequired):
+		return fasthttp.StatusForbidden, "password_change_required", msgChangeRequired
+	case errors.As(err, &refused):
+		// The directory's reason, in its words (SPEC §13); it never holds
+		// a password.
+		return fasthttp.StatusUnprocessableEntity, "password_refused",
+			"The directory refused the new password: " + refused.Reason + "."
+	case errors.Is(err, auth.ErrTLSRequired):
+		return fasthttp.StatusUnprocessableEntity, "tls_required",
+			"This directory changes passwords only over an encrypted connection (LDAPS or StartTLS), which is not configured. Contact your administrator."
+	case errors.Is(err, auth.ErrNotDirectoryUser):
+		return fasthttp.StatusUnprocessableEntity, "not_a_directory_user",
+			"This account's password is set by an administrator."
 	case errors.Is(err, auth.ErrForbidden):
 		return fasthttp.StatusForbidden, "forbidden", "This account may not log in. Contact your administrator."
 	case errors.Is(err, auth.ErrUnavailable):
@@ -134,7 +148,10 @@ func loginStatus(err error) (status int, code, msg string) {
 	return fasthttp.StatusInternalServerError, "internal", "Internal error."
 }
 
-const msgBadCredentials = "Invalid username or password."
+const (
+	msgBadCredentials = "Invalid username or password."
+	msgChangeRequired = "Your password has expired or must be changed. Choose a new one."
+)
 
 // retryAfter sets Retry-After for a rate-limited answer.
 func retryAfter(ctx *fasthttp.RequestCtx, err error) {

@@ -24,10 +24,11 @@ const (
 	routeAdmin
 	routeProxy
 	routePublic
+	routePassword
 	numRoutes
 )
 
-var routeNames = [numRoutes]string{"login", "token", "logout", "whoami", "verify", "directories", "admin", "proxy", "public"}
+var routeNames = [numRoutes]string{"login", "token", "logout", "whoami", "verify", "directories", "admin", "proxy", "public", "password"}
 
 // routeMetrics resolves each (route, code) counter once: WithLabelValues
 // per request would hash the labels and allocate on the proxy's hot path.

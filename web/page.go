@@ -2,6 +2,7 @@ package web
 
 import (
 	"embed"
+	"errors"
 	"html/template"
 	"strconv"
 
@@ -23,7 +24,10 @@ type pageOption struct {
 }
 
 type pageData struct {
-	Error       string
+	Error string
+	// Change shows the password change form instead of the sign-in one
+	// (GET /login?change=1, or a login answered password_change_required).
+	Change      bool
 	Username    string
 	Placeholder string
 	RD          string
@@ -73,7 +77,9 @@ func (s *Server) render(ctx *fasthttp.RequestCtx, status int, d pageData) {
 // loginPage is GET /login.
 func (s *Server) loginPage(ctx *fasthttp.RequestCtx, _ *settings) {
 	rd, _ := SafeRedirect(string(ctx.QueryArgs().Peek("rd")))
-	s.render(ctx, fasthttp.StatusOK, s.pageData(rd, ""))
+	d := s.pageData(rd, "")
+	d.Change = string(ctx.QueryArgs().Peek("change")) == "1"
+	s.render(ctx, fasthttp.StatusOK, d)
 }
 
 // loginForm is POST /login: on success the cookie and 303 to rd; on
@@ -93,19 +99,37 @@ func (s *Server) loginForm(ctx *fasthttp.RequestCtx, st *settings) {
 	username := string(args.Peek("username"))
 	dir := string(args.Peek("directory"))
 	rd, _ := SafeRedirect(string(args.Peek("rd")))
-
-	res, err := s.d.Auth.Login(ctx, auth.LoginRequest{
-		Name: username, Password: string(args.Peek("password")), Directory: dir, ClientIP: s.clientIP(ctx, st),
-	})
-	if err != nil {
-		status, _, msg := loginStatus(err)
-		retryAfter(ctx, err)
+	change := string(args.Peek("mode")) == "change"
+	again := func(status int, msg string, change bool) {
 		d := s.pageData(rd, dir)
-		d.Error = msg
+		d.Error, d.Change = msg, change
 		if len(username) <= auth.MaxNameLen {
 			d.Username = username
 		}
 		s.render(ctx, status, d)
+	}
+
+	var res auth.LoginResult
+	if change {
+		if np := args.Peek("new_password"); string(np) != string(args.Peek("new_password2")) {
+			again(fasthttp.StatusUnprocessableEntity, "The new passwords do not match.", true)
+			return
+		}
+		res, err = s.d.Auth.ChangePassword(ctx, auth.ChangeRequest{
+			Name: username, Directory: dir, OldPassword: string(args.Peek("old_password")),
+			NewPassword: string(args.Peek("new_password")), ClientIP: s.clientIP(ctx, st),
+		})
+	} else {
+		res, err = s.d.Auth.Login(ctx, auth.LoginRequest{
+			Name: username, Password: string(args.Peek("password")), Directory: dir, ClientIP: s.clientIP(ctx, st),
+		})
+	}
+	if err != nil {
+		status, _, msg := loginStatus(err)
+		retryAfter(ctx, err)
+		// A login answered password_change_required continues on the
+		// change form (SPEC §13); a refused change stays on it.
+		again(status, msg, change || errors.Is(err, auth.ErrPasswordChangeRequired))
 		return
 	}
 	setSessionCookie(ctx, st, res.Token, res.ExpiresAt)

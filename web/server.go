@@ -111,6 +111,7 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.serve }
 // Paths (SPEC §5, §6, §7).
 const (
 	pathToken       = "/auth/v4/public/token"
+	pathPassword    = "/auth/v4/public/password"
 	pathDirectories = "/auth/v4/public/directories"
 	pathWhoami      = "/auth/v4/whoami"
 	pathTokenPrefix = "/auth/v4/token/"
@@ -146,6 +147,13 @@ func (s *Server) dispatch(ctx *fasthttp.RequestCtx, st *settings) route {
 			s.tokenLogin(ctx, st)
 		}
 		return routeToken
+	case pathPassword:
+		if !ctx.IsPost() {
+			methodNotAllowed(ctx, fasthttp.MethodPost)
+		} else {
+			s.passwordChange(ctx, st)
+		}
+		return routePassword
 	case pathDirectories:
 		if !ctx.IsGet() && !ctx.IsHead() {
 			methodNotAllowed(ctx, fasthttp.MethodGet)
