@@ -199,6 +199,12 @@ func (l *LDAP) Authenticate(ctx context.Context, username, password string) (Use
 		return User{}, err
 	}
 	ctls, err := l.bindAs(ctx, u, password)
+	if errors.Is(err, ErrPasswordChangeRequired) || errors.Is(err, ErrAccountExpired) {
+		// The server said so only after the password matched (AD
+		// 532/773/701, ppolicy passwordExpired): the caller may look
+		// the user up.
+		return u, err
+	}
 	if err != nil {
 		return User{}, err
 	}

@@ -231,6 +231,10 @@ func (l *LDAP) changeFailure(ctx context.Context, url string, err error, ctls []
 	} else if m := adLeadingCode.FindStringSubmatch(diag); m != nil {
 		sub = strings.TrimLeft(strings.ToLower(m[1]), "0")
 	}
+	if le.ResultCode == ldap.LDAPResultConfidentialityRequired {
+		// 389-ds changes passwords only over TLS, like AD.
+		return fmt.Errorf("%w (result 13: %s)", ErrTLSRequired, diag)
+	}
 	if le.ResultCode == ldap.LDAPResultInvalidCredentials || sub == adInvalidPassword {
 		return fmt.Errorf("%w (password change: result %d)", ErrBadCredentials, le.ResultCode)
 	}

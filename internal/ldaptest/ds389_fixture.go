@@ -53,7 +53,13 @@ func (ds389Ops) newFixture(t testing.TB, s *Server) *Fixture {
 		for _, ct := range []struct{ dn, name string }{
 			{root, prefix}, {f.usersDN(), "users"}, {f.groupsDN(), "groups"},
 		} {
-			if err := addEntry(c, ct.dn, attr("objectClass", "top", "nsContainer"), attr("cn", ct.name)); err != nil {
+			attrs := []ldap.Attribute{attr("objectClass", "top", "nsContainer"), attr("cn", ct.name)}
+			if ct.dn == root {
+				// FreeIPA's "Self can write own password" ACI, so users
+				// change their own password as on FreeIPA (SPEC §13).
+				attrs = append(attrs, attr("aci", `(targetattr = "userPassword")(version 3.0; acl "ldapgate test: self can write own password"; allow (write) userdn = "ldap:///self";)`))
+			}
+			if err := addEntry(c, ct.dn, attrs...); err != nil {
 				return err
 			}
 		}

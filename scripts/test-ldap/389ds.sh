@@ -203,11 +203,17 @@ configure_offline() {
 	rm -f "$tmp"
 
 	# FreeIPA's own definitions (OIDs from its 60basev2.ldif), so fixture users
-	# carry ipaUniqueID the way a real FreeIPA user does.
+	# carry ipaUniqueID the way a real FreeIPA user does; and the two expiry
+	# attributes of FreeIPA's Kerberos schema (OIDs from MIT's
+	# kerberos.schema) that SPEC §13 reads, absent from a plain 389-ds
+	# (ldaptest.ds389KrbSchema adds them to an instance started before).
 	cat >"$CONF_DIR/schema/98ldapgate-ipa.ldif" <<'EOF'
 dn: cn=schema
 attributeTypes: ( 2.16.840.1.113730.3.8.3.1 NAME 'ipaUniqueID' DESC 'Unique identifier' EQUALITY caseIgnoreMatch ORDERING caseIgnoreOrderingMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE X-ORIGIN 'IPA v2 (ldapgate test)' )
 objectClasses: ( 2.16.840.1.113730.3.8.4.1 NAME 'ipaObject' DESC 'IPA objectclass' AUXILIARY MUST ( ipaUniqueID ) X-ORIGIN 'IPA v2 (ldapgate test)' )
+attributeTypes: ( 2.16.840.1.113719.1.301.4.10.1 NAME 'krbPrincipalExpiration' EQUALITY generalizedTimeMatch ORDERING generalizedTimeOrderingMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.24 SINGLE-VALUE X-ORIGIN 'MIT Kerberos (ldapgate test)' )
+attributeTypes: ( 2.16.840.1.113719.1.301.4.11.1 NAME 'krbPasswordExpiration' EQUALITY generalizedTimeMatch ORDERING generalizedTimeOrderingMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.24 SINGLE-VALUE X-ORIGIN 'MIT Kerberos (ldapgate test)' )
+objectClasses: ( 2.16.840.1.113719.1.301.6.8.1 NAME 'krbPrincipalAux' SUP top AUXILIARY MAY ( krbPrincipalExpiration $ krbPasswordExpiration ) X-ORIGIN 'MIT Kerberos (ldapgate test)' )
 EOF
 	chown dirsrv:dirsrv "$CONF_DIR/schema/98ldapgate-ipa.ldif"
 

@@ -3,7 +3,8 @@
 #
 # Prepares and starts a throw-away OpenLDAP slapd (2.5, Debian 12) for tests:
 #   - DIR/slapd.conf: mdb under DIR/db, suffix dc=example,dc=com, schemas
-#     core/cosine/inetorgperson/nis, overlays memberof and ppolicy;
+#     core/cosine/inetorgperson/nis, overlays memberof, ppolicy and syncprov
+#     (RFC 4533 refreshAndPersist for live changes);
 #   - a self-signed CA and server certificate (IP SAN 127.0.0.1, DNS localhost)
 #     unless DIR/ca.pem, DIR/server.pem and DIR/server.key already exist (the
 #     Go harness writes them once per test binary, saving two key generations);
@@ -80,6 +81,7 @@ modulepath /usr/lib/ldap
 moduleload back_mdb
 moduleload memberof
 moduleload ppolicy
+moduleload syncprov
 
 pidfile "$DIR/slapd.pid"
 argsfile "$DIR/slapd.args"
@@ -102,6 +104,7 @@ index objectClass eq
 index uid,cn,mail eq,sub
 index member,memberOf eq
 index entryUUID eq
+index entryCSN eq
 limits dn.exact="cn=admin,dc=example,dc=com" size.soft=3 size.hard=3 size.pr=unlimited size.prtotal=unlimited
 
 access to attrs=userPassword
@@ -123,6 +126,10 @@ memberof-dangling ignore
 overlay ppolicy
 ppolicy_default "cn=default,ou=policies,dc=example,dc=com"
 ppolicy_use_lockout
+
+overlay syncprov
+syncprov-checkpoint 100 10
+syncprov-sessionlog 1000
 EOF
 
 # --- data --------------------------------------------------------------------
@@ -163,6 +170,29 @@ pwdLockout: TRUE
 pwdMaxFailure: 0
 pwdAllowUserChange: TRUE
 pwdMustChange: FALSE
+
+# The account-state policy (SPEC §13), for users given it through
+# pwdPolicySubentry (ldaptest's Fixture.UseStatesPolicy). Kept apart from
+# the default so tests that set passwords as cn=admin do not get pwdReset.
+# pwdMaxAge expires passwords older than 30 days (no grace login), an
+# administrator's password change sets pwdReset (pwdMustChange), new
+# passwords need 12 characters and must not repeat the last 3, and 3
+# failed binds lock the account for 10 minutes.
+dn: cn=states,ou=policies,dc=example,dc=com
+objectClass: organizationalRole
+objectClass: pwdPolicy
+cn: states
+pwdAttribute: userPassword
+pwdMaxAge: 2592000
+pwdGraceAuthNLimit: 0
+pwdMustChange: TRUE
+pwdAllowUserChange: TRUE
+pwdMinLength: 12
+pwdCheckQuality: 2
+pwdInHistory: 3
+pwdLockout: TRUE
+pwdMaxFailure: 3
+pwdLockoutDuration: 600
 EOF
 
 if [ -z "$(ls -A "$DIR/db")" ]; then
