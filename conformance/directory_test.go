@@ -192,22 +192,25 @@ func TestDirectoryAuthenticate(t *testing.T) {
 				[]error{directory.ErrBadCredentials}, nil},
 			{"unknown user", all, p + "nobody", ldaptest.Password, "",
 				[]error{directory.ErrBadCredentials, directory.ErrUserNotFound}, nil},
-			// OpenLDAP's ppolicy answers a locked account's bind with a bare
-			// 49: indistinguishable from a wrong password.
-			{"carol disabled: ppolicy 49", only(openldap), f.Users["carol"], ldaptest.Password, "",
-				[]error{directory.ErrBadCredentials}, []error{directory.ErrUserNotFound}},
+			// OpenLDAP's ppolicy answers a locked account's bind with 49 and,
+			// to a client asking for it, the accountLocked control; the
+			// lock is 000001010000Z, an administrator's: disabled.
+			{"carol disabled: ppolicy 49 with accountLocked", only(openldap), f.Users["carol"], ldaptest.Password, "",
+				[]error{directory.ErrAccountDisabled}, []error{directory.ErrUserNotFound, directory.ErrBadCredentials}},
 			// AD: 49 with "data 533" in the diagnostic.
 			{"carol disabled: AD data 533", only(samba), f.Users["carol"], ldaptest.Password, "",
 				[]error{directory.ErrAccountDisabled}, []error{directory.ErrUserNotFound, directory.ErrBadCredentials}},
 			// 389-ds: nsAccountLock answers 53 "Account inactivated".
 			{"carol disabled: 389-ds result 53", only(ds389), f.Users["carol"], ldaptest.Password, "",
 				[]error{directory.ErrAccountDisabled}, []error{directory.ErrUserNotFound, directory.ErrBadCredentials}},
-			{"disabled user with a wrong password", only(openldap, samba), f.Users["carol"], "wrong", "",
+			{"disabled user with a wrong password", only(samba), f.Users["carol"], "wrong", "",
 				[]error{directory.ErrBadCredentials}, []error{directory.ErrAccountDisabled}},
-			// 389-ds checks nsAccountLock before the password: 53 whatever
-			// the password, so a locked account shows as such even to a
-			// caller without its password.
-			{"disabled user with a wrong password: 389-ds still 53", only(ds389), f.Users["carol"], "wrong", "",
+			// 389-ds checks nsAccountLock, and slapd's ppolicy its lock,
+			// before the password: 53 or the accountLocked control whatever
+			// the password, so a locked account shows as such to a caller
+			// without its password (the login path answers 401 for it all
+			// the same).
+			{"disabled user with a wrong password: still disabled", only(ds389, openldap), f.Users["carol"], "wrong", "",
 				[]error{directory.ErrAccountDisabled}, []error{directory.ErrBadCredentials}},
 			// Filter injection: each name would select alice (or everyone)
 			// if the value reached the filter unescaped.
