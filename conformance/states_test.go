@@ -185,7 +185,9 @@ func TestAccountStates(t *testing.T) {
 				}
 			})
 		}
-		if s.Flavor == openldap {
+		if s.Flavor != ds389 {
+			// ppolicy's pwdMinLength (passwordTooShort control), a PSO's
+			// minimum length on AD (Samba's words after 0000052D).
 			t.Run("too short for the policy: the directory's reason", func(t *testing.T) {
 				_, err := change("shorty", ldaptest.Password, "Short-1")
 				got, reason := stateStatus(err)
@@ -194,6 +196,25 @@ func TestAccountStates(t *testing.T) {
 				}
 				if _, err := svc.Login(ctx, auth.LoginRequest{Name: f.Login("shorty"), Password: ldaptest.Password, ClientIP: ip}); err != nil {
 					t.Fatalf("the refused change changed the password: %v", err)
+				}
+			})
+		}
+		if s.Flavor == samba {
+			// AD takes unicodePwd only over TLS: on a clear-text connection
+			// the change is refused before any password is sent.
+			t.Run("AD over clear text: tls_required", func(t *testing.T) {
+				plain := dirConfig(f)
+				plain.URLs = []string{s.URL}
+				plainEnv := newSyncEnv(t, plain)
+				psvc, err := auth.New(auth.Deps{Config: conf, Store: plainEnv.store, Dirs: plainEnv.dirs, Syncer: plainEnv.syncer})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(psvc.Close)
+				_, err = psvc.ChangePassword(ctx, auth.ChangeRequest{Name: f.Login("alice"), OldPassword: ldaptest.Password,
+					NewPassword: newPassword, ClientIP: ip})
+				if got, code := stateStatus(err); got != 422 || code != "tls_required" {
+					t.Fatalf("ChangePassword over ldap:// = %d %q (%v), want 422 tls_required", got, code, err)
 				}
 			})
 		}

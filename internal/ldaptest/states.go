@@ -28,15 +28,48 @@ const SlapdStatesPolicyMinLength = 12
 // pwdChangedTime) the way slapd itself would.
 var relaxControl = ldap.NewControlString("1.3.6.1.4.1.4203.666.5.12", true, "")
 
-// UseStatesPolicy puts an OpenLDAP fixture user under the states policy
-// (pwdPolicySubentry); a no-op elsewhere, where the directory's own
-// policy applies.
+// UseStatesPolicy puts a fixture user under a password policy that
+// refuses new passwords shorter than SlapdStatesPolicyMinLength: on
+// OpenLDAP the states ppolicy (pwdPolicySubentry), on AD a fine-grained
+// password policy (PSO) applying to the user alone, since the shared test
+// domain's own policy is relaxed. A no-op on 389-ds, whose policy stays
+// the server's.
 func (f *Fixture) UseStatesPolicy(t testing.TB, name string) {
 	t.Helper()
-	if f.Server.Flavor != OpenLDAP {
-		return
+	switch f.Server.Flavor {
+	case OpenLDAP:
+		f.modify(t, name, nil, func(r *ldap.ModifyRequest) { r.Replace("pwdPolicySubentry", []string{slapdStatesPolicy}) })
+	case Samba:
+		dn := f.userDN(name)
+		pso := "CN=pso-len-" + ldap.EscapeDN(f.Users[name]) + ",CN=Password Settings Container,CN=System," + f.Server.BaseDN
+		f.Server.ops.admin(t, f.Server, func(c *ldap.Conn) error {
+			req := ldap.NewAddRequest(pso, nil)
+			req.Attribute("objectClass", []string{"msDS-PasswordSettings"})
+			req.Attribute("msDS-PasswordSettingsPrecedence", []string{"1"})
+			req.Attribute("msDS-PasswordReversibleEncryptionEnabled", []string{"FALSE"})
+			req.Attribute("msDS-PasswordHistoryLength", []string{"0"})
+			req.Attribute("msDS-PasswordComplexityEnabled", []string{"FALSE"})
+			req.Attribute("msDS-MinimumPasswordLength", []string{strconv.Itoa(SlapdStatesPolicyMinLength)})
+			req.Attribute("msDS-MinimumPasswordAge", []string{"0"})
+			req.Attribute("msDS-MaximumPasswordAge", []string{"-9223372036854775808"})
+			req.Attribute("msDS-LockoutThreshold", []string{"0"})
+			req.Attribute("msDS-LockoutObservationWindow", []string{"-18000000000"})
+			req.Attribute("msDS-LockoutDuration", []string{"-18000000000"})
+			req.Attribute("msDS-PSOAppliesTo", []string{dn})
+			if err := c.Add(req); err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultEntryAlreadyExists) {
+				return fmt.Errorf("add password policy for %s: %w", dn, err)
+			}
+			return nil
+		})
+		t.Cleanup(func() {
+			f.Server.ops.admin(t, f.Server, func(c *ldap.Conn) error {
+				if err := c.Del(ldap.NewDelRequest(pso, nil)); err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+					t.Logf("ldaptest: cleanup: delete %s: %v", pso, err)
+				}
+				return nil
+			})
+		})
 	}
-	f.modify(t, name, nil, func(r *ldap.ModifyRequest) { r.Replace("pwdPolicySubentry", []string{slapdStatesPolicy}) })
 }
 
 // SetMustChangePassword makes the user's password one that must be
