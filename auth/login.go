@@ -207,7 +207,14 @@ func (s *Service) resolveLDAP(ctx context.Context, ln *LoginName, pw string) (ac
 		return account.User{}, fmt.Errorf("%w: %w", ErrPasswordChangeRequired, err)
 	case errors.Is(err, directory.ErrAccountExpired):
 		// Also only after the right password (AD data 701, or the
-		// entry's expiry): blocked_in_ldap / expired once synced.
+		// entry's expiry). The store learns it now rather than at the next
+		// sync (SPEC §13: state read at login too): the one-entry sync
+		// makes the user blocked_in_ldap / expired and ends their sessions.
+		if s.syncer != nil && du.DN != "" {
+			if _, serr := s.syncer.SyncOne(ctx, e.Config.ID, du); serr != nil && !errors.Is(serr, syncer.ErrSkipped) {
+				s.log.Warn("login: recording an expired account", "directory", e.Config.Name, "dn", du.DN, "err", serr)
+			}
+		}
 		return account.User{}, fmt.Errorf("%w: %w", ErrForbidden, err)
 	case errors.Is(err, directory.ErrUnavailable):
 		return account.User{}, fmt.Errorf("%w: %w", ErrUnavailable, err)

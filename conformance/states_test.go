@@ -50,7 +50,7 @@ func TestAccountStates(t *testing.T) {
 			cfg.TLS = config.TLS{CAFile: s.CAFile}
 		}
 
-		for _, name := range []string{"mustchange", "pwexpired", "expired", "later", "both", "locked", "changer", "shorty"} {
+		for _, name := range []string{"mustchange", "pwexpired", "expired", "later", "both", "locked", "changer", "shorty", "lapsing"} {
 			f.AddUser(t, name, "staff")
 		}
 		f.SetMustChangePassword(t, "mustchange")
@@ -140,6 +140,19 @@ func TestAccountStates(t *testing.T) {
 		}
 		if hasLockout {
 			expectUser(t, ctx, env, f, "locked", account.StateActive, "", "user")
+		}
+		if hasExpiry {
+			// Expired after the last sync: the login refuses and records
+			// it in the store at once (SPEC §13: state read at login).
+			expectUser(t, ctx, env, f, "lapsing", account.StateActive, "", "user")
+			f.SetAccountExpires(t, "lapsing", time.Now().Add(-time.Minute))
+			_, err := svc.Login(ctx, auth.LoginRequest{Name: f.Login("lapsing"), Password: ldaptest.Password, ClientIP: ip})
+			if got, _ := stateStatus(err); got != 403 {
+				t.Fatalf("login of an account expired since the sync = %d (%v), want 403", got, err)
+			}
+			if u := expectUser(t, ctx, env, f, "lapsing", account.StateBlockedInLDAP, "", "user"); u.LDAPStatus != account.LDAPStatusExpired {
+				t.Errorf("lapsing after the refused login: ldap_status %q, want expired", u.LDAPStatus)
+			}
 		}
 
 		change := func(logical, oldPw, newPw string) (auth.LoginResult, error) {
