@@ -1,7 +1,10 @@
 package directory
 
 import (
+	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,6 +77,53 @@ func TestBoundState(t *testing.T) {
 			err := boundState(ctls, tc.u, now)
 			if (tc.want == nil) != (err == nil) || (tc.want != nil && !errors.Is(err, tc.want)) {
 				t.Fatalf("boundState = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestChangeFailure: a refused password change in words, from the policy
+// control and the server's diagnostic; a wrong old password stays a
+// credential failure.
+func TestChangeFailure(t *testing.T) {
+	l := &LDAP{s: &settings{name: "t"}, log: slog.New(slog.DiscardHandler)}
+	pp := func(code int8) []ldap.Control {
+		c := ldap.NewControlBeheraPasswordPolicy()
+		c.Error = code
+		return []ldap.Control{c}
+	}
+	for _, tc := range []struct {
+		name    string
+		err     error
+		ctls    []ldap.Control
+		want    error
+		reason  string // a substring of PasswordRefusedError.Reason
+		without string // never in the reason
+	}{
+		{"ppolicy too short", ldap.NewError(19, errors.New("Password fails quality checking policy")), pp(ppPasswordTooShort),
+			ErrPasswordRefused, "too short", ""},
+		{"ppolicy in history", ldap.NewError(19, errors.New("Password is in history of old passwords")), pp(ppPasswordInHistory),
+			ErrPasswordRefused, "used before", ""},
+		{"Samba too short", ldap.NewError(19, errors.New("0000052D: Constraint violation - check_password_restrictions: the password is too short. It should be equal or longer than 12 characters!")),
+			nil, ErrPasswordRefused, "the password is too short", "0000052D"},
+		{"AD 52D with DSID noise", ldap.NewError(19, errors.New("0000052D: AtrErr: DSID-03191083, #1:\n\t0: 0000052D: DSID-03191083, problem 1005 (CONSTRAINT_ATT_TYPE), data 0, Att 9005a (unicodePwd)")),
+			nil, ErrPasswordRefused, "domain's password policy", "DSID"},
+		{"AD wrong old password", ldap.NewError(19, errors.New("00000056: Constraint violation - The old password specified doesn't match!")),
+			nil, ErrBadCredentials, "", ""},
+		{"wrong old password 49", ldap.NewError(49, errors.New("")), nil, ErrBadCredentials, "", ""},
+		{"389-ds needs TLS", ldap.NewError(13, errors.New("Operation requires a secure connection.")), nil, ErrTLSRequired, "", ""},
+		{"busy", ldap.NewError(51, errors.New("")), nil, ErrUnavailable, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := l.changeFailure(context.Background(), "ldap://x", tc.err, tc.ctls)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("changeFailure = %v, want %v", err, tc.want)
+			}
+			var r *PasswordRefusedError
+			if errors.As(err, &r) {
+				if !strings.Contains(r.Reason, tc.reason) || (tc.without != "" && strings.Contains(r.Reason, tc.without)) {
+					t.Fatalf("reason %q, want %q without %q", r.Reason, tc.reason, tc.without)
+				}
 			}
 		})
 	}
