@@ -84,7 +84,8 @@ func (s *Server) loginPage(ctx *fasthttp.RequestCtx, _ *settings) {
 
 // loginForm is POST /login: on success the cookie and 303 to rd; on
 // failure the page again with the JSON login's status code and a message
-// that never says whether the user exists.
+// that never says whether the user exists. With mode=change it is the
+// password change form (SPEC §13), answered the same way.
 func (s *Server) loginForm(ctx *fasthttp.RequestCtx, st *settings) {
 	body, err := readBody(ctx, maxLoginBody)
 	if err != nil {
@@ -111,7 +112,7 @@ func (s *Server) loginForm(ctx *fasthttp.RequestCtx, st *settings) {
 
 	var res auth.LoginResult
 	if change {
-		if np := args.Peek("new_password"); string(np) != string(args.Peek("new_password2")) {
+		if string(args.Peek("new_password")) != string(args.Peek("new_password2")) {
 			again(fasthttp.StatusUnprocessableEntity, "The new passwords do not match.", true)
 			return
 		}
