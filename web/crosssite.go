@@ -124,7 +124,8 @@ func (s *Server) refuseCrossSite(ctx *fasthttp.RequestCtx, st *settings, g guard
 			"refused: this request came from a page of another origin", nil)
 		return true
 	}
-	if g == guardJSON && h.ContentLength() != 0 && !isJSON(h.ContentType()) {
+	// ContentLength is -1 for a chunked body, which counts as a body.
+	if cl := h.ContentLength(); g == guardJSON && (cl > 0 || cl == -1) && !isJSON(h.ContentType()) {
 		respond.Error(ctx, fasthttp.StatusUnsupportedMediaType, "unsupported_media_type",
 			"send the body as Content-Type: application/json", nil)
 		return true

@@ -1,8 +1,10 @@
 package web
 
 import (
+	"bufio"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -211,6 +213,45 @@ func TestCrossSiteRule(t *testing.T) {
 	if r := s.send(t, "POST", "/app/x", "a=1", s.cookie(tok2), "Origin: http://evil.example",
 		"Content-Type: application/x-www-form-urlencoded"); r.status != 200 {
 		t.Errorf("proxied foreign POST: %d %s", r.status, r.body)
+	}
+}
+
+// TestCrossSiteBodyFraming: the 415 rule looks at the body whatever its
+// framing: chunked counts, a request without Content-Length has none.
+func TestCrossSiteBodyFraming(t *testing.T) {
+	s := newStack(t, stackOpts{})
+	if s == nil {
+		return
+	}
+	tok := s.login(t, "alice")
+	host := strings.TrimPrefix(s.url, "http://")
+	for _, tc := range []struct {
+		name, framing string
+		want          verdict
+	}{
+		{"no Content-Length", "\r\n", passed},
+		{"chunked", "Transfer-Encoding: chunked\r\n\r\n7\r\n{\"x\":1}\r\n0\r\n\r\n", unsupported},
+		{"Content-Length", "Content-Length: 7\r\n\r\n{\"x\":1}", unsupported},
+	} {
+		c, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.WriteString(c, "POST /auth/v4/ldap/1/sync HTTP/1.1\r\nHost: "+host+"\r\nConnection: close\r\n"+
+			s.cookie(tok)+"\r\nContent-Type: text/plain\r\n"+tc.framing)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		c.Close()
+		s.drain()
+		if got := verdictOf(reply{resp.StatusCode, resp.Header, b}); got != tc.want {
+			t.Errorf("%s: %s (%d %s), want %s", tc.name, got, resp.StatusCode, b, tc.want)
+		}
 	}
 }
 
