@@ -67,12 +67,17 @@ const (
 	credExplicit
 )
 
-var bearerPrefix = []byte("bearer ")
+var bearerScheme = []byte("bearer")
+
+// isBearer: the Bearer scheme, followed by a space or a tab as auth reads it.
+func isBearer(authz []byte) bool {
+	n := len(bearerScheme)
+	return len(authz) > n+1 && bytes.EqualFold(authz[:n], bearerScheme) && (authz[n] == ' ' || authz[n] == '\t')
+}
 
 func credentialOf(h *fasthttp.RequestHeader, cookieName string) credential {
 	authz := h.PeekBytes(headerAuthorization)
-	if len(authz) > len(bearerPrefix) && bytes.EqualFold(authz[:len(bearerPrefix)], bearerPrefix) ||
-		auth.ValidToken(bytes.TrimSpace(h.PeekBytes(headerXSRF))) {
+	if isBearer(authz) || auth.ValidToken(bytes.TrimSpace(h.PeekBytes(headerXSRF))) {
 		return credExplicit
 	}
 	if isBasic(authz) || auth.ValidToken(h.Cookie(cookieName)) {

@@ -129,6 +129,7 @@ func TestCrossSiteRule(t *testing.T) {
 		{"basic", ambient, []string{basic(s.fx.Login("alice"), ldaptest.Password)}},
 		{"bearer session", explicit, []string{"Authorization: Bearer " + tok}},
 		{"bearer admin token", explicit, []string{"Authorization: bearer some-admin-token"}},
+		{"bearer session after a tab", explicit, []string{"Authorization: Bearer\t" + tok, s.cookie(tok)}},
 		{"x-xsrf-token session", explicit, []string{"X-Xsrf-Token: " + tok}},
 		{"bearer admin token and cookie", explicit, []string{"Authorization: Bearer some-admin-token", s.cookie(tok)}},
 	}
