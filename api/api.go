@@ -32,6 +32,8 @@ import (
 type DirectoryManager interface {
 	Set() *directory.Set
 	Create(ctx context.Context, dc config.Directory) (config.Directory, directory.CheckResult, error)
+	// Update applies patch (which sees no bind password) to a directory;
+	// ErrPasswordRequired if the connection settings change without one.
 	Update(ctx context.Context, id uint64, patch func(*config.Directory) error) (config.Directory, error)
 	Delete(ctx context.Context, id uint64) (int, error)
 	// Refresh re-reads the store's overrides (a migration's naming).

@@ -132,7 +132,8 @@ func (a *API) createDirectory(c context.Context, ctx *fasthttp.RequestCtx) {
 }
 
 // patchDirectory merges the given keys onto the directory: keys not sent
-// keep their values (bind_password included).
+// keep their values; bind_password too, unless the connection settings
+// change (ErrPasswordRequired).
 func (a *API) patchDirectory(c context.Context, ctx *fasthttp.RequestCtx, id uint64) {
 	body, ok := readBody(ctx)
 	if !ok {
@@ -226,9 +227,16 @@ func (a *API) runChanges(c context.Context, ctx *fasthttp.RequestCtx, dirID uint
 	}{run, changes, len(changes)})
 }
 
+// ErrPasswordRequired: a PATCH changed where or how ldapgate connects
+// (urls, start_tls, tls, bind_dn) without giving bind_password again; the
+// stored one is never sent to a server it was not entered for (422).
+var ErrPasswordRequired = errors.New("bind_password is required when urls, start_tls, tls or bind_dn change")
+
 // dirError maps directory-management errors to statuses.
 func (a *API) dirError(ctx *fasthttp.RequestCtx, err error) {
 	switch {
+	case errors.Is(err, ErrPasswordRequired):
+		respond.Error(ctx, fasthttp.StatusUnprocessableEntity, "bind_password_required", err.Error(), nil)
 	case errors.Is(err, ErrManagedByConfig):
 		respond.Error(ctx, fasthttp.StatusConflict, "managed_by_config",
 			"this directory is declared in the config file; change it there", nil)

@@ -235,7 +235,7 @@ var page = template.Must(template.New("upstream").Parse(`<!doctype html>
 <p>Signed in as <strong id="user">{{.User}}</strong> (role <span id="role">{{.Role}}</span>). Path: <code id="path">{{.Path}}</code></p>
 <h2>Headers ldapgate sent</h2>
 <table>{{range .Headers}}<tr><td>{{.Name}}</td><td>{{.Value}}</td></tr>{{end}}</table>
-<p><a href="/logout">Log out</a></p></body></html>`))
+<form method="post" action="/logout"><button id="logout" type="submit">Log out</button></form></body></html>`))
 
 type header struct{ Name, Value string }
 

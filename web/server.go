@@ -138,6 +138,9 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) {
 
 func (s *Server) dispatch(ctx *fasthttp.RequestCtx, st *settings) route {
 	path := ctx.Path()
+	if r, g, ok := guarded(path); ok && s.refuseCrossSite(ctx, st, g) {
+		return r
+	}
 	switch string(path) { // the conversion in a switch does not allocate
 	case pathToken:
 		if !ctx.IsPost() {
@@ -164,8 +167,9 @@ func (s *Server) dispatch(ctx *fasthttp.RequestCtx, st *settings) route {
 		}
 		return routeLogin
 	case pathLogout:
-		if !ctx.IsGet() && !ctx.IsPost() {
-			methodNotAllowed(ctx, "GET, POST")
+		// POST only: a GET could be sent by any page (an <img>, a link).
+		if !ctx.IsPost() {
+			methodNotAllowed(ctx, fasthttp.MethodPost)
 		} else {
 			s.logout(ctx, st, true)
 		}
