@@ -56,32 +56,80 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (LoginResult, err
 }
 
 func (s *Service) login(ctx context.Context, req LoginRequest, withSession bool) (LoginResult, error) {
-	st := s.st.Load()
-	dirLabel := "none"
-	result := resultError
-	defer func() { s.m.Logins.WithLabelValues(dirLabel, result).Inc() }()
-
-	ln, err := ParseLoginName(req.Name, req.Directory, s.dirs)
+	a, err := s.admit(ctx, req)
 	if err != nil {
+		return LoginResult{}, err
+	}
+	return s.check(ctx, a, withSession)
+}
+
+// attempt is a login admitted by the limits, its password not yet checked.
+type attempt struct {
+	req      LoginRequest
+	st       *settings
+	ln       LoginName
+	dirLabel string
+	now      time.Time
+}
+
+// admit parses the name and applies the login limits: a pair or address
+// over its limit is refused (*RateLimitedError), a name failing from many
+// addresses waits its slow-down here, in the request's own goroutine and
+// holding no lock, for as long as ctx allows. Refusals are counted and
+// logged here.
+func (s *Service) admit(ctx context.Context, req LoginRequest) (*attempt, error) {
+	a := &attempt{req: req, st: s.st.Load(), dirLabel: "none"}
+	result := resultError
+	var err error
+	defer func() {
+		if err != nil {
+			s.m.Logins.WithLabelValues(a.dirLabel, result).Inc()
+		}
+	}()
+	if a.ln, err = ParseLoginName(req.Name, req.Directory, s.dirs); err != nil {
 		// A malformed name or an unknown directory: refused before any
 		// look-up, so not counted against a name or address.
 		result = resultBadCredentials
 		s.log.Info("login refused", "err", err, "client", req.ClientIP)
-		return LoginResult{}, err
+		return nil, err
 	}
-	if ln.Dir != nil {
-		dirLabel = ln.Dir.Config.Name
+	if a.ln.Dir != nil {
+		a.dirLabel = a.ln.Dir.Config.Name
 	}
-	now := time.Now()
-	if err := s.limits.check(ln.Canonical, req.ClientIP, now, st); err != nil {
+	a.now = time.Now()
+	delay, err := s.limits.check(a.ln.Canonical, req.ClientIP, a.now, a.st)
+	if err != nil {
 		result = resultRateLimited
-		s.log.Warn("login rate limited", "username", ln.Canonical, "client", req.ClientIP, "err", err)
-		return LoginResult{}, err
+		s.log.Warn("login rate limited", "username", a.ln.Canonical, "client", req.ClientIP, "err", err)
+		return nil, err
 	}
+	if delay > 0 {
+		s.log.Info("login slowed down: many failures for this name", "username", a.ln.Canonical,
+			"client", req.ClientIP, "delay", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			err = fmt.Errorf("login: %w", ctx.Err())
+			return nil, err
+		}
+		a.now = time.Now()
+	}
+	return a, nil
+}
+
+// check verifies an admitted attempt's password and, withSession, makes
+// the session.
+func (s *Service) check(ctx context.Context, a *attempt, withSession bool) (LoginResult, error) {
+	req, st, ln, now := a.req, a.st, &a.ln, a.now
+	result := resultError
+	defer func() { s.m.Logins.WithLabelValues(a.dirLabel, result).Inc() }()
+
 	fail := func(reason string, cause error) error {
 		result = resultBadCredentials
 		s.limits.fail(ln.Canonical, req.ClientIP, time.Now(), st)
-		s.log.Info("login failed", "username", ln.Canonical, "directory", dirLabel, "client", req.ClientIP,
+		s.log.Info("login failed", "username", ln.Canonical, "directory", a.dirLabel, "client", req.ClientIP,
 			"reason", reason, "err", cause)
 		return ErrBadCredentials
 	}
@@ -91,7 +139,7 @@ func (s *Service) login(ctx context.Context, req LoginRequest, withSession bool)
 		return LoginResult{}, fail("empty password", nil)
 	}
 
-	u, err := s.resolve(ctx, &ln, req.Password, &dirLabel)
+	u, err := s.resolve(ctx, ln, req.Password, &a.dirLabel)
 	switch {
 	case err == nil:
 	case errors.Is(err, errWrongPassword):
@@ -104,18 +152,18 @@ func (s *Service) login(ctx context.Context, req LoginRequest, withSession bool)
 		// Counted as a failure too: a blocked account must not become a
 		// free oracle for its directory password.
 		s.limits.fail(ln.Canonical, req.ClientIP, time.Now(), st)
-		s.log.Info("login refused", "username", ln.Canonical, "directory", dirLabel, "client", req.ClientIP, "err", err)
+		s.log.Info("login refused", "username", ln.Canonical, "directory", a.dirLabel, "client", req.ClientIP, "err", err)
 		return LoginResult{}, ErrForbidden
 	case errors.Is(err, ErrUnavailable):
 		result = resultUnavailable
-		s.log.Warn("login: directory unavailable", "username", ln.Canonical, "directory", dirLabel, "err", err)
+		s.log.Warn("login: directory unavailable", "username", ln.Canonical, "directory", a.dirLabel, "err", err)
 		return LoginResult{}, ErrUnavailable
 	default:
-		s.log.Error("login failed", "username", ln.Canonical, "directory", dirLabel, "err", err)
+		s.log.Error("login failed", "username", ln.Canonical, "directory", a.dirLabel, "err", err)
 		return LoginResult{}, fmt.Errorf("login: %w", err)
 	}
 
-	s.limits.reset(ln.Canonical)
+	s.limits.reset(ln.Canonical, req.ClientIP)
 	res := LoginResult{User: u}
 	if withSession {
 		u, err := s.store.UpdateUser(ctx, u.ID, func(x *account.User) error {
@@ -127,13 +175,13 @@ func (s *Service) login(ctx context.Context, req LoginRequest, withSession bool)
 			return LoginResult{}, fmt.Errorf("login: %w", err)
 		}
 		res.User = u
-		if res.Token, res.ExpiresAt, err = s.createSession(ctx, u.ID, st); err != nil {
+		if res.Token, res.ExpiresAt, err = s.createSession(ctx, u, st); err != nil {
 			s.log.Error("login: creating session", "user_id", u.ID, "err", err)
 			return LoginResult{}, err
 		}
 	}
 	result = resultSuccess
-	s.log.Info("login", "username", res.User.Username, "user_id", res.User.ID, "directory", dirLabel,
+	s.log.Info("login", "username", res.User.Username, "user_id", res.User.ID, "directory", a.dirLabel,
 		"client", req.ClientIP, "session", withSession)
 	return res, nil
 }
