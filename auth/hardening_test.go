@@ -338,3 +338,21 @@ func TestSessionCapEvictsOldest(t *testing.T) {
 		}
 	}
 }
+
+// A login whose password was checked against a hash changed before its
+// session is stored gets no session.
+func TestNoSessionForAPasswordChangedMidLogin(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	if e == nil {
+		return
+	}
+	root := withRoot(t, e)
+	stale := root
+	stale.PasswordHash += "x"
+	if _, _, err := e.svc.createSession(context.Background(), stale, e.svc.st.Load()); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("session for a stale hash: %v", err)
+	}
+	if _, _, err := e.svc.createSession(context.Background(), root, e.svc.st.Load()); err != nil {
+		t.Fatalf("session for the current hash: %v", err)
+	}
+}

@@ -166,6 +166,7 @@ func (s *Service) check(ctx context.Context, a *attempt, withSession bool) (Logi
 	s.limits.reset(ln.Canonical, req.ClientIP)
 	res := LoginResult{User: u}
 	if withSession {
+		checked := u.PasswordHash
 		u, err := s.store.UpdateUser(ctx, u.ID, func(x *account.User) error {
 			x.LastLoginAt = now.UTC()
 			return nil
@@ -175,6 +176,9 @@ func (s *Service) check(ctx context.Context, a *attempt, withSession bool) (Logi
 			return LoginResult{}, fmt.Errorf("login: %w", err)
 		}
 		res.User = u
+		// The hash the password was checked against, not the one just
+		// read back: a change in between must fail the login.
+		u.PasswordHash = checked
 		if res.Token, res.ExpiresAt, err = s.createSession(ctx, u, st); err != nil {
 			s.log.Error("login: creating session", "user_id", u.ID, "err", err)
 			return LoginResult{}, err
