@@ -236,16 +236,24 @@ func (s *Service) resolveLDAP(ctx context.Context, ln *LoginName, pw string) (ac
 	// Under legacy naming Username is the mail, which the directory client
 	// then searches by (directory.Client.FindUser).
 	du, err := e.Client.Authenticate(ctx, ln.Username, pw)
+	refused := func(reason string) error {
+		// A local user's wrong password costs an argon2id check; so does
+		// the directory's refusal, or a name the directory route leads to
+		// (every unclaimed domain, with a legacy-naming directory) would
+		// show by its timing whether it is a local user's.
+		burnDummy(pw)
+		return wrong(reason, err)
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, directory.ErrUnavailable):
 		return account.User{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case errors.Is(err, directory.ErrAccountDisabled):
-		return account.User{}, wrong("disabled in directory", err)
+		return account.User{}, refused("disabled in directory")
 	case errors.Is(err, directory.ErrAccountLocked):
-		return account.User{}, wrong("locked in directory", err)
+		return account.User{}, refused("locked in directory")
 	case errors.Is(err, directory.ErrBadCredentials), errors.Is(err, directory.ErrUserNotFound):
-		return account.User{}, wrong("directory refused the bind", err)
+		return account.User{}, refused("directory refused the bind")
 	default:
 		return account.User{}, fmt.Errorf("directory %s: %w", e.Config.Name, err)
 	}
