@@ -77,10 +77,9 @@ type attempt struct {
 // addresses waits its slow-down here, in the request's own goroutine and
 // holding no lock, for as long as ctx allows. Refusals are counted and
 // logged here.
-func (s *Service) admit(ctx context.Context, req LoginRequest) (*attempt, error) {
+func (s *Service) admit(ctx context.Context, req LoginRequest) (_ *attempt, err error) {
 	a := &attempt{req: req, st: s.st.Load(), dirLabel: "none"}
 	result := resultError
-	var err error
 	defer func() {
 		if err != nil {
 			s.m.Logins.WithLabelValues(a.dirLabel, result).Inc()
@@ -96,25 +95,35 @@ func (s *Service) admit(ctx context.Context, req LoginRequest) (*attempt, error)
 	if a.ln.Dir != nil {
 		a.dirLabel = a.ln.Dir.Config.Name
 	}
-	a.now = time.Now()
-	delay, err := s.limits.check(a.ln.Canonical, req.ClientIP, a.now, a.st)
-	if err != nil {
-		result = resultRateLimited
-		s.log.Warn("login rate limited", "username", a.ln.Canonical, "client", req.ClientIP, "err", err)
-		return nil, err
-	}
-	if delay > 0 {
-		s.log.Info("login slowed down: many failures for this name", "username", a.ln.Canonical,
-			"client", req.ClientIP, "delay", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			err = fmt.Errorf("login: %w", ctx.Err())
-			return nil, err
-		}
+	limited := func() (time.Duration, error) {
 		a.now = time.Now()
+		delay, err := s.limits.check(a.ln.Canonical, req.ClientIP, a.now, a.st)
+		if err != nil {
+			result = resultRateLimited
+			s.log.Warn("login rate limited", "username", a.ln.Canonical, "client", req.ClientIP, "err", err)
+		}
+		return delay, err
+	}
+	delay, err := limited()
+	switch {
+	case err != nil:
+		return nil, err
+	case delay == 0:
+		return a, nil
+	}
+	s.log.Info("login slowed down: many failures for this name", "username", a.ln.Canonical,
+		"client", req.ClientIP, "delay", delay)
+	t := time.NewTimer(delay)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		t.Stop()
+		return nil, fmt.Errorf("login: %w", ctx.Err())
+	}
+	// Again: attempts sent together from one address all passed the first
+	// check, and the failures of those that went first count now.
+	if _, err := limited(); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
