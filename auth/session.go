@@ -58,8 +58,8 @@ func (s *Service) credStamp(u *account.User) uint64 {
 }
 
 // createSession stores a new session for u, whose PasswordHash is the one
-// the login's password was just checked against, and returns its token. Beyond session.max_per_user the user's
-// oldest sessions end (SPEC §5).
+// the login's password was just checked against, and returns its token.
+// Beyond session.max_per_user the user's oldest sessions end (SPEC §5).
 func (s *Service) createSession(ctx context.Context, u account.User, st *settings) (string, time.Time, error) {
 	tok, err := NewToken()
 	if err != nil {
