@@ -294,6 +294,12 @@ func TestPasswordChangeEndsSessions(t *testing.T) {
 
 			tc.change(t, "new-"+tc.name)
 			e.svc.sessions.Remove(hashToken([]byte(cold.Token))) // as after a restart
+			// A session made with the new password survives the old ones
+			// being refused.
+			fresh, err := e.svc.Login(ctx, LoginRequest{Name: "root@local", Password: "new-" + tc.name, ClientIP: ip1})
+			if err != nil {
+				t.Fatal(err)
+			}
 			for _, tok := range []string{hot.Token, cold.Token} {
 				if _, err := e.svc.CheckSession(ctx, []byte(tok)); !errors.Is(err, ErrNoSession) {
 					t.Fatalf("session from before the change: %v", err)
@@ -307,6 +313,9 @@ func TestPasswordChangeEndsSessions(t *testing.T) {
 			}
 			if _, err := e.svc.CheckSession(ctx, []byte(other.Token)); err != nil {
 				t.Fatalf("another user's session: %v", err)
+			}
+			if _, err := e.svc.CheckSession(ctx, []byte(fresh.Token)); err != nil {
+				t.Fatalf("the session made with the new password: %v", err)
 			}
 		})
 	}

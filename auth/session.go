@@ -148,8 +148,10 @@ func (s *Service) CheckSession(ctx context.Context, tok []byte) (account.User, e
 		e.cred = s.credStamp(&u)
 		s.sessions.Add(h, e)
 	} else if e.cred != s.credStamp(&u) {
-		// The password changed since this session was made.
-		_ = s.EndUserSessions(ctx, e.userID)
+		// The password changed since this session was made (the store
+		// ended it then). Only this entry goes: sessions made with the
+		// new password are the user's to keep.
+		s.endSession(ctx, h)
 		return account.User{}, ErrNoSession
 	}
 	if now-last >= int64(touchEvery) && e.touching.CompareAndSwap(false, true) {
