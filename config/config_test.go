@@ -138,15 +138,19 @@ session:
   ttl: 1h
   idle_timeout: 2h
   cookie_name: "bad cookie"
+  max_per_user: -2
 login:
   max_failures: -1
   window: -5m
+  max_failures_per_user: -3
 `,
 			want: []string{
 				`session.idle_timeout: 2h0m0s is longer than session.ttl 1h0m0s (line 4)`,
 				`session.cookie_name: "bad cookie" is not a valid cookie name (line 5)`,
-				`login.max_failures: must be 0 (default 5) or more, got -1 (line 7)`,
-				`login.window: must be positive, got -5m0s (line 8)`,
+				`session.max_per_user: must be 0 (default 20) or more, got -2 (line 6)`,
+				`login.max_failures: must be 0 (default 5) or more, got -1 (line 8)`,
+				`login.window: must be positive, got -5m0s (line 9)`,
+				`login.max_failures_per_user: must be 0 (default 50) or more, got -3 (line 10)`,
 			},
 		},
 		{

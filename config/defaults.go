@@ -18,6 +18,8 @@ const (
 	DefaultCookieName            = "ldapgate_session"
 	DefaultMaxFailures           = 5
 	DefaultMaxFailuresPerAddress = 50
+	DefaultMaxFailuresPerUser    = 50
+	DefaultMaxSessionsPerUser    = 20
 	DefaultLoginWindow           = 5 * time.Minute
 	DefaultHeaderUser            = "X-Forwarded-User"
 	DefaultHeaderEmail           = "X-Forwarded-Email"
@@ -129,6 +131,12 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.Login.MaxFailuresPerAddress == 0 {
 		c.Login.MaxFailuresPerAddress = DefaultMaxFailuresPerAddress
+	}
+	if c.Login.MaxFailuresPerUser == 0 {
+		c.Login.MaxFailuresPerUser = DefaultMaxFailuresPerUser
+	}
+	if c.Session.MaxPerUser == 0 {
+		c.Session.MaxPerUser = DefaultMaxSessionsPerUser
 	}
 	setDur(&c.Login.Window, DefaultLoginWindow)
 	setStr(&c.Headers.User, DefaultHeaderUser)

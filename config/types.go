@@ -92,14 +92,26 @@ type Session struct {
 	// SecureCookie sets the cookie's Secure flag; default true. Turn it off
 	// only for plain-HTTP test setups.
 	SecureCookie *bool `yaml:"secure_cookie" json:"secure_cookie"`
+	// MaxPerUser caps one user's sessions: a new session beyond it ends
+	// their oldest, so a leaked password cannot pile up sessions unseen and
+	// one account cannot fill the store. 0 means the default.
+	MaxPerUser int `yaml:"max_per_user" json:"max_per_user"`
 }
 
 // Login holds the failed-login limits (SPEC §5).
 type Login struct {
-	// MaxFailures per username within Window before 429.
+	// MaxFailures per (username, client address) pair within Window before
+	// that pair gets 429. Per pair, not per name: a name's failures from
+	// one address must not lock its owner out everywhere.
 	MaxFailures int `yaml:"max_failures" json:"max_failures"`
-	// MaxFailuresPerAddress per client address within Window before 429.
+	// MaxFailuresPerAddress per client address (IPv6: per /64) within
+	// Window, whatever the names, before that address gets 429.
 	MaxFailuresPerAddress int `yaml:"max_failures_per_address" json:"max_failures_per_address"`
+	// MaxFailuresPerUser failures of one username from any addresses within
+	// Window slow that name's further attempts down (up to 2 s each) but
+	// never refuse them: an attack spread over many addresses gets slow,
+	// and nobody can lock another person out.
+	MaxFailuresPerUser int `yaml:"max_failures_per_user" json:"max_failures_per_user"`
 	// Window is the sliding period failures are counted in.
 	Window Duration `yaml:"window" json:"window"`
 }

@@ -132,6 +132,9 @@ func (c *Config) validateSession(col *collector) {
 	if !isToken(s.CookieName) {
 		col.add("session.cookie_name", "%q is not a valid cookie name", s.CookieName)
 	}
+	if s.MaxPerUser < 0 {
+		col.add("session.max_per_user", "must be 0 (default %d) or more, got %d", DefaultMaxSessionsPerUser, s.MaxPerUser)
+	}
 }
 
 func (c *Config) validateLogin(col *collector) {
@@ -141,6 +144,9 @@ func (c *Config) validateLogin(col *collector) {
 	}
 	if l.MaxFailuresPerAddress < 0 {
 		col.add("login.max_failures_per_address", "must be 0 (default %d) or more, got %d", DefaultMaxFailuresPerAddress, l.MaxFailuresPerAddress)
+	}
+	if l.MaxFailuresPerUser < 0 {
+		col.add("login.max_failures_per_user", "must be 0 (default %d) or more, got %d", DefaultMaxFailuresPerUser, l.MaxFailuresPerUser)
 	}
 	if l.Window <= 0 {
 		col.add("login.window", "must be positive, got %s", l.Window)
