@@ -29,7 +29,9 @@ func (c *replayConn) SetWriteDeadline(time.Time) error { return nil }
 func (c *replayConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
 func (c *replayConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
 
-func replay(data []byte) *conn { return newConn(&replayConn{r: bytes.NewReader(data)}, "ldap://fuzz", 0) }
+func replay(data []byte) *conn {
+	return newConn(&replayConn{r: bytes.NewReader(data)}, "ldap://fuzz", 0)
+}
 
 // FuzzWireResponses feeds arbitrary server bytes to every reading path of
 // wire.go: a search (entries, references, done with controls), a simple
