@@ -229,7 +229,9 @@ func readUntilClosed(conn net.Conn, wait time.Duration) (string, bool) {
 // listeners; a body that arrives slowly after complete headers is not cut.
 func TestSlowRequestHeadsAreDropped(t *testing.T) {
 	up := startEchoUpstream(t, 0)
-	c := newOpsConfig(t, up.URL, "server: {read_header_timeout: 1s}\n")
+	// idle_timeout is longer than the waits below: what closes a
+	// connection here is read_header_timeout.
+	c := newOpsConfig(t, up.URL, "server: {read_header_timeout: 1s, idle_timeout: 5m}\n")
 	p := startLimited(t, c, 0)
 
 	for _, addr := range []string{c.Listen, c.Metrics} {
@@ -245,6 +247,22 @@ func TestSlowRequestHeadsAreDropped(t *testing.T) {
 				t.Errorf("%s: a %s was answered: %q", addr, name, got)
 			}
 		}
+	}
+
+	// On a keep-alive connection the next request's head has the same bound,
+	// counted from its first byte.
+	ka := dialFrom(t, "127.0.0.1", c.Listen)
+	io.WriteString(ka, "GET /login HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(ka)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first request on a keep-alive connection: %v %v", resp, err)
+	} else {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	io.WriteString(ka, "GET /login HTTP/1.1\r\nHo")
+	if _, closed := readUntilClosed(ka, 30*time.Second); !closed {
+		t.Error("a keep-alive connection with a partial second head is still open after 30 s")
 	}
 
 	// Complete headers, then a body slower than read_header_timeout.
@@ -266,6 +284,28 @@ func TestSlowRequestHeadsAreDropped(t *testing.T) {
 	}
 	if !p.alive() {
 		t.Fatal("ldapgate exited")
+	}
+}
+
+// TestIdleKeepAliveClosed: a keep-alive connection with no next request is
+// closed after server.idle_timeout (it used to stay 2 minutes), on both
+// listeners.
+func TestIdleKeepAliveClosed(t *testing.T) {
+	up := startEchoUpstream(t, 0)
+	c := newOpsConfig(t, up.URL, "server: {read_header_timeout: 5m, idle_timeout: 1s}\n")
+	startLimited(t, c, 0)
+	for _, l := range []struct{ addr, path string }{{c.Listen, "/login"}, {c.Metrics, "/healthz"}} {
+		conn := dialFrom(t, "127.0.0.1", l.addr)
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", l.path)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil || resp.StatusCode != 200 || resp.Close {
+			t.Fatalf("%s: keep-alive request: %v %v", l.addr, resp, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if _, closed := readUntilClosed(conn, 30*time.Second); !closed {
+			t.Errorf("%s: an idle keep-alive connection is still open after 30 s (idle_timeout 1s)", l.addr)
+		}
 	}
 }
 
