@@ -154,6 +154,22 @@ login:
 			},
 		},
 		{
+			name: "server limits",
+			src: `upstream: http://127.0.0.1:3000
+server:
+  read_header_timeout: -1s
+  idle_timeout: -2s
+  max_conns: -1
+  max_conns_per_ip: -5
+`,
+			want: []string{
+				`server.read_header_timeout: must be positive, got -1s (line 3)`,
+				`server.idle_timeout: must be positive, got -2s (line 4)`,
+				`server.max_conns: must be 0 (default 10000) or more, got -1 (line 5)`,
+				`server.max_conns_per_ip: must be 0 (default 500) or more, got -5 (line 6)`,
+			},
+		},
+		{
 			name: "type errors",
 			src: `upstream: http://127.0.0.1:3000
 session: {ttl: forever}
@@ -560,6 +576,9 @@ directories:
 	}
 	if l.MaxFailures != 5 || l.MaxFailuresPerAddress != 50 || l.Window.D() != 5*time.Minute {
 		t.Errorf("login defaults %+v", l)
+	}
+	if sv := cfg.Server; sv != (Server{Duration(10 * time.Second), Duration(90 * time.Second), 10000, 500}) {
+		t.Errorf("server defaults %+v", sv)
 	}
 	if h != (Headers{"X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Role", "X-Forwarded-Groups"}) {
 		t.Errorf("headers %+v", h)

@@ -25,6 +25,10 @@ const (
 	DefaultHeaderEmail           = "X-Forwarded-Email"
 	DefaultHeaderRole            = "X-Forwarded-Role"
 	DefaultHeaderGroups          = "X-Forwarded-Groups"
+	DefaultReadHeaderTimeout     = 10 * time.Second
+	DefaultServerIdleTimeout     = 90 * time.Second
+	DefaultMaxConns              = 10000
+	DefaultMaxConnsPerIP         = 500
 )
 
 // Defaults of a directory entry, whatever its type.
@@ -112,6 +116,14 @@ func (c *Config) ApplyDefaults() {
 	setStr(&c.Listen, DefaultListen)
 	setStr(&c.MetricsListen, DefaultMetricsListen)
 	setStr(&c.DataDir, DefaultDataDir)
+	setDur(&c.Server.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	setDur(&c.Server.IdleTimeout, DefaultServerIdleTimeout)
+	if c.Server.MaxConns == 0 {
+		c.Server.MaxConns = DefaultMaxConns
+	}
+	if c.Server.MaxConnsPerIP == 0 {
+		c.Server.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
 	setStr(&c.LogLevel, DefaultLogLevel)
 	c.LogLevel = strings.ToLower(c.LogLevel)
 	if len(c.Roles) == 0 {

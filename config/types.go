@@ -42,6 +42,8 @@ type Config struct {
 	// MetricsListen serves /metrics, /healthz and /readyz; kept apart so it
 	// can stay off the public network.
 	MetricsListen string `yaml:"metrics_listen" json:"metrics_listen"`
+	// Server holds the connection limits of both listeners.
+	Server Server `yaml:"server" json:"server"`
 	// Upstream is the platform's base URL (http or https) requests go to.
 	Upstream string `yaml:"upstream" json:"upstream"`
 	// DataDir holds the badger store; one process at a time.
@@ -79,6 +81,28 @@ type Config struct {
 	// lines maps key paths (directories[0].type) to their line in the file,
 	// for Warnings. A pointer keeps fmt's %+v of a Config short.
 	lines *lineIndex
+}
+
+// Server holds the connection limits of listen and metrics_listen (SPEC
+// §8, §11): a client that is slow, or opens many connections, must not
+// stop the service for everyone.
+type Server struct {
+	// ReadHeaderTimeout drops a connection whose request headers have not
+	// all arrived this long after it opened (or, on a keep-alive
+	// connection, after the request's first byte). Bodies are not bound
+	// by it: a slow upload keeps streaming. Default 10s.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout" json:"read_header_timeout"`
+	// IdleTimeout closes a keep-alive connection with no next request
+	// within it. Default 90s.
+	IdleTimeout Duration `yaml:"idle_timeout" json:"idle_timeout"`
+	// MaxConns bounds the open connections of each listener; past it new
+	// connections wait in the kernel's backlog until one closes. Default
+	// 10000. Keep it below the process's descriptor limit (ulimit -n),
+	// which upstream and LDAP connections share.
+	MaxConns int `yaml:"max_conns" json:"max_conns"`
+	// MaxConnsPerIP bounds the open connections from one client address
+	// (IPv6: one /64); the next one is closed at once. Default 500.
+	MaxConnsPerIP int `yaml:"max_conns_per_ip" json:"max_conns_per_ip"`
 }
 
 // Session controls sessions (SPEC §5).

@@ -35,6 +35,7 @@ func (c *Config) validate(col *collector) {
 	if c.Listen != "" && c.Listen == c.MetricsListen {
 		col.add("metrics_listen", "same address as listen %q; /metrics must be served apart", c.Listen)
 	}
+	c.validateServer(col)
 	checkUpstream(col, c.Upstream)
 	if strings.TrimSpace(c.DataDir) == "" {
 		col.add("data_dir", "required")
@@ -98,6 +99,25 @@ func (c *Config) validate(col *collector) {
 }
 
 const minAdminToken = 16
+
+func (c *Config) validateServer(col *collector) {
+	s := c.Server
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"server.read_header_timeout", s.ReadHeaderTimeout}, {"server.idle_timeout", s.IdleTimeout}} {
+		if d.v < 0 {
+			col.add(d.key, "must be positive, got %s", d.v)
+		}
+	}
+	// 0 means the default (ApplyDefaults): no listener runs unlimited.
+	if s.MaxConns < 0 {
+		col.add("server.max_conns", "must be 0 (default %d) or more, got %d", DefaultMaxConns, s.MaxConns)
+	}
+	if s.MaxConnsPerIP < 0 {
+		col.add("server.max_conns_per_ip", "must be 0 (default %d) or more, got %d", DefaultMaxConnsPerIP, s.MaxConnsPerIP)
+	}
+}
 
 func (c *Config) validateRoles(col *collector) {
 	if len(c.Roles) == 0 {

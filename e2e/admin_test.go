@@ -299,15 +299,11 @@ func TestAdminStory(t *testing.T) {
 	g.must(401, "POST", "/auth/v4/public/token", "", map[string]string{"username": "ops@local", "password": "first-pass"})
 	g.login("ops@local", "second-pass")
 
-	// Log level at run time: admin token, or loopback with internal-auth.
+	// Log level at run time on listen: admin credentials only (internal-auth
+	// is for metrics_listen, TestLogLevelInternalAuthOnMetricsListenOnly).
 	g.must(200, "POST", "/auth/v4/internal/settings/log/level", "admin", "debug")
 	g.must(400, "POST", "/auth/v4/internal/settings/log/level", "admin", "loud")
 	g.must(401, "POST", "/auth/v4/internal/settings/log/level", "", "info")
-	req, _ = http.NewRequest("POST", g.base+"/auth/v4/internal/settings/log/level", strings.NewReader("info"))
-	req.Header.Set("internal-auth", "on")
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("internal-auth log level: %v %v", resp, err)
-	}
 	g.must(403, "POST", "/auth/v4/internal/settings/log/level", bobToken, "debug")
 
 	// Delete the connection: every user of it is blocked (rule 9).

@@ -274,12 +274,15 @@ func refuse(ctx *fasthttp.RequestCtx, err error) {
 	}
 }
 
-var basicPrefix = []byte("basic ")
+var basicScheme = []byte("basic")
 
 // isBasic reports whether an Authorization value uses the Basic scheme the
-// way caller reads it.
+// way auth.ParseBasic reads it: a space or a tab after the name. Read only
+// with a space, "Basic\t<credentials>" was neither used nor stripped, and
+// reached the upstream with the user's password (FuzzStripCredentials).
 func isBasic(authz []byte) bool {
-	return len(authz) > len(basicPrefix) && bytes.EqualFold(authz[:len(basicPrefix)], basicPrefix)
+	n := len(basicScheme)
+	return len(authz) > n && bytes.EqualFold(authz[:n], basicScheme) && (authz[n] == ' ' || authz[n] == '\t')
 }
 
 // caller returns the request's user: a session (Bearer, x-xsrf-token,
