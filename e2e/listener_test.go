@@ -64,10 +64,13 @@ func startLimited(t *testing.T, c opsConfig, nofile int) *proc {
 
 // clientFrom is an HTTP client whose connections come from the loopback
 // address src and are never reused.
+// clientFrom is an HTTP client whose connections come from source address
+// src (any 127.0.0.0/8 address on Linux): real distinct client addresses
+// for the per-address limits.
 func clientFrom(src string) *http.Client {
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
 	return &http.Client{
-		Timeout: 10 * time.Second,
+		Timeout: 30 * time.Second,
 		Transport: &http.Transport{
 			DialContext:       d.DialContext,
 			DisableKeepAlives: true,

@@ -4,13 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ldapgate/ldapgate/auth"
 	"github.com/ldapgate/ldapgate/internal/ldaptest"
@@ -19,15 +17,6 @@ import (
 // clientFrom is an HTTP client whose connections come from the loopback
 // address ip: the server sees ip as the peer, a real distinct client
 // address with no trusted proxy or X-Forwarded-For involved.
-func clientFrom(ip string) *http.Client {
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
-	return &http.Client{
-		Timeout:       30 * time.Second,
-		Transport:     &http.Transport{DialContext: d.DialContext},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-}
-
 // send does one request with c and returns the status and Retry-After.
 func send(t *testing.T, c *http.Client, method, u, contentType, body string, header ...string) (int, string) {
 	t.Helper()
