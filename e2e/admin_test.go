@@ -242,19 +242,47 @@ func TestAdminStory(t *testing.T) {
 		t.Fatalf("carol after sync: %v", c)
 	}
 
+	// The connections list carries what the console's table shows: user
+	// counts by state and the last run.
+	list := g.must(200, "GET", "/auth/v4/ldap", "admin", nil)["list"].([]any)
+	item := list[0].(map[string]any)
+	counts, _ := item["users"].(map[string]any)
+	last, _ := item["last_run"].(map[string]any)
+	if counts["active"] == nil || counts["active"].(float64) < 4 || counts["blocked_in_ldap"] != 1.0 ||
+		last["id"] == nil || id(last["id"]) != runID || last["result"] != "success" {
+		t.Fatalf("connections list item: users %v, last_run %v", counts, last)
+	}
+	// Text search over username, email and display name, any case.
+	found := users(g.must(200, "GET", "/auth/v4/user?q="+strings.ToUpper(fx.Users["alice"]), "admin", nil))
+	if len(found) != 1 || found[fx.Login("alice")] == nil {
+		t.Fatalf("q=%s: %v", fx.Users["alice"], found)
+	}
+	// The next run times of a schedule, as the server computes them.
+	next := g.must(200, "GET", "/auth/v4/ldap/schedule?expr=weekly%20mon%2003:00", "admin", nil)["next"].([]any)
+	for _, v := range next {
+		if at, err := time.Parse(time.RFC3339, v.(string)); err != nil || at.Weekday() != time.Monday {
+			t.Fatalf("next runs %v", next)
+		}
+	}
+	if len(next) != 3 {
+		t.Fatalf("next runs %v", next)
+	}
+	g.must(422, "GET", "/auth/v4/ldap/schedule?expr=weekly", "admin", nil)
+	g.must(403, "GET", "/auth/v4/ldap/schedule?expr=hourly", g.login(fx.Login("bob"), ldaptest.Password), nil)
+
 	// Runs: both listed; the real one's changes include alice's creation.
 	if out := g.must(200, "GET", dirPath+"/runs", "admin", nil); out["size"].(float64) < 2 {
 		t.Fatalf("runs: %v", out)
 	}
 	out = g.must(200, "GET", dirPath+"/runs/"+runID, "admin", nil)
-	found := false
+	aliceCreated := false
 	for _, c := range out["list"].([]any) {
 		m := c.(map[string]any)
 		if m["username"] == fx.Login("alice") && m["action"] == "create" {
-			found = true
+			aliceCreated = true
 		}
 	}
-	if !found {
+	if !aliceCreated {
 		t.Fatalf("run changes lack alice's create: %v", out)
 	}
 
