@@ -352,7 +352,7 @@ func TestConsoleStory(t *testing.T) {
 
 	// The connections table: users by state, last result; the note edited
 	// from the row menu.
-	c.do(chromedp.Navigate(c.base+"/admin"))
+	c.do(chromedp.Navigate(c.base + "/admin"))
 	row := fmt.Sprintf(`#connections tr[data-id="%s"]`, dirID)
 	c.waitText(row+" td.result", "success")
 	c.waitText(row+" td.users", "Active")
