@@ -487,3 +487,28 @@ func TestConsoleFlavors(t *testing.T) {
 		})
 	}
 }
+
+// TestDemoOpensConsole: in `ldapgate demo` (the real binary) alice, an
+// admin, lands on the admin console; bob lands on the proxied platform page.
+func TestDemoOpensConsole(t *testing.T) {
+	bin := opsBinary(t)
+	addr := freePort(t)
+	start(t, bin, addr, "demo", "-listen", addr)
+	base := "http://" + addr
+	c := newConsoleUI(t, base)
+
+	c.do(chromedp.Navigate(base+"/"), login("alice@example.org", "demo"), chromedp.WaitVisible(chromedp.ID("whoami")))
+	if loc := location(t, c.ctx); loc != base+"/admin" {
+		t.Fatalf("alice landed on %s, want the console", loc)
+	}
+	c.waitText("#connections td.result", "success") // the demo directory, synced at start
+	if who := c.text("#whoami"); who != "alice@example.org" {
+		t.Fatalf("console signed in as %q", who)
+	}
+
+	c.do(chromedp.Click(button("Sign out")), chromedp.WaitVisible(chromedp.ID("username")))
+	c.do(chromedp.Navigate(base+"/"), login("bob@example.org", "demo"))
+	if user := text(t, c.ctx, "user"); user != "bob@example.org" || location(t, c.ctx) != base+"/" {
+		t.Fatalf("bob sees user %q at %s, want the platform page", user, location(t, c.ctx))
+	}
+}
