@@ -512,3 +512,41 @@ func TestDemoOpensConsole(t *testing.T) {
 		t.Fatalf("bob sees user %q at %s, want the platform page", user, location(t, c.ctx))
 	}
 }
+
+// TestConsoleRefusedSync: a run the safety check refuses says why and
+// offers a forced run, which happens only once confirmed.
+func TestConsoleRefusedSync(t *testing.T) {
+	srv := ldaptest.StartSlapd(t)
+	fx := srv.NewFixture(t)
+	g := startGate(t, "")
+	g.must(200, "POST", "/auth/v4/user", "admin", map[string]string{"username": "root@local", "password": "console-root-pass", "role": "admin"})
+	created := g.must(200, "POST", "/auth/v4/ldap", "admin", directoryBody(fx, "corp", "username_at_domain", fx.Dir.BindPassword.Reveal()))
+	dirID := id(created["id"])
+	g.must(200, "POST", "/auth/v4/ldap/"+dirID+"/sync", "admin", nil)
+	// alice and bob leave: blocking 2 of 5 active users is past the 20% bound.
+	fx.DeleteUser(t, "alice")
+	fx.DeleteUser(t, "bob")
+
+	c := newConsoleUI(t, g.base)
+	c.signIn("/admin/connections/"+dirID, "root@local", "console-root-pass")
+	c.do(chromedp.Click(button("Synchronize")))
+	c.waitText("#sync-result", "refused")
+	if help := c.text("#refused-help"); !strings.Contains(help, "safety check") {
+		t.Fatalf("refused run explained as %q", help)
+	}
+	if u := users(g.must(200, "GET", "/auth/v4/user?state=active", "admin", nil))[fx.Login("alice")]; u == nil {
+		t.Fatal("a refused run blocked alice")
+	}
+	// Cancelling the confirmation runs nothing.
+	c.do(chromedp.Click(button("Force synchronization…")), chromedp.WaitVisible(chromedp.ID("confirm-dialog")),
+		chromedp.Click(chromedp.Search(`//dialog//button[normalize-space()='Cancel']`)), chromedp.WaitNotVisible(chromedp.ID("confirm-dialog")))
+	if runs := g.must(200, "GET", "/auth/v4/ldap/"+dirID+"/runs", "admin", nil); runs["size"].(float64) != 2 {
+		t.Fatalf("a cancelled confirmation started a run: %v", runs)
+	}
+	c.do(chromedp.Click(button("Force synchronization…")), chromedp.WaitVisible(chromedp.ID("confirm-dialog")),
+		chromedp.Click(chromedp.Search(`//dialog//button[normalize-space()='Force synchronization']`)))
+	c.waitText("#sync-result", "success")
+	if u := users(g.must(200, "GET", "/auth/v4/user?state=blocked", "admin", nil))[fx.Login("alice")]; u == nil || u["block_reason"] != "deleted_in_ldap" {
+		t.Fatalf("alice after the forced run: %v", u)
+	}
+}

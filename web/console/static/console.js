@@ -514,6 +514,28 @@ pages.connection = async function () {
   await loadRuns();
 };
 
+// why says in words why a run changed a user (the guide's rules).
+const reasonWords = {
+  deleted_in_ldap: 'deleted in the directory (rule 7)',
+  out_of_scope: 'no longer matches the connection\'s scope (rule 7)',
+  blocked_in_ldap: 'disabled in the directory (rule 8)',
+  directory_removed: 'its connection was deleted (rule 9)',
+  no_mapped_group: 'in no group mapped to a role (rule 5)',
+  no_email: 'no e-mail address (rule 1)',
+  not_in_ad_users: 'not in the Active Directory Users group (rule 2)',
+};
+function why(c) {
+  const r = c.reason ? (reasonWords[c.reason] || c.reason.replaceAll('_', ' ')) : '';
+  switch (c.action) {
+    case 'create': return 'new in the directory (rule 3)';
+    case 'convert_local': return 'a local account of the same name now comes from the directory (rule 4)';
+    case 'update': return c.reason === 'migrate' ? 'migration to username@domain' : 'changed in the directory';
+    case 'unblock': return 'active in the directory again' + (r ? '; was: ' + r : '');
+    case 'adopt': return 'took over the account of a deleted connection (rule 9)';
+    default: return r;
+  }
+}
+
 pages.run = async function () {
   const id = body.dataset.id, runID = body.dataset.run;
   const data = await api('GET', '/auth/v4/ldap/' + id + '/runs/' + runID);
@@ -532,8 +554,8 @@ pages.run = async function () {
     const fields = Object.entries(c.fields || {}).map(([k, [a, b]]) => el('div', {}, k + ': ' + (a || '∅') + ' → ' + (b || '∅')));
     const tr = el('tr', {'data-user': c.username},
       el('td', {}, fmtTime(c.at)), el('td', {}, c.username), el('td', {}, c.action),
-      el('td', {}, c.reason || ''), el('td', {}, fields));
-    tr.dataset.text = (c.username + ' ' + c.action + ' ' + (c.reason || '')).toLowerCase();
+      el('td', {}, why(c)), el('td', {}, fields));
+    tr.dataset.text = (c.username + ' ' + c.action + ' ' + why(c)).toLowerCase();
     return tr;
   });
   $('#changes tbody').replaceChildren(...rows);
@@ -633,6 +655,11 @@ pages.settings = async function () {
     });
   });
 };
+
+// An open row menu closes when focus or a click goes elsewhere.
+document.addEventListener('click', ev => {
+  for (const m of $$('details.menu[open]')) if (!m.contains(ev.target)) m.open = false;
+});
 
 document.addEventListener('DOMContentLoaded', () => {
   const init = pages[body.dataset.page];
