@@ -26,6 +26,8 @@ type consoleUI struct {
 	t    *testing.T
 	ctx  context.Context
 	base string
+	// shots: this test writes the README's screenshots.
+	shots bool
 }
 
 func newConsoleUI(t *testing.T, base string) *consoleUI {
@@ -124,7 +126,7 @@ func (c *consoleUI) value(label string) string {
 // shot writes docs/screenshots/name.png when UPDATE_SCREENSHOTS=1.
 func (c *consoleUI) shot(name string) {
 	c.t.Helper()
-	if os.Getenv("UPDATE_SCREENSHOTS") != "1" {
+	if !c.shots || os.Getenv("UPDATE_SCREENSHOTS") != "1" {
 		return
 	}
 	png, err := chromedp.Run(c.ctx, chromedp.CaptureScreenshot())
@@ -193,6 +195,8 @@ func (c *consoleUI) addConnection(fx *ldaptest.Fixture, name string) string {
 	if got := c.value("Name"); got != name {
 		c.t.Fatalf("after a failed check the form lost its values: Name is %q", got)
 	}
+	c.scrollTo("title")
+	c.shot("add-connection-check")
 	c.typeIn("Password", d.BindPassword.Reveal())
 	c.do(chromedp.Click(button("Next")))
 	c.waitText("#check-result", "Connected to")
@@ -269,6 +273,7 @@ func TestConsoleStory(t *testing.T) {
 	g.must(200, "POST", "/auth/v4/ldap/legacy/sync", "admin", nil)
 
 	c := newConsoleUI(t, g.base)
+	c.shots = true
 	downloads := t.TempDir()
 	progress := chromedp.Events(c.ctx, cdpbrowser.DownloadProgress)
 	c.do(chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {

@@ -416,7 +416,7 @@ pages.add = async function () {
         id = d.id;
       } catch (e) {
         $('#check-result').textContent = '';
-        throw new Error('Connection check failed: ' + e.message);
+        throw new Error('Connection check failed: ' + e.message.replace(/^directory connection check failed:\s*/, ''));
       }
       const check = await api('POST', '/auth/v4/ldap/' + id + '/check');
       $('#check-result').textContent = 'Connected to ' + check.url + ': ' + check.users + ' users, ' + check.groups + ' groups. The connection is saved; now map its groups to roles.';
