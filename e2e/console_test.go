@@ -369,11 +369,13 @@ func TestConsoleStory(t *testing.T) {
 	row := fmt.Sprintf(`#connections tr[data-id="%s"]`, dirID)
 	c.waitText(row+" td.result", "success")
 	c.waitText(row+" td.users", "Active")
-	c.do(chromedp.Click(chromedp.Search(`//summary[@aria-label='Actions for corp']`)),
-		chromedp.Click(chromedp.Search(`//tr[@data-id='`+dirID+`']//button[normalize-space()='Note']`)))
+	// With the keyboard only: Enter opens the row menu and presses Note.
+	c.do(chromedp.Focus(chromedp.Search(`//summary[@aria-label='Actions for corp']`)), chromedp.KeyEvent("\r"),
+		chromedp.WaitVisible(chromedp.Search(`//tr[@data-id='`+dirID+`']//button[normalize-space()='Note']`)),
+		chromedp.Focus(chromedp.Search(`//tr[@data-id='`+dirID+`']//button[normalize-space()='Note']`)), chromedp.KeyEvent("\r"))
 	c.do(chromedp.WaitVisible(field("Note")))
 	c.typeIn("Note", "main office")
-	c.do(chromedp.Click(button("Save note")))
+	c.do(chromedp.Focus(button("Save note")), chromedp.KeyEvent("\r"))
 	c.waitText(row+" td.note", "main office")
 	c.shot("connections")
 
@@ -389,7 +391,11 @@ func TestConsoleStory(t *testing.T) {
 	if u := users(g.must(200, "GET", "/auth/v4/user?state=blocked", "admin", nil))[bob]; u == nil {
 		t.Fatal("bob is not blocked in the store")
 	}
+	c.pick("State", "blocked")
+	c.waitFor("the state filter", fmt.Sprintf(`document.querySelectorAll('#users tbody tr').length === 1 && !!document.querySelector(%s)`, js(bobRow)))
 	c.do(chromedp.Click(button("Unblock")))
+	c.waitFor("bob gone from the blocked users", `document.querySelectorAll('#users tbody tr').length === 0`)
+	c.pick("State", "")
 	c.waitText(bobRow+" td.state", "Active")
 
 	// A local user's password, set from the table.
@@ -402,6 +408,12 @@ func TestConsoleStory(t *testing.T) {
 	c.do(chromedp.Click(chromedp.Search(`//dialog//button[normalize-space()='Set password']`)))
 	c.waitText("#status", "Password of "+holder+" changed")
 	g.login(holder, "changed-in-console")
+
+	// The log level, changed at run time.
+	c.do(chromedp.Click(link("Log level")), chromedp.WaitVisible(field("Log level")))
+	c.pick("Log level", "debug")
+	c.do(chromedp.Click(button("Apply")))
+	c.waitText("#status", "Log level is now debug")
 
 	// The legacy directory from the config file: read-only here, and its
 	// migration is refused with the conflicting name listed.
@@ -534,6 +546,19 @@ func TestConsoleRefusedSync(t *testing.T) {
 
 	c := newConsoleUI(t, g.base)
 	c.signIn("/admin/connections/"+dirID, "root@local", "console-root-pass")
+	// The connection's page: preview, dry run, an edit saved.
+	c.do(chromedp.Click(button("Preview")))
+	if rows := c.previewRows(); rows[fx.Login("dave")] == nil || rows[fx.Login("alice")] != nil && rows[fx.Login("alice")][4] == "create" {
+		t.Fatalf("preview after alice left: %v", rows)
+	}
+	c.do(chromedp.Click(button("Dry run")))
+	c.waitText("#sync-output", "Dry run finished")
+	c.typeIn("Note", "edited on its page")
+	c.do(chromedp.Click(button("Save")))
+	c.waitText("#status", "Connection saved.")
+	if d := g.must(200, "GET", "/auth/v4/ldap/"+dirID, "admin", nil); d["note"] != "edited on its page" {
+		t.Fatalf("note after Save: %v", d["note"])
+	}
 	c.do(chromedp.Click(button("Synchronize")))
 	c.waitText("#sync-result", "refused")
 	if help := c.text("#refused-help"); !strings.Contains(help, "safety check") {
@@ -545,7 +570,7 @@ func TestConsoleRefusedSync(t *testing.T) {
 	// Cancelling the confirmation runs nothing.
 	c.do(chromedp.Click(button("Force synchronization…")), chromedp.WaitVisible(chromedp.ID("confirm-dialog")),
 		chromedp.Click(chromedp.Search(`//dialog//button[normalize-space()='Cancel']`)), chromedp.WaitNotVisible(chromedp.ID("confirm-dialog")))
-	if runs := g.must(200, "GET", "/auth/v4/ldap/"+dirID+"/runs", "admin", nil); runs["size"].(float64) != 2 {
+	if runs := g.must(200, "GET", "/auth/v4/ldap/"+dirID+"/runs", "admin", nil); runs["size"].(float64) != 3 {
 		t.Fatalf("a cancelled confirmation started a run: %v", runs)
 	}
 	c.do(chromedp.Click(button("Force synchronization…")), chromedp.WaitVisible(chromedp.ID("confirm-dialog")),
