@@ -154,7 +154,13 @@ func js(s string) string {
 // signIn opens path, is sent to the login page, signs in and lands back.
 func (c *consoleUI) signIn(path, user, password string) {
 	c.t.Helper()
-	c.do(chromedp.Navigate(c.base+path), login(user, password), chromedp.WaitVisible(chromedp.ID("whoami")))
+	c.do(chromedp.Navigate(c.base+path), login(user, password))
+	wait, cancel := context.WithTimeout(c.ctx, time.Minute)
+	defer cancel()
+	if err := chromedp.Do(wait, chromedp.WaitVisible(chromedp.ID("whoami"))); err != nil {
+		loc, _ := chromedp.Run(c.ctx, chromedp.Location())
+		c.t.Fatalf("no console page after signing in (at %s): %v", loc, err)
+	}
 	if loc, _ := chromedp.Run(c.ctx, chromedp.Location()); loc != c.base+path {
 		c.t.Fatalf("after login at %s, want %s", loc, c.base+path)
 	}
