@@ -29,18 +29,7 @@ type gate struct {
 
 func startGate(t *testing.T, extraYAML string) *gate {
 	t.Helper()
-	dir := t.TempDir()
-	tokenFile := filepath.Join(dir, "admin_token")
-	if err := os.WriteFile(tokenFile, []byte(adminToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	addr := freePort(t)
-	yaml := fmt.Sprintf("listen: %q\nmetrics_listen: %q\nupstream: %q\ndata_dir: %q\nadmin_token_file: %q\nsession: {secure_cookie: false}\n%s",
-		addr, freePort(t), upstream(t), filepath.Join(dir, "data"), tokenFile, extraYAML)
-	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	addr, path := gateConfig(t, extraYAML)
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -72,6 +61,25 @@ func startGate(t *testing.T, extraYAML string) *gate {
 		}
 	})
 	return &gate{t: t, base: "http://" + addr}
+}
+
+// gateConfig writes a config for a gate on a free address with the admin
+// token, a fresh store and the test upstream, plus extraYAML.
+func gateConfig(t *testing.T, extraYAML string) (addr, path string) {
+	t.Helper()
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "admin_token")
+	if err := os.WriteFile(tokenFile, []byte(adminToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr = freePort(t)
+	yaml := fmt.Sprintf("listen: %q\nmetrics_listen: %q\nupstream: %q\ndata_dir: %q\nadmin_token_file: %q\nsession: {secure_cookie: false}\n%s",
+		addr, freePort(t), upstream(t), filepath.Join(dir, "data"), tokenFile, extraYAML)
+	path = filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return addr, path
 }
 
 // call sends a request; auth is "admin" (the admin token), "" (nothing), or

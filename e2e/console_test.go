@@ -269,7 +269,7 @@ func TestConsoleStory(t *testing.T) {
 	if err := modifyMail(srv.AdminConn(t), aliceDN, "alice.legacy@corp.example"); err != nil {
 		t.Fatal(err)
 	}
-	g := startGate(t, "directories:\n"+dirYAML("legacy", legacy, "    naming: email\n"))
+	g := startBinaryGate(t, "directories:\n"+dirYAML("legacy", legacy, "    naming: email\n"))
 	// The guide's advice: an administrator outside LDAP.
 	const rootPassword = "console-root-pass"
 	g.must(200, "POST", "/auth/v4/user", "admin", map[string]string{"username": "root@local", "password": rootPassword, "role": "admin"})
@@ -480,6 +480,15 @@ func TestConsoleStory(t *testing.T) {
 
 func ptrTo[T any](v T) *T { return &v }
 
+// startBinaryGate is startGate with the real binary (`ldapgate serve`), for
+// the browser tests: the console is driven the way an operator meets it.
+func startBinaryGate(t *testing.T, extraYAML string) *gate {
+	t.Helper()
+	addr, path := gateConfig(t, extraYAML)
+	start(t, opsBinary(t), addr, "serve", "-config", path)
+	return &gate{t: t, base: "http://" + addr}
+}
+
 // TestConsoleFlavors: the add flow (check, map, preview, sync) works the
 // same on Samba AD and 389-ds as on slapd.
 func TestConsoleFlavors(t *testing.T) {
@@ -489,7 +498,7 @@ func TestConsoleFlavors(t *testing.T) {
 	}{{"samba", ldaptest.SharedSamba}, {"389ds", ldaptest.Shared389}} {
 		t.Run(f.name, func(t *testing.T) {
 			fx := f.get(t).NewFixture(t)
-			g := startGate(t, "")
+			g := startBinaryGate(t, "")
 			g.must(200, "POST", "/auth/v4/user", "admin", map[string]string{"username": "root@local", "password": "console-root-pass", "role": "admin"})
 			c := newConsoleUI(t, g.base)
 			c.signIn("/admin", "root@local", "console-root-pass")
@@ -541,7 +550,7 @@ func TestDemoOpensConsole(t *testing.T) {
 func TestConsoleRefusedSync(t *testing.T) {
 	srv := ldaptest.StartSlapd(t)
 	fx := srv.NewFixture(t)
-	g := startGate(t, "")
+	g := startBinaryGate(t, "")
 	g.must(200, "POST", "/auth/v4/user", "admin", map[string]string{"username": "root@local", "password": "console-root-pass", "role": "admin"})
 	created := g.must(200, "POST", "/auth/v4/ldap", "admin", directoryBody(fx, "corp", "username_at_domain", fx.Dir.BindPassword.Reveal()))
 	dirID := id(created["id"])
