@@ -61,6 +61,7 @@ func New(cfg *config.Config, log *slog.Logger) *Console {
 	}
 	c := &Console{log: log.With("component", "console"), pages: map[string]*template.Template{}, assets: map[string]asset{}}
 	c.Reload(cfg)
+	// The embedded directory is part of the binary: reading it cannot fail.
 	entries, _ := files.ReadDir("static")
 	for _, e := range entries {
 		b, _ := files.ReadFile("static/" + e.Name())
@@ -136,7 +137,7 @@ func (c *Console) Serve(ctx *fasthttp.RequestCtx, caller func() (account.User, b
 		c.render(ctx, fasthttp.StatusForbidden, d)
 		return
 	}
-	switch m := []string(nil); {
+	switch {
 	case rest == "" || rest == "/":
 		d.Title, d.Page = "Synchronization with LDAP", "connections"
 	case rest == "/connections/new":
@@ -145,16 +146,15 @@ func (c *Console) Serve(ctx *fasthttp.RequestCtx, caller func() (account.User, b
 		d.Title, d.Page = "Users", "users"
 	case rest == "/settings":
 		d.Title, d.Page = "Log level", "settings"
+	case reRun.MatchString(rest):
+		m := reRun.FindStringSubmatch(rest)
+		d.Title, d.Page, d.ID, d.Run = "Run "+m[2], "run", m[1], m[2]
+	case reConnection.MatchString(rest):
+		d.Title, d.Page, d.ID = "Connection", "connection", reConnection.FindStringSubmatch(rest)[1]
 	default:
-		if m = reRun.FindStringSubmatch(rest); m != nil {
-			d.Title, d.Page, d.ID, d.Run = "Run "+m[2], "run", m[1], m[2]
-		} else if m = reConnection.FindStringSubmatch(rest); m != nil {
-			d.Title, d.Page, d.ID = "Connection", "connection", m[1]
-		} else {
-			d.Title, d.Page = "Not found", "notfound"
-			c.render(ctx, fasthttp.StatusNotFound, d)
-			return
-		}
+		d.Title, d.Page = "Not found", "notfound"
+		c.render(ctx, fasthttp.StatusNotFound, d)
+		return
 	}
 	c.render(ctx, fasthttp.StatusOK, d)
 }

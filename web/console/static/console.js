@@ -401,6 +401,9 @@ pages.connections = async function () {
 };
 
 pages.add = async function () {
+  // Reloaded after Next: the connection exists, its own page carries on.
+  const saved = new URLSearchParams(location.search).get('id');
+  if (saved) { location.replace('/admin/connections/' + encodeURIComponent(saved)); return; }
   initConnectionForm();
   refreshNextRuns();
   let id = null;
