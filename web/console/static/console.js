@@ -77,6 +77,13 @@ function fmtTime(s) {
 const stateNames = {active: 'Active', blocked: 'Blocked', blocked_in_ldap: 'Blocked in LDAP'};
 const typeNames = {ldap: 'LDAP', active_directory: 'Active Directory', freeipa: 'FreeIPA'};
 
+// liveText is a connection's live-change stream (SPEC §13), when the
+// server reports one.
+function liveText(live) {
+  if (!live || !live.state) return '—';
+  return live.state + (live.last_event_at && !live.last_event_at.startsWith('0001-') ? ', last event ' + fmtTime(live.last_event_at) : '');
+}
+
 function countsText(counts) {
   const parts = Object.entries(counts || {}).filter(([, n]) => n > 0).map(([k, n]) => k + ' ' + n);
   return parts.length ? parts.join(', ') : 'no changes';
@@ -393,6 +400,7 @@ pages.connections = async function () {
       el('td', {className: 'users'}, counts.length ? counts.join(', ') : '0'),
       el('td', {}, last ? fmtTime(last.finished_at || last.started_at) : 'never'),
       el('td', {className: 'result'}, last ? last.result + (last.dry_run ? ' (dry run)' : '') + (last.error ? ': ' + last.error : '') : ''),
+      el('td', {className: 'live'}, liveText(c.live)),
       el('td', {className: 'note'}, c.note || ''),
       el('td', {}, menu));
   }
@@ -463,6 +471,7 @@ pages.connection = async function () {
       ? 'Users of this connection are named by their e-mail address (the scheme before 2025.10.1). Migrate to username@domain to connect more directories; it is cancelled if any new name is already taken.'
       : 'Users of this connection are named username@' + dir.domain + '.';
     $('#migrate').hidden = !legacy;
+    $('#live').textContent = dir.live ? 'Live changes: ' + liveText(dir.live) + '.' : '';
   }
   async function loadRuns() {
     const data = await api('GET', '/auth/v4/ldap/' + id + '/runs?limit=50');
@@ -631,7 +640,8 @@ pages.users = async function () {
         },
       }, 'Set password'));
     }
-    const state = (stateNames[u.state] || u.state) + (u.block_reason ? ' (' + u.block_reason.replaceAll('_', ' ') + ')' : '');
+    const why = u.block_reason || u.ldap_status;
+    const state = (stateNames[u.state] || u.state) + (why ? ' (' + why.replaceAll('_', ' ') + ')' : '');
     return el('tr', {'data-user': u.username},
       el('td', {}, u.username), el('td', {}, u.email || ''), el('td', {}, u.display_name || ''),
       el('td', {}, u.role), el('td', {className: 'state'}, state),
