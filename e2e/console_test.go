@@ -377,13 +377,13 @@ func TestConsoleStory(t *testing.T) {
 	c.waitText(row+" td.users", "Active")
 	// With the keyboard only: Enter opens the row menu and presses Note.
 	c.do(chromedp.Focus(chromedp.Search(`//summary[@aria-label='Actions for corp']`)), chromedp.KeyEvent("\r"),
-		chromedp.WaitVisible(chromedp.Search(`//tr[@data-id='`+dirID+`']//button[normalize-space()='Note']`)),
-		chromedp.Focus(chromedp.Search(`//tr[@data-id='`+dirID+`']//button[normalize-space()='Note']`)), chromedp.KeyEvent("\r"))
+		chromedp.WaitVisible(chromedp.Search(`//tr[@data-id='`+dirID+`']//button[normalize-space()='Note']`)))
+	c.shot("connections")
+	c.do(chromedp.Focus(chromedp.Search(`//tr[@data-id='`+dirID+`']//button[normalize-space()='Note']`)), chromedp.KeyEvent("\r"))
 	c.do(chromedp.WaitVisible(field("Note")))
 	c.typeIn("Note", "main office")
 	c.do(chromedp.Focus(button("Save note")), chromedp.KeyEvent("\r"))
 	c.waitText(row+" td.note", "main office")
-	c.shot("connections")
 
 	// Users: find bob, block him, unblock him.
 	bob := fx.Login("bob")
