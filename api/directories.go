@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
@@ -34,16 +36,18 @@ func (a *API) routeLDAP(c context.Context, ctx *fasthttp.RequestCtx, parts []str
 	if len(parts) == 0 || parts[0] == "" {
 		switch {
 		case ctx.IsGet():
-			var out []directoryView
-			for _, e := range a.d.Dirs.Set().List() {
-				out = append(out, viewOf(e.Config))
-			}
-			respond.OK(ctx, respond.NewList(out))
+			a.listDirectories(c, ctx)
 		case ctx.IsPost():
 			a.createDirectory(c, ctx)
 		default:
 			methodNotAllowed(ctx)
 		}
+		return
+	}
+	if len(parts) == 1 && parts[0] == "schedule" && ctx.IsGet() {
+		// Shadows a directory named "schedule" for GET by name only; its id
+		// still reaches it.
+		scheduleNext(ctx, time.Now())
 		return
 	}
 	e, ok := a.d.Dirs.Set().ByRef(parts[0])
@@ -108,6 +112,43 @@ func (a *API) routeLDAP(c context.Context, ctx *fasthttp.RequestCtx, parts []str
 	default:
 		notFound(ctx)
 	}
+}
+
+// directoryItem is a directory in the list: its settings plus what the
+// console's connections table shows next to them.
+type directoryItem struct {
+	directoryView
+	// Users counts the directory's users by state.
+	Users map[account.State]int `json:"users"`
+	// LastRun is the newest sync run (dry runs included), absent before any.
+	LastRun *cache.Run `json:"last_run,omitempty"`
+}
+
+func (a *API) listDirectories(c context.Context, ctx *fasthttp.RequestCtx) {
+	// One pass over the listing index counts every directory's users, so
+	// the table costs the same with 100,000 users as with ten.
+	counts, err := a.d.Store.CountUsers(c)
+	if err != nil {
+		internal(ctx, err)
+		return
+	}
+	out := []directoryItem{}
+	for _, e := range a.d.Dirs.Set().List() {
+		it := directoryItem{directoryView: viewOf(e.Config), Users: counts[e.Config.ID]}
+		if it.Users == nil {
+			it.Users = map[account.State]int{}
+		}
+		runs, err := a.d.Store.Runs(c, e.Config.ID, 1)
+		if err != nil {
+			internal(ctx, err)
+			return
+		}
+		if len(runs) > 0 {
+			it.LastRun = &runs[0]
+		}
+		out = append(out, it)
+	}
+	respond.OK(ctx, respond.NewList(out))
 }
 
 func (a *API) createDirectory(c context.Context, ctx *fasthttp.RequestCtx) {

@@ -95,6 +95,12 @@ func start(t *testing.T, bin, addr string, args ...string) {
 // plus extra.
 func browser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
+	return browserFor(t, 90*time.Second, extra...)
+}
+
+// browserFor is browser with a whole-test bound of d.
+func browserFor(t *testing.T, d time.Duration, extra ...chromedp.ExecAllocatorOption) context.Context {
+	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
 		if os.Getenv("LDAPGATE_REQUIRE_REAL_LDAP") == "1" {
 			t.Fatalf("chromium missing at %s (scripts/test.sh installs it)", chromiumPath)
@@ -116,7 +122,7 @@ func browser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Contex
 	opts = append(opts, extra...)
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	bctx, cancelB := chromedp.NewContext(actx)
-	tctx, cancelT := context.WithTimeout(bctx, 90*time.Second)
+	tctx, cancelT := context.WithTimeout(bctx, d)
 	t.Cleanup(func() { cancelT(); cancelB(); cancelA() })
 	return tctx
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/ldapgate/ldapgate/metrics"
 	"github.com/ldapgate/ldapgate/proxy"
 	"github.com/ldapgate/ldapgate/respond"
+	"github.com/ldapgate/ldapgate/web/console"
 )
 
 // Deps are the front's collaborators (see app.Run).
@@ -79,6 +80,9 @@ type Server struct {
 	st     atomic.Pointer[settings]
 	page   *template.Template
 	routes *routeMetrics
+	// console is the admin console at /admin; nil without Deps.Admin,
+	// whose API it drives.
+	console *console.Console
 }
 
 // New checks deps and prepares the handler.
@@ -94,6 +98,9 @@ func New(d Deps) (*Server, error) {
 	}
 	s := &Server{d: d, log: d.Log.With("component", "web"), page: loginPage, routes: newRouteMetrics(d.Metrics)}
 	s.st.Store(settingsFrom(d.Config, s.log))
+	if d.Admin != nil {
+		s.console = console.New(d.Config, d.Log)
+	}
 	return s, nil
 }
 
@@ -103,6 +110,9 @@ func New(d Deps) (*Server, error) {
 func (s *Server) Reload(cfg *config.Config) {
 	s.st.Store(settingsFrom(cfg, s.log))
 	s.d.Auth.Reload(cfg)
+	if s.console != nil {
+		s.console.Reload(cfg)
+	}
 }
 
 // Handler is the fasthttp handler of the whole front.
@@ -205,6 +215,13 @@ func (s *Server) dispatch(ctx *fasthttp.RequestCtx, st *settings) route {
 			s.admin(ctx, st)
 			return routeAdmin
 		}
+	}
+	if s.console != nil && hasPathPrefix(path, console.Prefix) {
+		s.console.Serve(ctx, func() (account.User, bool) {
+			u, err := s.caller(ctx, st)
+			return u, err == nil
+		})
+		return routeAdmin
 	}
 	if s.isPublic(ctx, path, st) {
 		s.d.Proxy.Forward(ctx, nil)
