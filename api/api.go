@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -32,6 +31,8 @@ import (
 type DirectoryManager interface {
 	Set() *directory.Set
 	Create(ctx context.Context, dc config.Directory) (config.Directory, directory.CheckResult, error)
+	// Update applies patch (which sees no bind password) to a directory;
+	// ErrPasswordRequired if the connection settings change without one.
 	Update(ctx context.Context, id uint64, patch func(*config.Directory) error) (config.Directory, error)
 	Delete(ctx context.Context, id uint64) (int, error)
 	// Refresh re-reads the store's overrides (a migration's naming).
@@ -91,17 +92,17 @@ const requestTimeout = 30 * time.Minute
 // /auth/v4/internal.
 func (a *API) Handler() fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
-		path := string(ctx.Path())
-		if path == "/auth/v4/internal/settings/log/level" {
-			if !a.isAdmin(ctx) && !internalAuth(ctx) {
-				a.deny(ctx)
-				return
-			}
-			a.logLevel(ctx)
-			return
-		}
+		// Every route, the log level included, needs an admin: the platform
+		// guide's `internal-auth: on` form is served on metrics_listen only
+		// (app/ops.go). Here it would let in anyone behind a reverse proxy
+		// on the same host, whose requests all come from loopback.
 		if !a.isAdmin(ctx) {
 			a.deny(ctx)
+			return
+		}
+		path := string(ctx.Path())
+		if path == LogLevelPath {
+			a.logLevel(ctx)
 			return
 		}
 		parent := a.d.Context
@@ -148,14 +149,6 @@ func (s *settings) adminRole() string {
 	return "admin"
 }
 
-// internalAuth is the platform guide's diagnostics path: a loopback peer
-// sending `internal-auth: on` may change the log level (and nothing else).
-func internalAuth(ctx *fasthttp.RequestCtx) bool {
-	addr, ok := ctx.RemoteAddr().(*net.TCPAddr)
-	return ok && addr.IP.IsLoopback() &&
-		strings.EqualFold(string(ctx.Request.Header.Peek("internal-auth")), "on")
-}
-
 // deny: 401 without credentials, 403 with a non-admin session.
 func (a *API) deny(ctx *fasthttp.RequestCtx) {
 	if _, ok := auth.Caller(ctx); ok {
@@ -174,15 +167,24 @@ func (a *API) logLevel(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	level := strings.Trim(strings.TrimSpace(string(raw)), `"`)
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		respond.Error(ctx, fasthttp.StatusBadRequest, "bad_level", "level must be debug, info, warn or error", level)
+	l, err := ParseLevel(raw)
+	if err != nil {
+		respond.Error(ctx, fasthttp.StatusBadRequest, "bad_level", "level must be debug, info, warn or error", nil)
 		return
 	}
 	a.d.Level.Set(l)
 	a.d.Log.Info("log level changed", "level", l.String())
 	respond.OK(ctx, map[string]string{"level": strings.ToLower(l.String())})
+}
+
+// LogLevelPath changes the log level: POST with debug, info, warn or error.
+const LogLevelPath = "/auth/v4/internal/settings/log/level"
+
+// ParseLevel reads a log level body: a bare or JSON-quoted level name.
+func ParseLevel(raw []byte) (slog.Level, error) {
+	var l slog.Level
+	err := l.UnmarshalText([]byte(strings.Trim(strings.TrimSpace(string(raw)), `"`)))
+	return l, err
 }
 
 func notFound(ctx *fasthttp.RequestCtx) {

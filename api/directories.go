@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
@@ -34,16 +36,18 @@ func (a *API) routeLDAP(c context.Context, ctx *fasthttp.RequestCtx, parts []str
 	if len(parts) == 0 || parts[0] == "" {
 		switch {
 		case ctx.IsGet():
-			var out []directoryView
-			for _, e := range a.d.Dirs.Set().List() {
-				out = append(out, viewOf(e.Config))
-			}
-			respond.OK(ctx, respond.NewList(out))
+			a.listDirectories(c, ctx)
 		case ctx.IsPost():
 			a.createDirectory(c, ctx)
 		default:
 			methodNotAllowed(ctx)
 		}
+		return
+	}
+	if len(parts) == 1 && parts[0] == "schedule" && ctx.IsGet() {
+		// Shadows a directory named "schedule" for GET by name only; its id
+		// still reaches it.
+		scheduleNext(ctx, time.Now())
 		return
 	}
 	e, ok := a.d.Dirs.Set().ByRef(parts[0])
@@ -110,6 +114,43 @@ func (a *API) routeLDAP(c context.Context, ctx *fasthttp.RequestCtx, parts []str
 	}
 }
 
+// directoryItem is a directory in the list: its settings plus what the
+// console's connections table shows next to them.
+type directoryItem struct {
+	directoryView
+	// Users counts the directory's users by state.
+	Users map[account.State]int `json:"users"`
+	// LastRun is the newest sync run (dry runs included), absent before any.
+	LastRun *cache.Run `json:"last_run,omitempty"`
+}
+
+func (a *API) listDirectories(c context.Context, ctx *fasthttp.RequestCtx) {
+	// One pass over the listing index counts every directory's users, so
+	// the table costs the same with 100,000 users as with ten.
+	counts, err := a.d.Store.CountUsers(c)
+	if err != nil {
+		internal(ctx, err)
+		return
+	}
+	out := []directoryItem{}
+	for _, e := range a.d.Dirs.Set().List() {
+		it := directoryItem{directoryView: viewOf(e.Config), Users: counts[e.Config.ID]}
+		if it.Users == nil {
+			it.Users = map[account.State]int{}
+		}
+		runs, err := a.d.Store.Runs(c, e.Config.ID, 1)
+		if err != nil {
+			internal(ctx, err)
+			return
+		}
+		if len(runs) > 0 {
+			it.LastRun = &runs[0]
+		}
+		out = append(out, it)
+	}
+	respond.OK(ctx, respond.NewList(out))
+}
+
 func (a *API) createDirectory(c context.Context, ctx *fasthttp.RequestCtx) {
 	raw, ok := readBody(ctx)
 	if !ok {
@@ -132,7 +173,8 @@ func (a *API) createDirectory(c context.Context, ctx *fasthttp.RequestCtx) {
 }
 
 // patchDirectory merges the given keys onto the directory: keys not sent
-// keep their values (bind_password included).
+// keep their values; bind_password too, unless the connection settings
+// change (ErrPasswordRequired).
 func (a *API) patchDirectory(c context.Context, ctx *fasthttp.RequestCtx, id uint64) {
 	body, ok := readBody(ctx)
 	if !ok {
@@ -226,9 +268,16 @@ func (a *API) runChanges(c context.Context, ctx *fasthttp.RequestCtx, dirID uint
 	}{run, changes, len(changes)})
 }
 
+// ErrPasswordRequired: a PATCH changed where or how ldapgate connects
+// (urls, start_tls, tls, bind_dn) without giving bind_password again; the
+// stored one is never sent to a server it was not entered for (422).
+var ErrPasswordRequired = errors.New("bind_password is required when urls, start_tls, tls or bind_dn change")
+
 // dirError maps directory-management errors to statuses.
 func (a *API) dirError(ctx *fasthttp.RequestCtx, err error) {
 	switch {
+	case errors.Is(err, ErrPasswordRequired):
+		respond.Error(ctx, fasthttp.StatusUnprocessableEntity, "bind_password_required", err.Error(), nil)
 	case errors.Is(err, ErrManagedByConfig):
 		respond.Error(ctx, fasthttp.StatusConflict, "managed_by_config",
 			"this directory is declared in the config file; change it there", nil)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/valyala/fasthttp"
 
@@ -80,6 +81,7 @@ func (a *API) listUsers(c context.Context, ctx *fasthttp.RequestCtx) {
 		State:  string(args.Peek("state")),
 		Role:   string(args.Peek("role")),
 		Source: string(args.Peek("source")),
+		Query:  strings.TrimSpace(string(args.Peek("q"))),
 		Limit:  queryInt(ctx, "limit", maxListLimit, maxListLimit),
 		Offset: queryInt(ctx, "offset", 0, 1<<31-1),
 	}

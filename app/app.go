@@ -26,6 +26,7 @@ import (
 	"github.com/ldapgate/ldapgate/cache"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
+	"github.com/ldapgate/ldapgate/listener"
 	"github.com/ldapgate/ldapgate/metrics"
 	"github.com/ldapgate/ldapgate/proxy"
 	"github.com/ldapgate/ldapgate/syncer"
@@ -134,22 +135,30 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		NoDefaultServerHeader: true,
 		// Bodies stream through the proxy: a 200 MiB upload must not be
 		// buffered in memory.
-		StreamRequestBody:            true,
-		ReadTimeout:                  5 * time.Minute,
-		IdleTimeout:                  2 * time.Minute,
+		StreamRequestBody: true,
+		// ReadTimeout bounds the wait for the headers (from the connection's
+		// opening, or a keep-alive request's first byte): a client that
+		// trickles them in is dropped. Once they are in, HeaderReceived
+		// gives the body its own, longer bound.
+		ReadTimeout:                  cfg.Server.ReadHeaderTimeout.D(),
+		HeaderReceived:               bodyTimeout,
+		IdleTimeout:                  cfg.Server.IdleTimeout.D(),
+		SecureErrorLogMessage:        true,
 		ReadBufferSize:               16 << 10,
 		DisablePreParseMultipartForm: true,
 		// The request time is read when the front asks for it (once, for
 		// its duration metric) rather than also before every handler call.
 		LazyRequestTime: true,
 		CloseOnShutdown: true,
-		Logger:          slogPrinter{log},
+		Logger:          fasthttpLog{log},
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	lim := listener.Limits{MaxConns: cfg.Server.MaxConns, MaxConnsPerIP: cfg.Server.MaxConnsPerIP}
+	raw, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
-	ops, err := newOpsServer(cfg.MetricsListen, store, dirs.Set(), m, log)
+	ln := listener.Wrap(raw, "listen", lim, log, m)
+	ops, err := newOpsServer(cfg, store, dirs.Set(), m, log, level)
 	if err != nil {
 		ln.Close()
 		return err
@@ -359,9 +368,13 @@ func parsePrefixes(cidrs []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// slogPrinter routes fasthttp's own messages into the JSON log.
-type slogPrinter struct{ log *slog.Logger }
+// bodyReadTimeout bounds reading a request body once its headers are in:
+// the whole-request bound ldapgate had before read_header_timeout, so a
+// long upload streams as it did.
+const bodyReadTimeout = 5 * time.Minute
 
-func (p slogPrinter) Printf(format string, args ...any) {
-	p.log.Warn(fmt.Sprintf(format, args...), "component", "fasthttp")
+func bodyTimeout(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+	// Zero fields keep the server's settings; ReadTimeout must be set, or
+	// the header deadline would still hold while the body streams.
+	return fasthttp.RequestConfig{ReadTimeout: bodyReadTimeout}
 }

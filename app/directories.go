@@ -176,6 +176,12 @@ func sameSettings(a, b config.Directory) bool {
 	return reflect.DeepEqual(a, b)
 }
 
+// sameConnection reports whether a and b send the bind password to the
+// same servers the same way: URLs, StartTLS, TLS verification, bind DN.
+func sameConnection(a, b config.Directory) bool {
+	return slices.Equal(a.URLs, b.URLs) && a.StartTLS == b.StartTLS && a.TLS == b.TLS && a.BindDN == b.BindDN
+}
+
 // checkTimeout bounds the connection check of a create or edit.
 const checkTimeout = 15 * time.Second
 
@@ -209,7 +215,10 @@ func (d *Directories) Create(ctx context.Context, dc config.Directory) (config.D
 }
 
 // Update applies patch to an API directory, re-checks the connection when
-// connection settings changed, and saves.
+// connection settings changed, and saves. The patch sees no bind password:
+// the stored one is kept only while the connection settings stay as they
+// were when it was entered (SPEC §7), so that a changed URL, TLS setting or
+// bind DN never has it sent to a server it was not entered for.
 func (d *Directories) Update(ctx context.Context, id uint64, patch func(*config.Directory) error) (config.Directory, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -221,11 +230,18 @@ func (d *Directories) Update(ctx context.Context, id uint64, patch func(*config.
 		return e.Config, api.ErrManagedByConfig
 	}
 	dc := e.Config.Clone() // the patch must not touch the live entry
+	dc.BindPassword = ""
 	if err := patch(&dc); err != nil {
 		return e.Config, fmt.Errorf("%w: %w", api.ErrInvalid, err)
 	}
 	dc.ID, dc.Managed = id, config.ManagedAPI
 	dc.ApplyDefaults()
+	if !dc.BindPassword.IsSet() && e.Config.BindPassword.IsSet() {
+		if !sameConnection(e.Config, dc) {
+			return e.Config, api.ErrPasswordRequired
+		}
+		dc.BindPassword = e.Config.BindPassword
+	}
 	if errs := dc.Validate(d.roles); len(errs) > 0 {
 		return e.Config, fmt.Errorf("%w: %w", api.ErrInvalid, errs)
 	}

@@ -4,16 +4,22 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ldapgate/ldapgate/api"
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
+	"github.com/ldapgate/ldapgate/listener"
 	"github.com/ldapgate/ldapgate/metrics"
 )
 
@@ -22,10 +28,11 @@ import (
 // compete with user traffic and can stay off the public network.
 type opsServer struct {
 	srv   *http.Server
-	ln    net.Listener
+	ln    *listener.Listener
 	store *cache.Store
 	dirs  *directory.Set
 	log   *slog.Logger
+	level *slog.LevelVar
 
 	mu     sync.Mutex
 	probes map[uint64]probe // directory id → last reachability probe
@@ -49,12 +56,17 @@ const (
 	freshSync = 25 * time.Hour
 )
 
-func newOpsServer(addr string, store *cache.Store, dirs *directory.Set, m *metrics.Metrics, log *slog.Logger) (*opsServer, error) {
-	ln, err := net.Listen("tcp", addr)
+func newOpsServer(cfg *config.Config, store *cache.Store, dirs *directory.Set, m *metrics.Metrics, log *slog.Logger,
+	level *slog.LevelVar,
+) (*opsServer, error) {
+	raw, err := net.Listen("tcp", cfg.MetricsListen)
 	if err != nil {
 		return nil, err
 	}
-	o := &opsServer{ln: ln, store: store, dirs: dirs, log: log, probes: map[uint64]probe{}}
+	ln := listener.Wrap(raw, "metrics_listen", listener.Limits{
+		MaxConns: cfg.Server.MaxConns, MaxConnsPerIP: cfg.Server.MaxConnsPerIP,
+	}, log, m)
+	o := &opsServer{ln: ln, store: store, dirs: dirs, log: log, level: level, probes: map[uint64]probe{}}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -62,7 +74,11 @@ func newOpsServer(addr string, store *cache.Store, dirs *directory.Set, m *metri
 		_, _ = w.Write([]byte(`{"status":"ok"}`))
 	})
 	mux.HandleFunc("GET /readyz", o.readyz)
-	o.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	mux.HandleFunc("POST "+api.LogLevelPath, o.logLevel)
+	o.srv = &http.Server{
+		Handler: mux, ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(), IdleTimeout: cfg.Server.IdleTimeout.D(),
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 	return o, nil
 }
 
@@ -76,6 +92,36 @@ func (o *opsServer) serve() error {
 }
 
 func (o *opsServer) shutdown(ctx context.Context) { _ = o.srv.Shutdown(ctx) }
+
+// logLevel is the platform guide's diagnostics call (`curl -H 'internal-auth:
+// on' -d debug .../auth/v4/internal/settings/log/level`), served here only:
+// metrics_listen is never public, and on listen a loopback peer is every
+// client of a reverse proxy on the same host. The header and a loopback peer
+// are still required, so that a metrics_listen left reachable by mistake
+// gives a scraper no say over the log.
+func (o *opsServer) logLevel(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil || !peer.Addr().Unmap().IsLoopback() || !strings.EqualFold(r.Header.Get("internal-auth"), "on") {
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"error":{"code":"unauthorized","msg":"internal-auth: on from the same host required"}}`))
+		return
+	}
+	raw, err := io.ReadAll(io.LimitReader(r.Body, 64))
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	l, err := api.ParseLevel(raw)
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"error":{"code":"bad_level","msg":"level must be debug, info, warn or error"}}`))
+		return
+	}
+	o.level.Set(l)
+	o.log.Info("log level changed", "level", l.String(), "via", "metrics_listen")
+	_ = json.NewEncoder(w).Encode(map[string]string{"level": strings.ToLower(l.String())})
+}
 
 type dirReadiness struct {
 	ID          uint64 `json:"id"`

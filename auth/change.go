@@ -30,29 +30,20 @@ type ChangeRequest struct {
 // Errors: those of Login, plus *PasswordRefusedError (the directory's
 // policy said no), ErrTLSRequired and ErrNotDirectoryUser (422).
 func (s *Service) ChangePassword(ctx context.Context, req ChangeRequest) (LoginResult, error) {
-	st := s.st.Load()
-	dirLabel := "none"
+	// The login's admission: name parsing, the limits and the slow-down
+	// of a name failing from many addresses, counted and logged there.
+	a, err := s.admit(ctx, LoginRequest{Name: req.Name, Password: req.OldPassword, Directory: req.Directory,
+		ClientIP: req.ClientIP})
+	if err != nil {
+		return LoginResult{}, err
+	}
+	st, ln, dirLabel := a.st, &a.ln, a.dirLabel
 	result := resultError
 	defer func() {
 		if result != "" {
 			s.m.Logins.WithLabelValues(dirLabel, result).Inc()
 		}
 	}()
-
-	ln, err := ParseLoginName(req.Name, req.Directory, s.dirs)
-	if err != nil {
-		result = resultBadCredentials
-		s.log.Info("password change refused", "err", err, "client", req.ClientIP)
-		return LoginResult{}, err
-	}
-	if ln.Dir != nil {
-		dirLabel = ln.Dir.Config.Name
-	}
-	if err := s.limits.check(ln.Canonical, req.ClientIP, time.Now(), st); err != nil {
-		result = resultRateLimited
-		s.log.Warn("password change rate limited", "username", ln.Canonical, "client", req.ClientIP, "err", err)
-		return LoginResult{}, err
-	}
 	fail := func(reason string, cause error) error {
 		result = resultBadCredentials
 		s.limits.fail(ln.Canonical, req.ClientIP, time.Now(), st)

@@ -3,6 +3,7 @@ package auth
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -218,5 +219,30 @@ func FuzzToken(f *testing.F) {
 			t.Fatalf("x-xsrf-token %q lost (got %q)", xsrf, got[1])
 		}
 		_, _, _ = ParseBasic([]byte(authz))
+	})
+}
+
+// FuzzParseBasic: arbitrary Authorization values never panic; a user
+// without ':' and any password, encoded as RFC 7617 says, come back as
+// they were; whatever is accepted has a non-empty user free of ':'.
+//
+//	go test -run '^$' -fuzz FuzzParseBasic -fuzztime 30s ./auth
+func FuzzParseBasic(f *testing.F) {
+	f.Add("Basic YTpi", "alice@example.com", "pa:ss")
+	f.Add("basic\tYTpi", "", "")
+	f.Add("Basic ===", "a", "")
+	f.Add("Basic Og==", "bob", "\x00")
+	f.Fuzz(func(t *testing.T, raw, user, password string) {
+		if u, p, ok := ParseBasic([]byte(raw)); ok && (u == "" || strings.Contains(u, ":")) {
+			t.Fatalf("%q accepted as user %q, password %q", raw, u, p)
+		}
+		if user == "" || strings.Contains(user, ":") || len(user) > MaxNameLen || len(password) > 1000 {
+			return
+		}
+		v := "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
+		u, p, ok := ParseBasic([]byte(v))
+		if !ok || u != user || p != password {
+			t.Fatalf("%q: got %q, %q, %v; want %q, %q", v, u, p, ok, user, password)
+		}
 	})
 }

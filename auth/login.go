@@ -57,32 +57,89 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (LoginResult, err
 }
 
 func (s *Service) login(ctx context.Context, req LoginRequest, withSession bool) (LoginResult, error) {
-	st := s.st.Load()
-	dirLabel := "none"
-	result := resultError
-	defer func() { s.m.Logins.WithLabelValues(dirLabel, result).Inc() }()
-
-	ln, err := ParseLoginName(req.Name, req.Directory, s.dirs)
+	a, err := s.admit(ctx, req)
 	if err != nil {
+		return LoginResult{}, err
+	}
+	return s.check(ctx, a, withSession)
+}
+
+// attempt is a login admitted by the limits, its password not yet checked.
+type attempt struct {
+	req      LoginRequest
+	st       *settings
+	ln       LoginName
+	dirLabel string
+	now      time.Time
+}
+
+// admit parses the name and applies the login limits: a pair or address
+// over its limit is refused (*RateLimitedError), a name failing from many
+// addresses waits its slow-down here, in the request's own goroutine and
+// holding no lock, for as long as ctx allows. Refusals are counted and
+// logged here.
+func (s *Service) admit(ctx context.Context, req LoginRequest) (_ *attempt, err error) {
+	a := &attempt{req: req, st: s.st.Load(), dirLabel: "none"}
+	result := resultError
+	defer func() {
+		if err != nil {
+			s.m.Logins.WithLabelValues(a.dirLabel, result).Inc()
+		}
+	}()
+	if a.ln, err = ParseLoginName(req.Name, req.Directory, s.dirs); err != nil {
 		// A malformed name or an unknown directory: refused before any
 		// look-up, so not counted against a name or address.
 		result = resultBadCredentials
 		s.log.Info("login refused", "err", err, "client", req.ClientIP)
-		return LoginResult{}, err
+		return nil, err
 	}
-	if ln.Dir != nil {
-		dirLabel = ln.Dir.Config.Name
+	if a.ln.Dir != nil {
+		a.dirLabel = a.ln.Dir.Config.Name
 	}
-	now := time.Now()
-	if err := s.limits.check(ln.Canonical, req.ClientIP, now, st); err != nil {
-		result = resultRateLimited
-		s.log.Warn("login rate limited", "username", ln.Canonical, "client", req.ClientIP, "err", err)
-		return LoginResult{}, err
+	limited := func() (time.Duration, error) {
+		a.now = time.Now()
+		delay, err := s.limits.check(a.ln.Canonical, req.ClientIP, a.now, a.st)
+		if err != nil {
+			result = resultRateLimited
+			s.log.Warn("login rate limited", "username", a.ln.Canonical, "client", req.ClientIP, "err", err)
+		}
+		return delay, err
 	}
+	delay, err := limited()
+	switch {
+	case err != nil:
+		return nil, err
+	case delay == 0:
+		return a, nil
+	}
+	s.log.Info("login slowed down: many failures for this name", "username", a.ln.Canonical,
+		"client", req.ClientIP, "delay", delay)
+	t := time.NewTimer(delay)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		t.Stop()
+		return nil, fmt.Errorf("login: %w", ctx.Err())
+	}
+	// Again: attempts sent together from one address all passed the first
+	// check, and the failures of those that went first count now.
+	if _, err := limited(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// check verifies an admitted attempt's password and, withSession, makes
+// the session.
+func (s *Service) check(ctx context.Context, a *attempt, withSession bool) (LoginResult, error) {
+	req, st, ln, now := a.req, a.st, &a.ln, a.now
+	result := resultError
+	defer func() { s.m.Logins.WithLabelValues(a.dirLabel, result).Inc() }()
+
 	fail := func(reason string, cause error) error {
 		result = resultBadCredentials
 		s.limits.fail(ln.Canonical, req.ClientIP, time.Now(), st)
-		s.log.Info("login failed", "username", ln.Canonical, "directory", dirLabel, "client", req.ClientIP,
+		s.log.Info("login failed", "username", ln.Canonical, "directory", a.dirLabel, "client", req.ClientIP,
 			"reason", reason, "err", cause)
 		return ErrBadCredentials
 	}
@@ -92,7 +149,7 @@ func (s *Service) login(ctx context.Context, req LoginRequest, withSession bool)
 		return LoginResult{}, fail("empty password", nil)
 	}
 
-	u, err := s.resolve(ctx, &ln, req.Password, &dirLabel)
+	u, err := s.resolve(ctx, ln, req.Password, &a.dirLabel)
 	switch {
 	case err == nil:
 	case errors.Is(err, errWrongPassword):
@@ -105,27 +162,28 @@ func (s *Service) login(ctx context.Context, req LoginRequest, withSession bool)
 		// Counted as a failure too: a blocked account must not become a
 		// free oracle for its directory password.
 		s.limits.fail(ln.Canonical, req.ClientIP, time.Now(), st)
-		s.log.Info("login refused", "username", ln.Canonical, "directory", dirLabel, "client", req.ClientIP, "err", err)
+		s.log.Info("login refused", "username", ln.Canonical, "directory", a.dirLabel, "client", req.ClientIP, "err", err)
 		return LoginResult{}, ErrForbidden
 	case errors.Is(err, ErrPasswordChangeRequired):
 		// The password was right: not a failure to count, and the
 		// answer may say what to do next (SPEC §13).
 		result = resultChangePassword
-		s.log.Info("login refused: password change required", "username", ln.Canonical, "directory", dirLabel,
+		s.log.Info("login refused: password change required", "username", ln.Canonical, "directory", a.dirLabel,
 			"client", req.ClientIP, "err", err)
 		return LoginResult{}, ErrPasswordChangeRequired
 	case errors.Is(err, ErrUnavailable):
 		result = resultUnavailable
-		s.log.Warn("login: directory unavailable", "username", ln.Canonical, "directory", dirLabel, "err", err)
+		s.log.Warn("login: directory unavailable", "username", ln.Canonical, "directory", a.dirLabel, "err", err)
 		return LoginResult{}, ErrUnavailable
 	default:
-		s.log.Error("login failed", "username", ln.Canonical, "directory", dirLabel, "err", err)
+		s.log.Error("login failed", "username", ln.Canonical, "directory", a.dirLabel, "err", err)
 		return LoginResult{}, fmt.Errorf("login: %w", err)
 	}
 
-	s.limits.reset(ln.Canonical)
+	s.limits.reset(ln.Canonical, req.ClientIP)
 	res := LoginResult{User: u}
 	if withSession {
+		checked := u.PasswordHash
 		u, err := s.store.UpdateUser(ctx, u.ID, func(x *account.User) error {
 			x.LastLoginAt = now.UTC()
 			return nil
@@ -135,13 +193,16 @@ func (s *Service) login(ctx context.Context, req LoginRequest, withSession bool)
 			return LoginResult{}, fmt.Errorf("login: %w", err)
 		}
 		res.User = u
-		if res.Token, res.ExpiresAt, err = s.createSession(ctx, u.ID, st); err != nil {
+		// The hash the password was checked against, not the one just
+		// read back: a change in between must fail the login.
+		u.PasswordHash = checked
+		if res.Token, res.ExpiresAt, err = s.createSession(ctx, u, st); err != nil {
 			s.log.Error("login: creating session", "user_id", u.ID, "err", err)
 			return LoginResult{}, err
 		}
 	}
 	result = resultSuccess
-	s.log.Info("login", "username", res.User.Username, "user_id", res.User.ID, "directory", dirLabel,
+	s.log.Info("login", "username", res.User.Username, "user_id", res.User.ID, "directory", a.dirLabel,
 		"client", req.ClientIP, "session", withSession)
 	return res, nil
 }
@@ -192,6 +253,14 @@ func (s *Service) resolveLDAP(ctx context.Context, ln *LoginName, pw string) (ac
 	// Under legacy naming Username is the mail, which the directory client
 	// then searches by (directory.Client.FindUser).
 	du, err := e.Client.Authenticate(ctx, ln.Username, pw)
+	refused := func(reason string) error {
+		// A local user's wrong password costs an argon2id check; so does
+		// the directory's refusal, or a name the directory route leads to
+		// (every unclaimed domain, with a legacy-naming directory) would
+		// show by its timing whether it is a local user's.
+		burnDummy(pw)
+		return wrong(reason, err)
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, directory.ErrPasswordChangeRequired):
@@ -219,13 +288,13 @@ func (s *Service) resolveLDAP(ctx context.Context, ln *LoginName, pw string) (ac
 	case errors.Is(err, directory.ErrUnavailable):
 		return account.User{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case errors.Is(err, directory.ErrAccountDisabled):
-		return account.User{}, wrong("disabled in directory", err)
+		return account.User{}, refused("disabled in directory")
 	case errors.Is(err, directory.ErrAccountLocked):
 		// slapd and AD report a lockout whatever the password: a 403
 		// here would tell anyone that the name exists (SPEC §5, §11).
-		return account.User{}, wrong("locked in directory", err)
+		return account.User{}, refused("locked in directory")
 	case errors.Is(err, directory.ErrBadCredentials), errors.Is(err, directory.ErrUserNotFound):
-		return account.User{}, wrong("directory refused the bind", err)
+		return account.User{}, refused("directory refused the bind")
 	default:
 		return account.User{}, fmt.Errorf("directory %s: %w", e.Config.Name, err)
 	}

@@ -175,15 +175,21 @@ func TestRateLimits(t *testing.T) {
 		}
 	}
 	calls := e.calls.Load()
-	_, err := e.svc.Login(ctx, LoginRequest{Name: alice, Password: ldaptest.Password, ClientIP: netip.MustParseAddr("192.0.2.99")})
+	// The pair (alice, ip1) is over its limit: even the right password
+	// from ip1 is refused, without reaching LDAP.
+	_, err := e.svc.Login(ctx, LoginRequest{Name: alice, Password: ldaptest.Password, ClientIP: ip1})
 	var rl *RateLimitedError
 	if !errors.As(err, &rl) || rl.RetryAfter <= 0 || rl.RetryAfter > time.Minute || rl.PerAddress {
-		t.Fatalf("4th attempt (right password, other address): %v", err)
+		t.Fatalf("4th attempt (right password, same address): %v", err)
 	}
 	if e.calls.Load() != calls {
 		t.Fatal("a rate-limited login reached LDAP")
 	}
-	// The name limit is per name: bob is fine, and a success resets bob's count.
+	// The limit is per pair: alice from another address logs in.
+	if _, err := e.svc.Login(ctx, LoginRequest{Name: alice, Password: ldaptest.Password, ClientIP: netip.MustParseAddr("192.0.2.99")}); err != nil {
+		t.Fatalf("right password, other address: %v", err)
+	}
+	// bob from ip1 is a fresh pair.
 	if _, err := e.svc.Login(ctx, LoginRequest{Name: e.fx.Login("bob"), Password: "bad", ClientIP: ip1}); !errors.Is(err, ErrBadCredentials) {
 		t.Fatal(err)
 	}
@@ -205,20 +211,23 @@ func TestRateLimits(t *testing.T) {
 
 func TestLimiterWindowSlides(t *testing.T) {
 	l := newLimiter()
-	st := &settings{maxFailures: 2, maxFailuresPerAddr: 100, window: time.Minute}
+	st := &settings{maxFailures: 2, maxFailuresPerAddr: 100, maxFailuresPerUser: 100, window: time.Minute}
 	t0 := time.Unix(1000, 0)
 	l.fail("a", ip1, t0, st)
 	l.fail("a", ip1, t0.Add(30*time.Second), st)
-	err := l.check("a", ip1, t0.Add(40*time.Second), st)
+	_, err := l.check("a", ip1, t0.Add(40*time.Second), st)
 	var rl *RateLimitedError
 	if !errors.As(err, &rl) || rl.RetryAfter != 20*time.Second {
 		t.Fatalf("limited: %v", err)
 	}
-	if err := l.check("a", ip1, t0.Add(61*time.Second), st); err != nil {
+	if _, err := l.check("a", netip.MustParseAddr("192.0.2.2"), t0.Add(40*time.Second), st); err != nil {
+		t.Fatalf("the same name from another address: %v", err)
+	}
+	if _, err := l.check("a", ip1, t0.Add(61*time.Second), st); err != nil {
 		t.Fatalf("after the first failure left the window: %v", err)
 	}
-	l.reset("a")
-	if err := l.check("a", ip1, t0.Add(40*time.Second), st); err != nil {
+	l.reset("a", ip1)
+	if _, err := l.check("a", ip1, t0.Add(40*time.Second), st); err != nil {
 		t.Fatalf("after reset: %v", err)
 	}
 }

@@ -6,7 +6,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
@@ -51,6 +53,12 @@ func HashPassword(pw string) (string, error) {
 // $2a$/$2b$/$2y$). The comparison is constant-time. A wrong password is
 // (false, nil); only an unreadable hash is an error.
 func VerifyPassword(hash, pw string) (bool, error) {
+	hashSlots <- struct{}{}
+	defer func() { <-hashSlots }()
+	if n := hashing.Add(1); n > hashingPeak.Load() {
+		hashingPeak.Store(n) // racy max, read only by a test
+	}
+	defer hashing.Add(-1)
 	switch {
 	case strings.HasPrefix(hash, "$argon2id$"):
 		p, err := parseArgon2id(hash)
@@ -72,6 +80,16 @@ func VerifyPassword(hash, pw string) (bool, error) {
 	}
 	return false, ErrBadHash
 }
+
+// hashSlots bounds the password checks running at once. Every refused
+// login costs one (timing parity, SPEC §5), and each argon2id run holds its
+// m= memory (19-64 MiB): unbounded, a flood of wrong passwords from many
+// addresses would exhaust memory and stop the service (SPEC §11). Past the
+// bound, checks queue; the login limits and max_conns bound the queue.
+var hashSlots = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+
+// hashing and hashingPeak count running checks, for the test of the bound.
+var hashing, hashingPeak atomic.Int32
 
 type argonParams struct {
 	memory  uint32

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -60,7 +61,9 @@ type settings struct {
 	idle               time.Duration
 	maxFailures        int
 	maxFailuresPerAddr int
+	maxFailuresPerUser int
 	window             time.Duration
+	maxSessionsPerUser int
 }
 
 func settingsFrom(cfg *config.Config) *settings {
@@ -69,7 +72,9 @@ func settingsFrom(cfg *config.Config) *settings {
 		idle:               cfg.Session.IdleTimeout.D(),
 		maxFailures:        cfg.Login.MaxFailures,
 		maxFailuresPerAddr: cfg.Login.MaxFailuresPerAddress,
+		maxFailuresPerUser: cfg.Login.MaxFailuresPerUser,
 		window:             cfg.Login.Window.D(),
+		maxSessionsPerUser: cfg.Session.MaxPerUser,
 	}
 	if st.ttl <= 0 {
 		st.ttl = config.DefaultSessionTTL
@@ -80,8 +85,14 @@ func settingsFrom(cfg *config.Config) *settings {
 	if st.maxFailuresPerAddr <= 0 {
 		st.maxFailuresPerAddr = config.DefaultMaxFailuresPerAddress
 	}
+	if st.maxFailuresPerUser <= 0 {
+		st.maxFailuresPerUser = config.DefaultMaxFailuresPerUser
+	}
 	if st.window <= 0 {
 		st.window = config.DefaultLoginWindow
+	}
+	if st.maxSessionsPerUser <= 0 {
+		st.maxSessionsPerUser = config.DefaultMaxSessionsPerUser
 	}
 	return st
 }
@@ -99,6 +110,7 @@ type Service struct {
 	sessions *lru.Cache[[32]byte, *sessEntry]
 	limits   *limiter
 
+	credSeed   maphash.Seed
 	basicKey   []byte
 	basic      *lru.Cache[[32]byte, *basicEntry]
 	basicGroup singleflight.Group
@@ -125,12 +137,13 @@ func New(d Deps) (*Service, error) {
 		d.Metrics = metrics.New()
 	}
 	s := &Service{
-		store:  d.Store,
-		dirs:   d.Dirs,
-		log:    d.Log.With("component", "auth"),
-		m:      d.Metrics,
-		limits: newLimiter(),
-		stop:   make(chan struct{}),
+		store:    d.Store,
+		dirs:     d.Dirs,
+		log:      d.Log.With("component", "auth"),
+		m:        d.Metrics,
+		limits:   newLimiter(),
+		credSeed: maphash.MakeSeed(),
+		stop:     make(chan struct{}),
 	}
 	if d.Syncer != nil {
 		s.syncer = d.Syncer

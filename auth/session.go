@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +27,9 @@ type sessEntry struct {
 	lastSeen atomic.Int64
 	// touching: one request at a time writes LastSeen back.
 	touching atomic.Bool
+	// cred is credStamp of the user when the entry was made: a password
+	// changed since ends the session even while the cache still holds it.
+	cred uint64
 }
 
 // NewToken returns a fresh session token.
@@ -40,8 +44,23 @@ func NewToken() (string, error) {
 // hashToken is the only form of a token that is stored.
 func hashToken(tok []byte) [32]byte { return sha256.Sum256(tok) }
 
-// createSession stores a new session for u and returns its token.
-func (s *Service) createSession(ctx context.Context, userID uint64, st *settings) (string, time.Time, error) {
+// errCredChanged: the password a login checked was changed before its
+// session was stored.
+var errCredChanged = errors.New("password changed during login")
+
+// credStamp fingerprints the user's password hash (empty for directory
+// users) so that cached sessions and Basic successes can tell, from the
+// user record each request reads anyway, that the password they were made
+// with is no longer the user's. Keyed per process: not a hash of the hash
+// anyone could compute.
+func (s *Service) credStamp(u *account.User) uint64 {
+	return maphash.String(s.credSeed, u.PasswordHash)
+}
+
+// createSession stores a new session for u, whose PasswordHash is the one
+// the login's password was just checked against, and returns its token.
+// Beyond session.max_per_user the user's oldest sessions end (SPEC §5).
+func (s *Service) createSession(ctx context.Context, u account.User, st *settings) (string, time.Time, error) {
 	tok, err := NewToken()
 	if err != nil {
 		return "", time.Time{}, err
@@ -49,12 +68,27 @@ func (s *Service) createSession(ctx context.Context, userID uint64, st *settings
 	now := time.Now()
 	exp := now.Add(st.ttl)
 	h := hashToken([]byte(tok))
-	if err := s.store.PutSession(ctx, cache.Session{
-		TokenHash: h, UserID: userID, CreatedAt: now, ExpiresAt: exp, LastSeen: now,
-	}); err != nil {
+	ended, err := s.store.CreateSession(ctx, cache.Session{
+		TokenHash: h, UserID: u.ID, CreatedAt: now, ExpiresAt: exp, LastSeen: now,
+	}, st.maxSessionsPerUser, func(cur account.User) error {
+		if cur.PasswordHash != u.PasswordHash {
+			return errCredChanged
+		}
+		return nil
+	})
+	if errors.Is(err, errCredChanged) {
+		return "", time.Time{}, ErrBadCredentials
+	}
+	if err != nil {
 		return "", time.Time{}, fmt.Errorf("create session: %w", err)
 	}
-	e := &sessEntry{userID: userID, expires: exp.UnixNano()}
+	for _, old := range ended {
+		s.sessions.Remove(old)
+	}
+	if len(ended) > 0 {
+		s.log.Info("oldest sessions ended: session.max_per_user reached", "user_id", u.ID, "ended", len(ended))
+	}
+	e := &sessEntry{userID: u.ID, expires: exp.UnixNano(), cred: s.credStamp(&u)}
 	e.lastSeen.Store(now.UnixNano())
 	s.sessions.Add(h, e)
 	return tok, exp, nil
@@ -101,6 +135,25 @@ func (s *Service) CheckSession(ctx context.Context, tok []byte) (account.User, e
 		_ = s.EndUserSessions(ctx, e.userID)
 		return account.User{}, ErrNoSession
 	}
+	if !ok {
+		// A stored session outlives no password change (the store ends
+		// them in the change's own commit), but this one was read before
+		// the user: read it again so a change in between is not missed.
+		if _, err := s.store.SessionByHash(ctx, h); err != nil {
+			if errors.Is(err, cache.ErrNotFound) {
+				return account.User{}, ErrNoSession
+			}
+			return account.User{}, fmt.Errorf("session: %w", err)
+		}
+		e.cred = s.credStamp(&u)
+		s.sessions.Add(h, e)
+	} else if e.cred != s.credStamp(&u) {
+		// The password changed since this session was made (the store
+		// ended it then). Only this entry goes: sessions made with the
+		// new password are the user's to keep.
+		s.endSession(ctx, h)
+		return account.User{}, ErrNoSession
+	}
 	if now-last >= int64(touchEvery) && e.touching.CompareAndSwap(false, true) {
 		err := s.touch(ctx, h, e, now)
 		e.touching.Store(false)
@@ -111,7 +164,8 @@ func (s *Service) CheckSession(ctx context.Context, tok []byte) (account.User, e
 	return u, nil
 }
 
-// loadSession reads a session the cache does not hold.
+// loadSession reads a session the cache does not hold; the caller caches
+// it once it has checked its user.
 func (s *Service) loadSession(ctx context.Context, h [32]byte) (*sessEntry, error) {
 	sess, err := s.store.SessionByHash(ctx, h)
 	if errors.Is(err, cache.ErrNotFound) {
@@ -122,7 +176,6 @@ func (s *Service) loadSession(ctx context.Context, h [32]byte) (*sessEntry, erro
 	}
 	e := &sessEntry{userID: sess.UserID, expires: sess.ExpiresAt.UnixNano()}
 	e.lastSeen.Store(sess.LastSeen.UnixNano())
-	s.sessions.Add(h, e)
 	return e, nil
 }
 

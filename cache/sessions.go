@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/ldapgate/ldapgate/account"
 )
 
 type sessionRecord struct {
@@ -53,6 +56,102 @@ func (s *Store) PutSession(ctx context.Context, sess Session) error {
 		return fmt.Errorf("put session: %w", err)
 	}
 	return nil
+}
+
+// CreateSession stores a new session like PutSession, and in the same
+// transaction keeps the user at maxPerUser sessions (0: no cap) by ending
+// their oldest ones (by CreatedAt); it returns the token hashes it ended,
+// for the caller's caches. The user's sessions are found through the
+// su/<user> index PutSession has always written, so stores written before
+// the cap existed need nothing new. check, if not nil, sees the user as
+// the transaction does; its error cancels the creation (a login whose
+// password was changed while it was being checked).
+func (s *Store) CreateSession(ctx context.Context, sess Session, maxPerUser int, check func(account.User) error) ([][32]byte, error) {
+	if !time.Now().Before(sess.ExpiresAt) {
+		return nil, fmt.Errorf("create session: already expired: %w", ErrNotFound)
+	}
+	if sess.UserID == 0 {
+		return nil, errors.New("create session: no user")
+	}
+	b, err := json.Marshal(sessionRecord{sess.UserID, sess.CreatedAt, sess.ExpiresAt, sess.LastSeen})
+	if err != nil {
+		return nil, fmt.Errorf("create session: %w", err)
+	}
+	exp := badgerExpiry(sess.ExpiresAt)
+	var ended [][32]byte
+	err = s.Update(ctx, func(tx *Tx) error {
+		ended = ended[:0]
+		if check != nil {
+			u, err := tx.UserByID(sess.UserID)
+			if err != nil {
+				return err
+			}
+			if err := check(u); err != nil {
+				return err
+			}
+		}
+		if maxPerUser > 0 {
+			var err error
+			if ended, err = tx.trimUserSessions(sess.UserID, maxPerUser-1); err != nil {
+				return err
+			}
+		}
+		if err := tx.setEntry(&badger.Entry{Key: sessionKey(sess.TokenHash), Value: b, ExpiresAt: exp}); err != nil {
+			return err
+		}
+		return tx.setEntry(&badger.Entry{Key: userSessionKey(sess.UserID, sess.TokenHash), ExpiresAt: exp})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create session: %w", err)
+	}
+	return ended, nil
+}
+
+// trimUserSessions ends the user's oldest sessions until at most keep
+// remain, and returns the hashes it ended. Index entries whose session is
+// gone are dropped on the way and not counted.
+func (tx *Tx) trimUserSessions(userID uint64, keep int) ([][32]byte, error) {
+	prefix := key(pUserSession, userID)
+	keys := tx.keys(prefix)
+	if len(keys) <= keep {
+		return nil, nil
+	}
+	type live struct {
+		h       [32]byte
+		created time.Time
+	}
+	var all []live
+	for _, k := range keys {
+		var h [32]byte
+		copy(h[:], k[len(prefix):])
+		var r sessionRecord
+		err := tx.lookup(sessionKey(h), func(v []byte) error { return json.Unmarshal(v, &r) })
+		switch {
+		case errors.Is(err, ErrNotFound):
+			if err := tx.del(k); err != nil {
+				return nil, err
+			}
+			continue
+		case err != nil:
+			return nil, err
+		}
+		all = append(all, live{h, r.CreatedAt})
+	}
+	if len(all) <= keep {
+		return nil, nil
+	}
+	slices.SortStableFunc(all, func(a, b live) int { return a.created.Compare(b.created) })
+	var ended [][32]byte
+	for _, l := range all[:len(all)-keep] {
+		if err := tx.del(sessionKey(l.h)); err != nil {
+			return nil, err
+		}
+		if err := tx.del(userSessionKey(userID, l.h)); err != nil {
+			return nil, err
+		}
+		ended = append(ended, l.h)
+	}
+	return ended, nil
 }
 
 // SessionByHash returns the session whose token hashes to h. ErrNotFound if

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/ldapgate/ldapgate/account"
 )
 
 func TestSessions(t *testing.T) {
@@ -107,5 +109,72 @@ func TestSessionsPersist(t *testing.T) {
 	}
 	if n, _ := s2.DeleteUserSessions(ctx, 5); n != 1 {
 		t.Fatalf("user index after reopen: %d sessions", n)
+	}
+}
+
+// CreateSession keeps a user at maxPerUser sessions by ending the oldest
+// (by CreatedAt, whatever the order they were written in), through the
+// su/ index every store already has; other users are untouched; check can
+// cancel the creation.
+func TestCreateSessionCap(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "")
+	u := mustCreate(t, s, localUser("capped@local", "user"))
+	now := time.Now().UTC()
+	mk := func(tok string, age time.Duration, user uint64) Session {
+		return Session{TokenHash: sha256.Sum256([]byte(tok)), UserID: user, CreatedAt: now.Add(-age),
+			ExpiresAt: now.Add(time.Hour), LastSeen: now}
+	}
+	// Written by PutSession, as before the cap existed; "b" is the oldest.
+	for _, sess := range []Session{mk("a", 2*time.Minute, u.ID), mk("b", 3*time.Minute, u.ID), mk("x", time.Hour, u.ID+1)} {
+		if err := s.PutSession(ctx, sess); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ended, err := s.CreateSession(ctx, mk("c", 0, u.ID), 2, nil)
+	if err != nil || len(ended) != 1 || ended[0] != sha256.Sum256([]byte("b")) {
+		t.Fatalf("CreateSession: ended %x, %v; want b", ended, err)
+	}
+	for tok, want := range map[string]bool{"a": true, "b": false, "c": true, "x": true} {
+		if _, err := s.SessionByHash(ctx, sha256.Sum256([]byte(tok))); (err == nil) != want {
+			t.Errorf("session %s: %v, want present=%v", tok, err, want)
+		}
+	}
+	stop := errors.New("stop")
+	if _, err := s.CreateSession(ctx, mk("d", 0, u.ID), 2, func(got account.User) error {
+		if got.ID != u.ID {
+			t.Errorf("check got user %d", got.ID)
+		}
+		return stop
+	}); !errors.Is(err, stop) {
+		t.Fatalf("check's error: %v", err)
+	}
+	if _, err := s.SessionByHash(ctx, sha256.Sum256([]byte("a"))); err != nil {
+		t.Fatalf("a cancelled creation ended a session: %v", err)
+	}
+}
+
+// A changed password hash ends the user's sessions in the same commit,
+// whoever writes it; any other update leaves them.
+func TestPasswordHashChangeEndsSessions(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "")
+	u := mustCreate(t, s, localUser("pw@local", "user"))
+	now := time.Now().UTC()
+	h := sha256.Sum256([]byte("tok"))
+	if err := s.PutSession(ctx, Session{TokenHash: h, UserID: u.ID, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeen: now}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateUser(ctx, u.ID, func(x *account.User) error { x.Email = "pw@example.com"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SessionByHash(ctx, h); err != nil {
+		t.Fatalf("an email change ended the session: %v", err)
+	}
+	if _, err := s.UpdateUser(ctx, u.ID, func(x *account.User) error { x.PasswordHash += "x"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SessionByHash(ctx, h); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("session after a password change: %v", err)
 	}
 }

@@ -75,4 +75,7 @@ type UserFilter struct {
 	DirectoryID uint64 // 0: any
 	Limit       int    // 0: no limit
 	Offset      int
+	// Query, when set, keeps users whose username, email or display name
+	// contains it, ignoring case (the console's search box).
+	Query string
 }

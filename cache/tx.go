@@ -394,6 +394,15 @@ func (tx *Tx) PutUser(u *account.User) error {
 			return fmt.Errorf("put user %q: %w", u.Username, err)
 		}
 	}
+	if old != nil && old.PasswordHash != u.PasswordHash {
+		// A password change (or the hash dropped when a sync converts a
+		// local user) ends the user's sessions in the same commit (SPEC
+		// §5): whoever changes it, none outlives the password it was
+		// made with, even across a restart.
+		if _, err := tx.DeleteUserSessions(u.ID); err != nil {
+			return fmt.Errorf("put user %q: %w", u.Username, err)
+		}
+	}
 	b, err := encodeUser(u)
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -245,6 +246,22 @@ func (s *Store) ListUsers(ctx context.Context, f UserFilter) ([]account.User, in
 			// ul/ is ordered by directory first.
 			slices.Sort(ids)
 		}
+		if f.Query != "" {
+			// The text lives in the records, not the index: one sequential
+			// walk decodes the candidates and keeps only the matching ids.
+			q := strings.ToLower(f.Query)
+			var kept []uint64
+			err := usersByIDs(ctx, txn, ids, func(u account.User) error {
+				if matchesText(&u, q) {
+					kept = append(kept, u.ID)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			ids = kept
+		}
 		total = len(ids)
 		lo := min(max(f.Offset, 0), len(ids))
 		hi := len(ids)
@@ -261,6 +278,13 @@ func (s *Store) ListUsers(ctx context.Context, f UserFilter) ([]account.User, in
 		return nil, 0, fmt.Errorf("list users: %w", err)
 	}
 	return page, total, nil
+}
+
+// matchesText: q (lower-case) is in the username, email or display name.
+func matchesText(u *account.User, q string) bool {
+	return strings.Contains(u.Username, q) || // stored lower-case
+		strings.Contains(strings.ToLower(u.Email), q) ||
+		strings.Contains(strings.ToLower(u.DisplayName), q)
 }
 
 // UsersOfDirectory returns every user of directory dirID (0: the local

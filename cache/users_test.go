@@ -306,6 +306,8 @@ func TestListUsers(t *testing.T) {
 		{ldapUser("e@seven", 7, "e", "advanced_user"), account.StateActive},
 		{localUser("f@local", "user"), account.StateBlocked},
 	}
+	specs[5].u.DisplayName = "Erin Example"
+	specs[6].u.Email = "F.Person@Corp.example"
 	ids := map[string]uint64{}
 	for _, sp := range specs {
 		u := sp.u
@@ -339,6 +341,12 @@ func TestListUsers(t *testing.T) {
 		{"directory and state", UserFilter{DirectoryID: 5, State: "blocked_in_ldap"}, []string{"d@five"}, 1},
 		{"no match", UserFilter{Role: "nobody"}, nil, 0},
 		{"unknown directory", UserFilter{DirectoryID: 99}, nil, 0},
+		{"text in username", UserFilter{Query: "seven"}, []string{"a@seven", "c@seven", "e@seven"}, 3},
+		{"text page", UserFilter{Query: "seven", Offset: 1, Limit: 1}, []string{"c@seven"}, 3},
+		{"text ignores case, display name", UserFilter{Query: "erin EX"}, []string{"e@seven"}, 1},
+		{"text in email", UserFilter{Query: "person@corp"}, []string{"f@local"}, 1},
+		{"text and state", UserFilter{Query: "seven", State: "active"}, []string{"a@seven", "e@seven"}, 2},
+		{"text no match", UserFilter{Query: "nobody"}, nil, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -547,6 +555,11 @@ func TestLargeListings(t *testing.T) {
 	page, total, err := s.ListUsers(ctx, UserFilter{DirectoryID: 1, Limit: pointLookupMax + 10, Offset: 5})
 	if err != nil || total != len(want1) || !slices.Equal(names(page), want1[5:5+pointLookupMax+10]) {
 		t.Fatalf("ListUsers big page: %d of %d, %v", len(page), total, err)
+	}
+	// A text search past pointLookupMax candidates takes the walk path.
+	page, total, err = s.ListUsers(ctx, UserFilter{Query: "U0000", Limit: 3, Offset: 1})
+	if err != nil || total != 10 || !slices.Equal(names(page), []string{"u00001@x", "u00002@x", "u00003@x"}) {
+		t.Fatalf("ListUsers text: %v of %d, %v", names(page), total, err)
 	}
 	page, total, err = s.ListUsers(ctx, UserFilter{State: "active"})
 	wantActive := n - (n+9)/10

@@ -138,15 +138,35 @@ session:
   ttl: 1h
   idle_timeout: 2h
   cookie_name: "bad cookie"
+  max_per_user: -2
 login:
   max_failures: -1
   window: -5m
+  max_failures_per_user: -3
 `,
 			want: []string{
 				`session.idle_timeout: 2h0m0s is longer than session.ttl 1h0m0s (line 4)`,
 				`session.cookie_name: "bad cookie" is not a valid cookie name (line 5)`,
-				`login.max_failures: must be 0 (default 5) or more, got -1 (line 7)`,
-				`login.window: must be positive, got -5m0s (line 8)`,
+				`session.max_per_user: must be 0 (default 20) or more, got -2 (line 6)`,
+				`login.max_failures: must be 0 (default 5) or more, got -1 (line 8)`,
+				`login.window: must be positive, got -5m0s (line 9)`,
+				`login.max_failures_per_user: must be 0 (default 50) or more, got -3 (line 10)`,
+			},
+		},
+		{
+			name: "server limits",
+			src: `upstream: http://127.0.0.1:3000
+server:
+  read_header_timeout: -1s
+  idle_timeout: -2s
+  max_conns: -1
+  max_conns_per_ip: -5
+`,
+			want: []string{
+				`server.read_header_timeout: must be positive, got -1s (line 3)`,
+				`server.idle_timeout: must be positive, got -2s (line 4)`,
+				`server.max_conns: must be 0 (default 10000) or more, got -1 (line 5)`,
+				`server.max_conns_per_ip: must be 0 (default 500) or more, got -5 (line 6)`,
 			},
 		},
 		{
@@ -556,6 +576,9 @@ directories:
 	}
 	if l.MaxFailures != 5 || l.MaxFailuresPerAddress != 50 || l.Window.D() != 5*time.Minute {
 		t.Errorf("login defaults %+v", l)
+	}
+	if sv := cfg.Server; sv != (Server{Duration(10 * time.Second), Duration(90 * time.Second), 10000, 500}) {
+		t.Errorf("server defaults %+v", sv)
 	}
 	if h != (Headers{"X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Role", "X-Forwarded-Groups"}) {
 		t.Errorf("headers %+v", h)

@@ -18,11 +18,17 @@ const (
 	DefaultCookieName            = "ldapgate_session"
 	DefaultMaxFailures           = 5
 	DefaultMaxFailuresPerAddress = 50
+	DefaultMaxFailuresPerUser    = 50
+	DefaultMaxSessionsPerUser    = 20
 	DefaultLoginWindow           = 5 * time.Minute
 	DefaultHeaderUser            = "X-Forwarded-User"
 	DefaultHeaderEmail           = "X-Forwarded-Email"
 	DefaultHeaderRole            = "X-Forwarded-Role"
 	DefaultHeaderGroups          = "X-Forwarded-Groups"
+	DefaultReadHeaderTimeout     = 10 * time.Second
+	DefaultServerIdleTimeout     = 90 * time.Second
+	DefaultMaxConns              = 10000
+	DefaultMaxConnsPerIP         = 500
 )
 
 // Defaults of a directory entry, whatever its type.
@@ -110,6 +116,14 @@ func (c *Config) ApplyDefaults() {
 	setStr(&c.Listen, DefaultListen)
 	setStr(&c.MetricsListen, DefaultMetricsListen)
 	setStr(&c.DataDir, DefaultDataDir)
+	setDur(&c.Server.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	setDur(&c.Server.IdleTimeout, DefaultServerIdleTimeout)
+	if c.Server.MaxConns == 0 {
+		c.Server.MaxConns = DefaultMaxConns
+	}
+	if c.Server.MaxConnsPerIP == 0 {
+		c.Server.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
 	setStr(&c.LogLevel, DefaultLogLevel)
 	c.LogLevel = strings.ToLower(c.LogLevel)
 	if len(c.Roles) == 0 {
@@ -129,6 +143,12 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.Login.MaxFailuresPerAddress == 0 {
 		c.Login.MaxFailuresPerAddress = DefaultMaxFailuresPerAddress
+	}
+	if c.Login.MaxFailuresPerUser == 0 {
+		c.Login.MaxFailuresPerUser = DefaultMaxFailuresPerUser
+	}
+	if c.Session.MaxPerUser == 0 {
+		c.Session.MaxPerUser = DefaultMaxSessionsPerUser
 	}
 	setDur(&c.Login.Window, DefaultLoginWindow)
 	setStr(&c.Headers.User, DefaultHeaderUser)

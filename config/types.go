@@ -42,6 +42,8 @@ type Config struct {
 	// MetricsListen serves /metrics, /healthz and /readyz; kept apart so it
 	// can stay off the public network.
 	MetricsListen string `yaml:"metrics_listen" json:"metrics_listen"`
+	// Server holds the connection limits of both listeners.
+	Server Server `yaml:"server" json:"server"`
 	// Upstream is the platform's base URL (http or https) requests go to.
 	Upstream string `yaml:"upstream" json:"upstream"`
 	// DataDir holds the badger store; one process at a time.
@@ -81,6 +83,28 @@ type Config struct {
 	lines *lineIndex
 }
 
+// Server holds the connection limits of listen and metrics_listen (SPEC
+// §8, §11): a client that is slow, or opens many connections, must not
+// stop the service for everyone.
+type Server struct {
+	// ReadHeaderTimeout drops a connection whose request headers have not
+	// all arrived this long after it opened (or, on a keep-alive
+	// connection, after the request's first byte). Bodies are not bound
+	// by it: a slow upload keeps streaming. Default 10s.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout" json:"read_header_timeout"`
+	// IdleTimeout closes a keep-alive connection with no next request
+	// within it. Default 90s.
+	IdleTimeout Duration `yaml:"idle_timeout" json:"idle_timeout"`
+	// MaxConns bounds the open connections of each listener; past it new
+	// connections wait in the kernel's backlog until one closes. Default
+	// 10000. Keep it below the process's descriptor limit (ulimit -n),
+	// which upstream and LDAP connections share.
+	MaxConns int `yaml:"max_conns" json:"max_conns"`
+	// MaxConnsPerIP bounds the open connections from one client address
+	// (IPv6: one /64); the next one is closed at once. Default 500.
+	MaxConnsPerIP int `yaml:"max_conns_per_ip" json:"max_conns_per_ip"`
+}
+
 // Session controls sessions (SPEC §5).
 type Session struct {
 	// TTL is the absolute lifetime of a session.
@@ -92,14 +116,26 @@ type Session struct {
 	// SecureCookie sets the cookie's Secure flag; default true. Turn it off
 	// only for plain-HTTP test setups.
 	SecureCookie *bool `yaml:"secure_cookie" json:"secure_cookie"`
+	// MaxPerUser caps one user's sessions: a new session beyond it ends
+	// their oldest, so a leaked password cannot pile up sessions unseen and
+	// one account cannot fill the store. 0 means the default.
+	MaxPerUser int `yaml:"max_per_user" json:"max_per_user"`
 }
 
 // Login holds the failed-login limits (SPEC §5).
 type Login struct {
-	// MaxFailures per username within Window before 429.
+	// MaxFailures per (username, client address) pair within Window before
+	// that pair gets 429. Per pair, not per name: a name's failures from
+	// one address must not lock its owner out everywhere.
 	MaxFailures int `yaml:"max_failures" json:"max_failures"`
-	// MaxFailuresPerAddress per client address within Window before 429.
+	// MaxFailuresPerAddress per client address (IPv6: per /64) within
+	// Window, whatever the names, before that address gets 429.
 	MaxFailuresPerAddress int `yaml:"max_failures_per_address" json:"max_failures_per_address"`
+	// MaxFailuresPerUser failures of one username from any addresses within
+	// Window slow that name's further attempts down (up to 2 s each) but
+	// never refuse them: an attack spread over many addresses gets slow,
+	// and nobody can lock another person out.
+	MaxFailuresPerUser int `yaml:"max_failures_per_user" json:"max_failures_per_user"`
 	// Window is the sliding period failures are counted in.
 	Window Duration `yaml:"window" json:"window"`
 }

@@ -35,6 +35,7 @@ func (c *Config) validate(col *collector) {
 	if c.Listen != "" && c.Listen == c.MetricsListen {
 		col.add("metrics_listen", "same address as listen %q; /metrics must be served apart", c.Listen)
 	}
+	c.validateServer(col)
 	checkUpstream(col, c.Upstream)
 	if strings.TrimSpace(c.DataDir) == "" {
 		col.add("data_dir", "required")
@@ -99,6 +100,25 @@ func (c *Config) validate(col *collector) {
 
 const minAdminToken = 16
 
+func (c *Config) validateServer(col *collector) {
+	s := c.Server
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"server.read_header_timeout", s.ReadHeaderTimeout}, {"server.idle_timeout", s.IdleTimeout}} {
+		if d.v < 0 {
+			col.add(d.key, "must be positive, got %s", d.v)
+		}
+	}
+	// 0 means the default (ApplyDefaults): no listener runs unlimited.
+	if s.MaxConns < 0 {
+		col.add("server.max_conns", "must be 0 (default %d) or more, got %d", DefaultMaxConns, s.MaxConns)
+	}
+	if s.MaxConnsPerIP < 0 {
+		col.add("server.max_conns_per_ip", "must be 0 (default %d) or more, got %d", DefaultMaxConnsPerIP, s.MaxConnsPerIP)
+	}
+}
+
 func (c *Config) validateRoles(col *collector) {
 	if len(c.Roles) == 0 {
 		col.add("roles", "at least one role is required")
@@ -132,6 +152,9 @@ func (c *Config) validateSession(col *collector) {
 	if !isToken(s.CookieName) {
 		col.add("session.cookie_name", "%q is not a valid cookie name", s.CookieName)
 	}
+	if s.MaxPerUser < 0 {
+		col.add("session.max_per_user", "must be 0 (default %d) or more, got %d", DefaultMaxSessionsPerUser, s.MaxPerUser)
+	}
 }
 
 func (c *Config) validateLogin(col *collector) {
@@ -141,6 +164,9 @@ func (c *Config) validateLogin(col *collector) {
 	}
 	if l.MaxFailuresPerAddress < 0 {
 		col.add("login.max_failures_per_address", "must be 0 (default %d) or more, got %d", DefaultMaxFailuresPerAddress, l.MaxFailuresPerAddress)
+	}
+	if l.MaxFailuresPerUser < 0 {
+		col.add("login.max_failures_per_user", "must be 0 (default %d) or more, got %d", DefaultMaxFailuresPerUser, l.MaxFailuresPerUser)
 	}
 	if l.Window <= 0 {
 		col.add("login.window", "must be positive, got %s", l.Window)

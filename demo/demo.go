@@ -184,8 +184,8 @@ directories:
 ldapgate demo is running.
 
   Open:      http://%s/   (you will be sent to the login page)
-  Accounts:  alice@example.org / demo   (admin)
-             bob@example.org   / demo   (user)
+  Accounts:  alice@example.org / demo   (admin: opens on the admin console)
+             bob@example.org   / demo   (user: sees the platform page)
              carol@example.org / demo   (disabled in the directory: refused)
   Admin API: curl -H 'Authorization: Bearer %s' http://%s/auth/v4/user
   Metrics:   http://%s/metrics
@@ -235,11 +235,18 @@ var page = template.Must(template.New("upstream").Parse(`<!doctype html>
 <p>Signed in as <strong id="user">{{.User}}</strong> (role <span id="role">{{.Role}}</span>). Path: <code id="path">{{.Path}}</code></p>
 <h2>Headers ldapgate sent</h2>
 <table>{{range .Headers}}<tr><td>{{.Name}}</td><td>{{.Value}}</td></tr>{{end}}</table>
-<p><a href="/logout">Log out</a></p></body></html>`))
+<p>{{if eq .Role "admin"}}<a id="console" href="/admin">Admin console</a>{{end}}</p>
+<form method="post" action="/logout"><button id="logout" type="submit">Log out</button></form></body></html>`))
 
 type header struct{ Name, Value string }
 
 func upstreamPage(w http.ResponseWriter, r *http.Request) {
+	// The demo opens on the admin console for an admin (alice); everyone
+	// else, and an admin on any other path, sees the platform page.
+	if r.URL.Path == "/" && r.Header.Get("X-Forwarded-Role") == "admin" {
+		http.Redirect(w, r, "/admin", http.StatusFound)
+		return
+	}
 	var hs []header
 	for name, vals := range r.Header {
 		if strings.HasPrefix(name, "X-Forwarded-") {

@@ -2,7 +2,9 @@ package directory
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +25,9 @@ type LDAP struct {
 	m    *metrics.Metrics
 	tls  *tls.Config
 	pool *pool
+	// noSuchDN is bound as when a login name is not found: under the
+	// users' base, named by a random value no entry has.
+	noSuchDN string
 }
 
 var _ Client = (*LDAP)(nil)
@@ -44,7 +49,16 @@ func Open(cfg config.Directory, log *slog.Logger, m *metrics.Metrics) (*LDAP, er
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := &LDAP{s: s, log: log, m: m, tls: tc}
+	var rnd [16]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, fmt.Errorf("directory %q: %w", cfg.Name, err)
+	}
+	attr := s.usernameAttr
+	if attr == "" {
+		attr = "cn"
+	}
+	l := &LDAP{s: s, log: log, m: m, tls: tc,
+		noSuchDN: attr + "=ldapgate-no-such-user-" + hex.EncodeToString(rnd[:]) + "," + s.usersBase}
 	l.pool = newPool(s.poolSize, func(ctx context.Context) (*conn, error) {
 		return l.dial(ctx, "dial", true)
 	})
@@ -111,13 +125,18 @@ func (l *LDAP) userFilterFor(username string) string {
 	return l.s.objectSearchFilter("(" + l.s.loginAttr + "=" + ldap.EscapeFilter(username) + ")")
 }
 
+// searchable: no login name is empty or contains control characters;
+// 389-ds even truncates an assertion value at NUL, so "alice\x00" would
+// find alice. Such names are refused before any I/O.
+func searchable(username string) bool {
+	return username != "" && !strings.ContainsFunc(username, unicode.IsControl)
+}
+
 // FindUser looks one user up by login name. ErrUserNotFound if none,
 // ErrAmbiguousUser if more than one entry has that name.
 func (l *LDAP) FindUser(ctx context.Context, username string) (User, error) {
 	defer l.observe("search", time.Now())
-	// No login name contains control characters; 389-ds even truncates an
-	// assertion value at NUL, so "alice\x00" would find alice.
-	if username == "" || strings.ContainsFunc(username, unicode.IsControl) {
+	if !searchable(username) {
 		return User{}, fmt.Errorf("ldap search: login name empty or with control characters: %w", ErrUserNotFound)
 	}
 	var u User
@@ -194,7 +213,7 @@ func (l *LDAP) Authenticate(ctx context.Context, username, password string) (Use
 	if password == "" {
 		return User{}, fmt.Errorf("%w: empty password", ErrBadCredentials)
 	}
-	u, err := l.findForLogin(ctx, username)
+	u, err := l.findForLogin(ctx, username, password)
 	if err != nil {
 		return User{}, err
 	}

@@ -88,14 +88,22 @@ func boundState(ctls []ldap.Control, u User, now time.Time) error {
 	return nil
 }
 
-// findForLogin is FindUser with its "no such user" answers turned into
-// ErrBadCredentials, as a login must show them.
-func (l *LDAP) findForLogin(ctx context.Context, username string) (User, error) {
+// findForLogin is FindUser for a login or a password change: a name that
+// is not there (or is ambiguous) is ErrBadCredentials, after a bind as a
+// DN that cannot exist with the same password, the way a real user's bind
+// goes (a fresh connection): a missing name must cost what a wrong
+// password costs, or its absence shows in the answer's timing (SPEC §5).
+func (l *LDAP) findForLogin(ctx context.Context, username, password string) (User, error) {
+	if !searchable(username) {
+		// No directory holds such a name, whoever asks: nothing to hide.
+		return User{}, fmt.Errorf("%w: login name empty or with control characters: %w", ErrBadCredentials, ErrUserNotFound)
+	}
 	u, err := l.FindUser(ctx, username)
 	switch {
-	case errors.Is(err, ErrUserNotFound):
-		return User{}, fmt.Errorf("%w: %w", ErrBadCredentials, ErrUserNotFound)
-	case errors.Is(err, ErrAmbiguousUser):
+	case errors.Is(err, ErrUserNotFound), errors.Is(err, ErrAmbiguousUser):
+		if _, berr := l.bindAs(ctx, User{DN: l.noSuchDN}, password); errors.Is(berr, ErrUnavailable) {
+			return User{}, berr
+		}
 		return User{}, fmt.Errorf("%w: %w", ErrBadCredentials, err)
 	}
 	return u, err
@@ -118,7 +126,7 @@ func (l *LDAP) ChangePassword(ctx context.Context, username, oldPassword, newPas
 	if newPassword == "" {
 		return User{}, &PasswordRefusedError{Reason: "the new password is empty"}
 	}
-	u, err := l.findForLogin(ctx, username)
+	u, err := l.findForLogin(ctx, username, oldPassword)
 	if err != nil {
 		return User{}, err
 	}

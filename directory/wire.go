@@ -18,6 +18,20 @@ import (
 	"github.com/go-ldap/ldap/v3"
 )
 
+// This file is ldapgate's own LDAP protocol layer for the directory client,
+// and its scope is narrow on purpose. It frames LDAPMessages (definite-length
+// BER only, as RFC 4511 §5.1 requires), sends simple bind, StartTLS, search
+// and unbind requests (encoded with go-asn1-ber and go-ldap's filter
+// compiler), decodes SearchResultEntry by hand and leaves results (bind,
+// search done, extended) and controls to go-asn1-ber and go-ldap. It does
+// not do SASL, referral chasing (references are counted and skipped), more
+// than one outstanding operation per connection, or Abandon. Its input is
+// untrusted — whatever a server an admin points ldapgate at sends: every
+// length is checked against the bytes at hand, one message is bounded by
+// maxMessage and its memory grows with the bytes received, and
+// FuzzWireResponses / FuzzDecodeEntry (wire_fuzz_test.go) feed it arbitrary
+// bytes.
+
 // conn is one LDAP connection, used by one operation at a time (the pool
 // hands it out exclusively; user binds get their own).
 //
@@ -140,6 +154,10 @@ const (
 // megabytes; AD caps values per read at 1500 anyway).
 const maxMessage = 256 << 20
 
+// growLimit: messages up to this size are read into a buffer allocated at
+// once, and the buffer is kept for the next message.
+const growLimit = 1 << 20
+
 // read returns the next response to the current request. Messages for other
 // ids are skipped; id 0 is an unsolicited notification (RFC 4511 §4.4,
 // e.g. Notice of Disconnection) and ends the connection.
@@ -195,16 +213,31 @@ func (c *conn) readMessage() (message, int32, error) {
 		return message{}, 0, fmt.Errorf("ldap: %d-byte message exceeds %d", n, maxMessage)
 	}
 	h := len(hdr)
-	if cap(hdr) < h+n {
-		nb := make([]byte, h, h+n)
-		copy(nb, hdr)
-		hdr = nb
+	var full []byte
+	if n <= growLimit || cap(hdr) >= h+n {
+		if cap(hdr) < h+n {
+			nb := make([]byte, h, h+n)
+			copy(nb, hdr)
+			hdr = nb
+		}
+		full = hdr[:h+n]
+		if _, err := io.ReadFull(c.br, full[h:]); err != nil {
+			return message{}, 0, err
+		}
+	} else {
+		// A large message grows with the bytes that arrive: a length
+		// alone, from any server an admin points ldapgate at, must not
+		// cost maxMessage of memory per connection.
+		b := bytes.NewBuffer(hdr)
+		if _, err := io.CopyN(b, c.br, int64(n)); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return message{}, 0, err
+		}
+		full = b.Bytes()
 	}
-	full := hdr[:h+n]
-	if _, err := io.ReadFull(c.br, full[h:]); err != nil {
-		return message{}, 0, err
-	}
-	if cap(full) <= 1<<20 { // keep the buffer unless one huge message grew it
+	if cap(full) <= growLimit { // keep the buffer unless one huge message grew it
 		c.buf = full[:0]
 	}
 

@@ -29,18 +29,7 @@ type gate struct {
 
 func startGate(t *testing.T, extraYAML string) *gate {
 	t.Helper()
-	dir := t.TempDir()
-	tokenFile := filepath.Join(dir, "admin_token")
-	if err := os.WriteFile(tokenFile, []byte(adminToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	addr := freePort(t)
-	yaml := fmt.Sprintf("listen: %q\nmetrics_listen: %q\nupstream: %q\ndata_dir: %q\nadmin_token_file: %q\nsession: {secure_cookie: false}\n%s",
-		addr, freePort(t), upstream(t), filepath.Join(dir, "data"), tokenFile, extraYAML)
-	path := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	addr, path := gateConfig(t, extraYAML)
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -72,6 +61,25 @@ func startGate(t *testing.T, extraYAML string) *gate {
 		}
 	})
 	return &gate{t: t, base: "http://" + addr}
+}
+
+// gateConfig writes a config for a gate on a free address with the admin
+// token, a fresh store and the test upstream, plus extraYAML.
+func gateConfig(t *testing.T, extraYAML string) (addr, path string) {
+	t.Helper()
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "admin_token")
+	if err := os.WriteFile(tokenFile, []byte(adminToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr = freePort(t)
+	yaml := fmt.Sprintf("listen: %q\nmetrics_listen: %q\nupstream: %q\ndata_dir: %q\nadmin_token_file: %q\nsession: {secure_cookie: false}\n%s",
+		addr, freePort(t), upstream(t), filepath.Join(dir, "data"), tokenFile, extraYAML)
+	path = filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return addr, path
 }
 
 // call sends a request; auth is "admin" (the admin token), "" (nothing), or
@@ -242,19 +250,47 @@ func TestAdminStory(t *testing.T) {
 		t.Fatalf("carol after sync: %v", c)
 	}
 
+	// The connections list carries what the console's table shows: user
+	// counts by state and the last run.
+	list := g.must(200, "GET", "/auth/v4/ldap", "admin", nil)["list"].([]any)
+	item := list[0].(map[string]any)
+	counts, _ := item["users"].(map[string]any)
+	last, _ := item["last_run"].(map[string]any)
+	if counts["active"] == nil || counts["active"].(float64) < 4 || counts["blocked_in_ldap"] != 1.0 ||
+		last["id"] == nil || id(last["id"]) != runID || last["result"] != "success" {
+		t.Fatalf("connections list item: users %v, last_run %v", counts, last)
+	}
+	// Text search over username, email and display name, any case.
+	found := users(g.must(200, "GET", "/auth/v4/user?q="+strings.ToUpper(fx.Users["alice"]), "admin", nil))
+	if len(found) != 1 || found[fx.Login("alice")] == nil {
+		t.Fatalf("q=%s: %v", fx.Users["alice"], found)
+	}
+	// The next run times of a schedule, as the server computes them.
+	next := g.must(200, "GET", "/auth/v4/ldap/schedule?expr=weekly%20mon%2003:00", "admin", nil)["next"].([]any)
+	for _, v := range next {
+		if at, err := time.Parse(time.RFC3339, v.(string)); err != nil || at.Weekday() != time.Monday {
+			t.Fatalf("next runs %v", next)
+		}
+	}
+	if len(next) != 3 {
+		t.Fatalf("next runs %v", next)
+	}
+	g.must(422, "GET", "/auth/v4/ldap/schedule?expr=weekly", "admin", nil)
+	g.must(403, "GET", "/auth/v4/ldap/schedule?expr=hourly", g.login(fx.Login("bob"), ldaptest.Password), nil)
+
 	// Runs: both listed; the real one's changes include alice's creation.
 	if out := g.must(200, "GET", dirPath+"/runs", "admin", nil); out["size"].(float64) < 2 {
 		t.Fatalf("runs: %v", out)
 	}
 	out = g.must(200, "GET", dirPath+"/runs/"+runID, "admin", nil)
-	found := false
+	aliceCreated := false
 	for _, c := range out["list"].([]any) {
 		m := c.(map[string]any)
 		if m["username"] == fx.Login("alice") && m["action"] == "create" {
-			found = true
+			aliceCreated = true
 		}
 	}
-	if !found {
+	if !aliceCreated {
 		t.Fatalf("run changes lack alice's create: %v", out)
 	}
 
@@ -299,15 +335,11 @@ func TestAdminStory(t *testing.T) {
 	g.must(401, "POST", "/auth/v4/public/token", "", map[string]string{"username": "ops@local", "password": "first-pass"})
 	g.login("ops@local", "second-pass")
 
-	// Log level at run time: admin token, or loopback with internal-auth.
+	// Log level at run time on listen: admin credentials only (internal-auth
+	// is for metrics_listen, TestLogLevelInternalAuthOnMetricsListenOnly).
 	g.must(200, "POST", "/auth/v4/internal/settings/log/level", "admin", "debug")
 	g.must(400, "POST", "/auth/v4/internal/settings/log/level", "admin", "loud")
 	g.must(401, "POST", "/auth/v4/internal/settings/log/level", "", "info")
-	req, _ = http.NewRequest("POST", g.base+"/auth/v4/internal/settings/log/level", strings.NewReader("info"))
-	req.Header.Set("internal-auth", "on")
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("internal-auth log level: %v %v", resp, err)
-	}
 	g.must(403, "POST", "/auth/v4/internal/settings/log/level", bobToken, "debug")
 
 	// Delete the connection: every user of it is blocked (rule 9).

@@ -6,6 +6,8 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 
@@ -131,6 +134,16 @@ func TestSecretsNeverLeak(t *testing.T) {
 	call(200, "GET", "/auth/v4/user?state=active&limit=2", "admin", nil)
 	g.must(200, "DELETE", "/auth/v4/token/"+token, token, nil)
 
+	// Malformed requests carrying every credential form: fasthttp refuses
+	// them while parsing and used to log the whole request at WARN.
+	basicCreds := strings.TrimPrefix(basic(fx.Login("frank"), ldaptest.Password), "Basic ")
+	sendMalformed(t, c.Listen, malformedWithCredentials(map[string]string{
+		"Authorization: Bearer " + adminToken: "", "Authorization: Bearer " + token: "",
+		"Cookie: ldapgate_session=" + cookieToken: "", "x-xsrf-token: " + token: "",
+		"Authorization: Basic " + basicCreds: "",
+	}, url.Values{"username": {fx.Login("bob")}, "password": {wrongUser}}.Encode(), token))
+	waitLog(t, p.stderr, 10*time.Second, `"component":"fasthttp"`)
+
 	_, metricsText := scrape(t, "http://"+c.Metrics)
 	_, readyText := get(t, "http://"+c.Metrics+"/readyz")
 	logs := p.stderr.String()
@@ -144,7 +157,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		"bind password": bindPassword, "wrong bind password": wrongBind,
 		"user password": ldaptest.Password, "wrong user password": wrongUser,
 		"admin token": adminToken, "session token": token, "cookie session token": cookieToken,
-		"Basic credentials": strings.TrimPrefix(basic(fx.Login("frank"), ldaptest.Password), "Basic "),
+		"Basic credentials": basicCreds,
 	}
 	places := map[string]string{"log": logs, "/metrics": string(metricsText), "/readyz": string(readyText)}
 	for req, a := range answers {
@@ -156,6 +169,45 @@ func TestSecretsNeverLeak(t *testing.T) {
 				t.Errorf("the %s appears in the %s: …%s…", what, place, text[max(0, i-120):min(len(text), i+len(secret)+40)])
 			}
 		}
+	}
+}
+
+// malformedWithCredentials builds requests that fail to parse after (or
+// around) credentials: each header line of creds before a header with a
+// space before its colon, a bad Content-Length or an oversized head; a
+// form body after a bad header; a session token in the path of a request
+// line missing its protocol.
+func malformedWithCredentials(creds map[string]string, form, token string) []string {
+	var out []string
+	for h := range creds {
+		out = append(out,
+			"GET /app HTTP/1.1\r\nHost: x\r\n"+h+"\r\nX-Bad : 1\r\n\r\n",
+			"POST /app HTTP/1.1\r\nHost: x\r\n"+h+"\r\nContent-Length: zz\r\n\r\n",
+			"GET /app HTTP/1.1\r\nHost: x\r\n"+h+"\r\nX-Big: "+strings.Repeat("a", 20<<10)+"\r\n\r\n",
+			"GET /app HTTP/9.9\r\nHost: x\r\n"+h+"\r\n\r\n",
+		)
+	}
+	return append(out,
+		fmt.Sprintf("POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"+
+			"Content-Length: %d\r\nX-Bad : 1\r\n\r\n%s", len(form), form),
+		"DELETE /auth/v4/token/"+token+"\r\nHost: x\r\n\r\n",
+		"DELETE /auth/v4/token/"+token+" HTTP/1.1 junk\r\nHost: x\r\n\r\n",
+	)
+}
+
+// sendMalformed sends each raw request on its own connection and reads the
+// answer until the server closes.
+func sendMalformed(t *testing.T, addr string, reqs []string) {
+	t.Helper()
+	for _, r := range reqs {
+		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(conn, r)
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.ReadAll(conn)
+		conn.Close()
 	}
 }
 

@@ -260,8 +260,15 @@ type proc struct {
 // /login. The process is killed at cleanup if the test left it running.
 func startBinary(t *testing.T, bin, cfgPath, listen string) *proc {
 	t.Helper()
+	return startCommand(t, exec.Command(bin, "serve", "-config", cfgPath), listen)
+}
+
+// startCommand runs cmd, a `serve` of the binary (possibly through a shell
+// that execs it, keeping its pid), as startBinary does.
+func startCommand(t *testing.T, cmd *exec.Cmd, listen string) *proc {
+	t.Helper()
 	p := &proc{t: t, base: "http://" + listen, stderr: &logBuf{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "serve", "-config", cfgPath)
+	p.cmd = cmd
 	p.cmd.Stderr = p.stderr
 	p.cmd.Stdout = p.stderr
 	if err := p.cmd.Start(); err != nil {

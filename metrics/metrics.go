@@ -29,6 +29,10 @@ type Metrics struct {
 	Users               *prometheus.GaugeVec     // directory, state
 	SessionsActive      prometheus.Gauge
 	CacheRequests       *prometheus.CounterVec // cache, result
+
+	ListenerAcceptErrors *prometheus.CounterVec // listener, reason
+	ListenerLimited      *prometheus.CounterVec // listener, limit
+	ListenerConnections  *prometheus.GaugeVec   // listener
 }
 
 // New creates and registers every metric, with the Go and process collectors.
@@ -94,6 +98,20 @@ func New() *Metrics {
 			Namespace: namespace, Name: "cache_requests_total",
 			Help: "In-memory cache look-ups by cache (user, session, basic_auth) and result (hit, miss).",
 		}, []string{"cache", "result"}),
+		ListenerAcceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "listener_accept_errors_total",
+			Help: "Failed accepts by listener (listen, metrics_listen) and reason (fd_limit: out of file " +
+				"descriptors; aborted; other). The listener retries with back-off; clients wait meanwhile.",
+		}, []string{"listener", "reason"}),
+		ListenerLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "listener_limited_total",
+			Help: "Connections held back by a limit, by listener and limit: max_conns (the accept waited " +
+				"for a connection to close), max_conns_per_ip (the connection was closed at once).",
+		}, []string{"listener", "limit"}),
+		ListenerConnections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "listener_connections",
+			Help: "Open client connections by listener.",
+		}, []string{"listener"}),
 	}
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -101,6 +119,7 @@ func New() *Metrics {
 		m.HTTPRequests, m.HTTPRequestDuration, m.UpstreamDuration, m.Logins,
 		m.LDAPOpDuration, m.SyncRuns, m.SyncDuration, m.SyncPhaseDuration, m.SyncLastSuccess,
 		m.SyncChanges, m.Users, m.SessionsActive, m.CacheRequests,
+		m.ListenerAcceptErrors, m.ListenerLimited, m.ListenerConnections,
 	)
 	return m
 }

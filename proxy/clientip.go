@@ -25,6 +25,12 @@ func peerAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 	}
 }
 
+// TrustedPeer reports whether the socket peer of ctx is in trusted: only
+// then are its X-Forwarded-* headers believed.
+func TrustedPeer(ctx *fasthttp.RequestCtx, trusted []netip.Prefix) bool {
+	return isTrusted(peerAddr(ctx), trusted)
+}
+
 var xffPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
 
 // ClientIP is the client's address: the socket peer, unless the peer is in

@@ -15,6 +15,7 @@ var (
 	strXFF        = []byte("X-Forwarded-For")
 	strXFP        = []byte("X-Forwarded-Proto")
 	strXFH        = []byte("X-Forwarded-Host")
+	strXRealIP    = []byte("X-Real-IP")
 	strCookie     = []byte("Cookie")
 	strConnection = []byte("Connection")
 	strUpgrade    = []byte("Upgrade")
@@ -34,6 +35,7 @@ const (
 	kindXFF
 	kindXFP
 	kindXFH
+	kindRealIP
 	kindForwarded
 	kindConnection
 	kindHop
@@ -70,6 +72,10 @@ func buildTable(n identityNames) []headerRule {
 		{"x-forwarded-for", kindXFF},
 		{"x-forwarded-proto", kindXFP},
 		{"x-forwarded-host", kindXFH},
+		// Upstreams log and rate-limit by X-Real-IP (nginx's realip
+		// module reads it): it is the client address as ldapgate
+		// determined it, never the client's claim.
+		{"x-real-ip", kindRealIP},
 		// RFC 7239 carries the same claims; an upstream that reads it
 		// must not believe a client's.
 		{"forwarded", kindForwarded},
@@ -233,6 +239,11 @@ func (p *Proxy) prepare(ctx *fasthttp.RequestCtx, u *account.User, s *scratch, w
 	h := &ctx.Request.Header
 	peer := peerAddr(ctx)
 	trusted := isTrusted(peer, p.trusted)
+	// Before the strip pass below removes the X-Forwarded-For it reads.
+	client := peer
+	if trusted {
+		client = ClientIP(ctx, p.trusted)
+	}
 	s.reset()
 	hasCookie := false
 	for k, v := range h.All() {
@@ -275,6 +286,10 @@ func (p *Proxy) prepare(ctx *fasthttp.RequestCtx, u *account.User, s *scratch, w
 	if peer.IsValid() {
 		s.val = peer.AppendTo(s.val)
 		h.SetCanonical(strXFF, s.val)
+	}
+	if client.IsValid() {
+		s.val = client.AppendTo(s.val[:0])
+		h.SetCanonical(strXRealIP, s.val)
 	}
 	proto := strHTTP
 	if ctx.IsTLS() {

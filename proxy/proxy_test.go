@@ -362,6 +362,39 @@ func TestForwardedHeaders(t *testing.T) {
 	}
 }
 
+// TestRealIPReplaced: X-Real-IP upstream is the client address as ldapgate
+// determined it (the peer, or through trusted proxies the right-most
+// untrusted X-Forwarded-For entry); client copies in every case and
+// spelling are gone (SPEC §6).
+func TestRealIPReplaced(t *testing.T) {
+	up := startUpstream(t, http.HandlerFunc(echoHandler))
+	req := "GET / HTTP/1.1\r\nHost: app.example\r\n" +
+		"X-Forwarded-For: 198.51.100.7, 203.0.113.9, 10.0.0.1\r\n" +
+		"X-Real-IP: 6.6.6.6\r\nx-real-ip: 6.6.6.7\r\nX_Real_IP: 6.6.6.8\r\nx_REAL-ip: 6.6.6.9\r\n\r\n"
+	for _, tt := range []struct {
+		name    string
+		trusted []netip.Prefix
+		want    string
+	}{
+		{"untrusted peer", nil, "127.0.0.1"},
+		{"through trusted proxies", []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("10.0.0.0/8")}, "203.0.113.9"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := startGate(t, Options{Upstream: up.URL, TrustedProxies: tt.trusted}, alice)
+			e := rawEcho(t, g, req)
+			var got []string
+			for k, v := range e.Header {
+				if strings.EqualFold(strings.ReplaceAll(k, "_", "-"), "x-real-ip") {
+					got = append(got, k+": "+strings.Join(v, ","))
+				}
+			}
+			if len(got) != 1 || got[0] != "X-Real-Ip: "+tt.want {
+				t.Errorf("upstream X-Real-IP headers %q, want only %q", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestRewriteHost(t *testing.T) {
 	up := startUpstream(t, http.HandlerFunc(echoHandler))
 	g := startGate(t, Options{Upstream: up.URL, RewriteHost: true}, alice)

@@ -188,7 +188,7 @@ func clearSessionCookie(ctx *fasthttp.RequestCtx, st *settings) {
 	setSessionCookie(ctx, st, "", fasthttp.CookieExpireDelete)
 }
 
-// logout ends the request's session (POST /auth/v4/logout, GET /logout).
+// logout ends the request's session (POST /auth/v4/logout, POST /logout).
 // Without a valid session it still clears the cookie: logout is idempotent.
 func (s *Server) logout(ctx *fasthttp.RequestCtx, st *settings, page bool) {
 	_, tok, err := s.d.Auth.RequestSession(ctx, &ctx.Request.Header, st.cookieName)
@@ -202,7 +202,7 @@ func (s *Server) logout(ctx *fasthttp.RequestCtx, st *settings, page bool) {
 	clearSessionCookie(ctx, st)
 	noStore(ctx)
 	if page {
-		redirect(ctx, pathLogin, fasthttp.StatusFound)
+		redirect(ctx, pathLogin, fasthttp.StatusSeeOther)
 		return
 	}
 	respond.OK(ctx, nil)

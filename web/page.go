@@ -55,13 +55,16 @@ func (s *Server) pageData(rd, selected string) pageData {
 
 // securityHeaders: the page has no script and is never framed (no
 // clickjacking of the login form), never cached and never leaks rd in a
-// Referer.
+// Referer to another origin. Referrer-Policy is same-origin, not
+// no-referrer: under no-referrer a browser sends the form's POST with
+// Origin: null, which over plain HTTP (no Sec-Fetch-Site) the cross-site
+// rule cannot tell from a foreign page.
 func securityHeaders(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Response.Header
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Referrer-Policy", "same-origin")
 	h.Set(fasthttp.HeaderCacheControl, "no-store")
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/ldapgate/ldapgate/metrics"
 	"github.com/ldapgate/ldapgate/proxy"
 	"github.com/ldapgate/ldapgate/respond"
+	"github.com/ldapgate/ldapgate/web/console"
 )
 
 // Deps are the front's collaborators (see app.Run).
@@ -79,6 +80,9 @@ type Server struct {
 	st     atomic.Pointer[settings]
 	page   *template.Template
 	routes *routeMetrics
+	// console is the admin console at /admin; nil without Deps.Admin,
+	// whose API it drives.
+	console *console.Console
 }
 
 // New checks deps and prepares the handler.
@@ -94,6 +98,9 @@ func New(d Deps) (*Server, error) {
 	}
 	s := &Server{d: d, log: d.Log.With("component", "web"), page: loginPage, routes: newRouteMetrics(d.Metrics)}
 	s.st.Store(settingsFrom(d.Config, s.log))
+	if d.Admin != nil {
+		s.console = console.New(d.Config, d.Log)
+	}
 	return s, nil
 }
 
@@ -103,6 +110,9 @@ func New(d Deps) (*Server, error) {
 func (s *Server) Reload(cfg *config.Config) {
 	s.st.Store(settingsFrom(cfg, s.log))
 	s.d.Auth.Reload(cfg)
+	if s.console != nil {
+		s.console.Reload(cfg)
+	}
 }
 
 // Handler is the fasthttp handler of the whole front.
@@ -139,6 +149,9 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) {
 
 func (s *Server) dispatch(ctx *fasthttp.RequestCtx, st *settings) route {
 	path := ctx.Path()
+	if r, g, ok := guarded(path); ok && s.refuseCrossSite(ctx, st, g) {
+		return r
+	}
 	switch string(path) { // the conversion in a switch does not allocate
 	case pathToken:
 		if !ctx.IsPost() {
@@ -172,8 +185,9 @@ func (s *Server) dispatch(ctx *fasthttp.RequestCtx, st *settings) route {
 		}
 		return routeLogin
 	case pathLogout:
-		if !ctx.IsGet() && !ctx.IsPost() {
-			methodNotAllowed(ctx, "GET, POST")
+		// POST only: a GET could be sent by any page (an <img>, a link).
+		if !ctx.IsPost() {
+			methodNotAllowed(ctx, fasthttp.MethodPost)
 		} else {
 			s.logout(ctx, st, true)
 		}
@@ -209,6 +223,13 @@ func (s *Server) dispatch(ctx *fasthttp.RequestCtx, st *settings) route {
 			s.admin(ctx, st)
 			return routeAdmin
 		}
+	}
+	if s.console != nil && hasPathPrefix(path, console.Prefix) {
+		s.console.Serve(ctx, func() (account.User, bool) {
+			u, err := s.caller(ctx, st)
+			return u, err == nil
+		})
+		return routeAdmin
 	}
 	if s.isPublic(ctx, path, st) {
 		s.d.Proxy.Forward(ctx, nil)
@@ -278,12 +299,15 @@ func refuse(ctx *fasthttp.RequestCtx, err error) {
 	}
 }
 
-var basicPrefix = []byte("basic ")
+var basicScheme = []byte("basic")
 
 // isBasic reports whether an Authorization value uses the Basic scheme the
-// way caller reads it.
+// way auth.ParseBasic reads it: a space or a tab after the name. Read only
+// with a space, "Basic\t<credentials>" was neither used nor stripped, and
+// reached the upstream with the user's password (FuzzStripCredentials).
 func isBasic(authz []byte) bool {
-	return len(authz) > len(basicPrefix) && bytes.EqualFold(authz[:len(basicPrefix)], basicPrefix)
+	n := len(basicScheme)
+	return len(authz) > n && bytes.EqualFold(authz[:n], basicScheme) && (authz[n] == ' ' || authz[n] == '\t')
 }
 
 // caller returns the request's user: a session (Bearer, x-xsrf-token,

@@ -317,11 +317,18 @@ func TestSessionEnds(t *testing.T) {
 			t.Fatalf("after logout: %d", r.status)
 		}
 	})
-	t.Run("GET logout", func(t *testing.T) {
+	t.Run("logout page", func(t *testing.T) {
 		tok := s.login(t, "alice")
-		r := s.do(t, "GET", "/logout", "", s.cookie(tok))
+		// GET is refused: any page could send it (an <img>, a link).
+		if r := s.do(t, "GET", "/logout", "", s.cookie(tok)); r.status != 405 || r.header.Get("Allow") != "POST" {
+			t.Fatalf("GET /logout: %d %v", r.status, r.header)
+		}
+		if r := s.do(t, "GET", "/auth/v4/whoami", "", s.cookie(tok)); r.status != 200 {
+			t.Fatalf("GET /logout ended the session: %d", r.status)
+		}
+		r := s.do(t, "POST", "/logout", "", s.cookie(tok))
 		c, err := http.ParseSetCookie(r.header.Get("Set-Cookie"))
-		if r.status != 302 || r.header.Get("Location") != "/login" || err != nil || c.Value != "" || c.Expires.After(time.Now()) {
+		if r.status != 303 || r.header.Get("Location") != "/login" || err != nil || c.Value != "" || c.Expires.After(time.Now()) {
 			t.Fatalf("logout page: %d %v", r.status, r.header)
 		}
 		if r := s.do(t, "GET", "/auth/v4/whoami", "", s.cookie(tok)); r.status != 401 {
