@@ -55,6 +55,16 @@ func newLDAPServer(entries []*entry, passwords map[string]string, log *slog.Logg
 	if err := mux.ExtendedOperation(s.unsupported, gldap.ExtendedOperationStartTLS); err != nil {
 		return nil, err
 	}
+	// gldap hands handlers no request value, so the demo cannot take a
+	// Password Modify (RFC 3062): it says so in words, which the login
+	// page's change form shows (SPEC §13: the directory's reason).
+	if err := mux.ExtendedOperation(func(w *gldap.ResponseWriter, r *gldap.Request) {
+		resp := r.NewExtendedResponse(gldap.WithResponseCode(gldap.ResultUnwillingToPerform))
+		resp.SetDiagnosticMessage("the demo directory does not change passwords")
+		_ = w.Write(resp)
+	}, gldap.ExtendedOperationPasswordModify); err != nil {
+		return nil, err
+	}
 	if err := srv.Router(mux); err != nil {
 		return nil, err
 	}
