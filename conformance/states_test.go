@@ -198,6 +198,16 @@ func TestAccountStates(t *testing.T) {
 				}
 			})
 		}
+		if hasPwExpiry {
+			// ppolicy without grace logins: an expired password no longer
+			// binds, so its owner cannot change it; the answer says so.
+			t.Run("password expired without grace: refused in words", func(t *testing.T) {
+				_, err := change("pwexpired", ldaptest.Password, newPassword)
+				if got, reason := stateStatus(err); got != 422 || !strings.Contains(reason, "administrator") {
+					t.Fatalf("ChangePassword = %d %q (%v), want 422 naming the way out", got, reason, err)
+				}
+			})
+		}
 		if s.Flavor != ds389 {
 			// ppolicy's pwdMinLength (passwordTooShort control), a PSO's
 			// minimum length on AD (Samba's words after 0000052D).
