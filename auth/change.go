@@ -106,6 +106,9 @@ func (s *Service) ChangePassword(ctx context.Context, req ChangeRequest) (LoginR
 			"it be changed with the old one; ask an administrator to reset it"}
 	case errors.Is(err, directory.ErrBadCredentials), errors.Is(err, directory.ErrUserNotFound),
 		errors.Is(err, directory.ErrAccountDisabled), errors.Is(err, directory.ErrAccountLocked):
+		// As a login's refusal (resolveLDAP): an argon2id check too, so a
+		// local user's name does not show by a slower answer.
+		burnDummy(req.OldPassword)
 		return LoginResult{}, fail("directory refused the bind", err)
 	default:
 		s.log.Error("password change failed", "username", ln.Canonical, "directory", dirLabel, "err", err)
