@@ -102,3 +102,70 @@ func median(d []time.Duration) time.Duration {
 	slices.Sort(s)
 	return s[len(s)/2]
 }
+
+// TestPasswordChangeUnknownNameCostsAWrongPassword: the password change
+// endpoint (SPEC §13) is no timing oracle either: an unknown name costs
+// what a wrong old password of a directory user or of the local admin
+// costs (a search and a bind, and one argon2id check, either way).
+func TestPasswordChangeUnknownNameCostsAWrongPassword(t *testing.T) {
+	if raceEnabled {
+		t.Skip("argon2id under the race detector: run without -race")
+	}
+	e := newEnv(t, nil, func(c *config.Config) {
+		c.Login.MaxFailures = 1 << 20
+		c.Login.MaxFailuresPerAddress = 1 << 20
+		c.Login.MaxFailuresPerUser = 1 << 20
+	})
+	if e == nil {
+		return
+	}
+	argon, err := HashPassword("s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := SyncLocalUsers(context.Background(), e.store, []config.LocalUser{
+		{Username: "root@local", PasswordHash: config.Secret(argon), Role: "admin"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name           string
+		known, unknown func(i int) string
+	}{
+		{"directory", func(int) string { return e.fx.Login("bob") },
+			func(i int) string { return fmt.Sprintf("%snobody%d@example.com", e.fx.Prefix, i) }},
+		{"local", func(int) string { return "root@local" },
+			func(i int) string { return fmt.Sprintf("nobody%d@local", i) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			try := func(name string) time.Duration {
+				start := time.Now()
+				_, err := e.svc.ChangePassword(ctx, ChangeRequest{Name: name, OldPassword: "wrong-password",
+					NewPassword: "Another-Pass-1", ClientIP: ip1})
+				d := time.Since(start)
+				if !errors.Is(err, ErrBadCredentials) {
+					t.Fatalf("change of %s: %v", name, err)
+				}
+				return d
+			}
+			for i := range 5 {
+				try(tc.known(i))
+				try(tc.unknown(-i - 1))
+			}
+			const pairs = 40
+			known := make([]time.Duration, 0, pairs)
+			unknown := make([]time.Duration, 0, pairs)
+			for i := range pairs {
+				known = append(known, try(tc.known(i)))
+				unknown = append(unknown, try(tc.unknown(i)))
+			}
+			mk, mu := median(known), median(unknown)
+			ratio := float64(mu) / float64(mk)
+			t.Logf("median wrong old password %v, unknown name %v, ratio %.2f", mk, mu, ratio)
+			if ratio < 0.8 || ratio > 1.25 {
+				t.Fatalf("unknown name median %v vs wrong old password %v: ratio %.2f, want 0.8–1.25", mu, mk, ratio)
+			}
+		})
+	}
+}
