@@ -234,10 +234,14 @@ func TestAccountStates(t *testing.T) {
 					t.Fatal(err)
 				}
 				t.Cleanup(psvc.Close)
-				_, err = psvc.ChangePassword(ctx, auth.ChangeRequest{Name: f.Login("alice"), OldPassword: ldaptest.Password,
-					NewPassword: newPassword, ClientIP: ip})
-				if got, code := stateStatus(err); got != 422 || code != "tls_required" {
-					t.Fatalf("ChangePassword over ldap:// = %d %q (%v), want 422 tls_required", got, code, err)
+				// The same answer for a known and an unknown name: it comes
+				// before any look-up.
+				for _, name := range []string{f.Login("alice"), f.Prefix + "nobody@example.com"} {
+					_, err = psvc.ChangePassword(ctx, auth.ChangeRequest{Name: name, OldPassword: ldaptest.Password,
+						NewPassword: newPassword, ClientIP: ip})
+					if got, code := stateStatus(err); got != 422 || code != "tls_required" {
+						t.Fatalf("ChangePassword(%s) over ldap:// = %d %q (%v), want 422 tls_required", name, got, code, err)
+					}
 				}
 			})
 		}

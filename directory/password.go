@@ -126,6 +126,11 @@ func (l *LDAP) ChangePassword(ctx context.Context, username, oldPassword, newPas
 	if newPassword == "" {
 		return User{}, &PasswordRefusedError{Reason: "the new password is empty"}
 	}
+	if l.s.ad() && !l.s.encrypted() {
+		// Before anything else, for every name alike: a known name must
+		// not answer otherwise than an unknown one (SPEC §5).
+		return User{}, fmt.Errorf("%w (directory %q: use ldaps:// or start_tls)", ErrTLSRequired, l.s.name)
+	}
 	u, err := l.findForLogin(ctx, username, oldPassword)
 	if err != nil {
 		return User{}, err

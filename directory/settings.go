@@ -131,6 +131,20 @@ func resolveSettings(cfg config.Directory) (*settings, error) {
 
 func (s *settings) ad() bool { return s.typ == config.TypeActiveDirectory }
 
+// encrypted reports whether every connection to the directory is: StartTLS,
+// or only ldaps:// URLs.
+func (s *settings) encrypted() bool {
+	if s.startTLS {
+		return true
+	}
+	for _, u := range s.urls {
+		if u.Scheme != "ldaps" {
+			return false
+		}
+	}
+	return true
+}
+
 // userSearchFilter is (&<user_object_filter><user_filter>[extra]).
 func (s *settings) userSearchFilter(extra string) string {
 	var b strings.Builder
