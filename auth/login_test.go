@@ -416,3 +416,35 @@ func setLDAPPassword(t *testing.T, e *env, logical, pw string) {
 		t.Fatal(err)
 	}
 }
+
+// TestPasswordChangeOfALocalUser: the change endpoint is for directory
+// users; a local user's password is the administrator's to set. The old
+// password is checked first, so a stranger learns nothing.
+func TestPasswordChangeOfALocalUser(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	if e == nil {
+		return
+	}
+	hash, err := HashPassword("s3cret-local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := SyncLocalUsers(context.Background(), e.store, []config.LocalUser{
+		{Username: "root@local", PasswordHash: config.Secret(hash), Role: "admin"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		old  string
+		want error
+	}{{"wrong", ErrBadCredentials}, {"s3cret-local", ErrNotDirectoryUser}} {
+		_, err := e.svc.ChangePassword(context.Background(), ChangeRequest{Name: "root@local", OldPassword: tc.old,
+			NewPassword: "Another-Pass-1", ClientIP: ip1})
+		if !errors.Is(err, tc.want) {
+			t.Fatalf("change with old password %q: %v, want %v", tc.old, err, tc.want)
+		}
+	}
+	if _, err := e.svc.Login(context.Background(), LoginRequest{Name: "root@local", Password: "s3cret-local", ClientIP: ip1}); err != nil {
+		t.Fatalf("the local password changed: %v", err)
+	}
+}
