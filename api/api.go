@@ -43,7 +43,7 @@ type DirectoryManager interface {
 // starting settings; Reload replaces them.
 type Deps struct {
 	Config     *config.Config
-	Store      *cache.Store
+	Store      cache.Backend
 	Dirs       DirectoryManager
 	Syncer     *syncer.Syncer
 	Auth       *auth.Service

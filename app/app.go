@@ -67,7 +67,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	}
 
 	m := metrics.New()
-	store, err := cache.Open(cfg.DataDir, log, m)
+	store, err := openStore(ctx, cfg, log, m)
 	if err != nil {
 		return err
 	}
@@ -243,7 +243,7 @@ type reloadTargets struct {
 	admin  *api.API
 	fr     *frontend
 	syncer *syncer.Syncer
-	store  *cache.Store
+	store  cache.Backend
 }
 
 // reload re-reads the config file on SIGHUP: directories, role mappings,

@@ -24,7 +24,7 @@ import (
 // ids from the store) and the API-created ones (persisted in the store). It
 // is the only writer of the set; the syncer and the login path only read it.
 type Directories struct {
-	store *cache.Store
+	store cache.Backend
 	set   *directory.Set
 	log   *slog.Logger
 	m     *metrics.Metrics
@@ -34,7 +34,7 @@ type Directories struct {
 	syncer *syncer.Syncer
 }
 
-func newDirectories(store *cache.Store, log *slog.Logger, m *metrics.Metrics) *Directories {
+func newDirectories(store cache.Backend, log *slog.Logger, m *metrics.Metrics) *Directories {
 	return &Directories{store: store, set: directory.NewSet(), log: log, m: m}
 }
 

@@ -29,7 +29,7 @@ import (
 type opsServer struct {
 	srv   *http.Server
 	ln    *listener.Listener
-	store *cache.Store
+	store cache.Backend
 	dirs  *directory.Set
 	log   *slog.Logger
 	level *slog.LevelVar
@@ -56,7 +56,7 @@ const (
 	freshSync = 25 * time.Hour
 )
 
-func newOpsServer(cfg *config.Config, store *cache.Store, dirs *directory.Set, m *metrics.Metrics, log *slog.Logger,
+func newOpsServer(cfg *config.Config, store cache.Backend, dirs *directory.Set, m *metrics.Metrics, log *slog.Logger,
 	level *slog.LevelVar,
 ) (*opsServer, error) {
 	raw, err := net.Listen("tcp", cfg.MetricsListen)

@@ -75,9 +75,9 @@ func newEnv(t testing.TB, srv *ldaptest.Server, tweak func(*config.Config)) *env
 	t.Cleanup(func() { _ = e.store.Close() })
 	e.dirs = directory.NewSet()
 	e.addDir(t, e.fx.Dir, 0)
-	e.sy = syncer.New(e.store, e.dirs, e.cfg.Roles, testLog, e.m)
+	e.sy = syncer.New(e.store.Backend(), e.dirs, e.cfg.Roles, testLog, e.m)
 	e.sync(t)
-	e.svc, err = New(Deps{Config: e.cfg, Store: e.store, Dirs: e.dirs, Syncer: e.sy, Log: testLog, Metrics: e.m})
+	e.svc, err = New(Deps{Config: e.cfg, Store: e.store.Backend(), Dirs: e.dirs, Syncer: e.sy, Log: testLog, Metrics: e.m})
 	if err != nil {
 		t.Fatal(err)
 	}

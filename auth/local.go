@@ -18,7 +18,7 @@ import (
 // directory (sync rule 4: the directory wins) and logged. A user the file
 // named before and no longer does is deleted, sessions and all: removing
 // an account from the file must take its password away.
-func SyncLocalUsers(ctx context.Context, store *cache.Store, locals []config.LocalUser) error {
+func SyncLocalUsers(ctx context.Context, store cache.Backend, locals []config.LocalUser) error {
 	names := make([]string, 0, len(locals))
 	for _, lu := range locals {
 		names = append(names, lu.Username)

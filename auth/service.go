@@ -43,7 +43,7 @@ var touchEvery = time.Minute
 // Deps are the Service's collaborators.
 type Deps struct {
 	Config  *config.Config
-	Store   *cache.Store
+	Store   cache.Backend
 	Dirs    *directory.Set
 	Syncer  *syncer.Syncer
 	Log     *slog.Logger
@@ -99,7 +99,7 @@ func settingsFrom(cfg *config.Config) *settings {
 
 // Service logs users in and checks their sessions. Safe for concurrent use.
 type Service struct {
-	store  *cache.Store
+	store  cache.Backend
 	dirs   *directory.Set
 	syncer oneSyncer
 	log    *slog.Logger

@@ -98,7 +98,7 @@ func newSyncEnv(t testing.TB, cfg config.Directory) *syncEnv {
 	dirs := directory.NewSet()
 	dirs.Replace([]*directory.Entry{{Config: cfg, Client: client}})
 	return &syncEnv{cfg: cfg, client: client, dirs: dirs, store: store,
-		syncer: syncer.New(store, dirs, config.DefaultRoles(), nil, nil)}
+		syncer: syncer.New(store.Backend(), dirs, config.DefaultRoles(), nil, nil)}
 }
 
 // rawUUID reads the flavour's immutable id of dn straight from the server,

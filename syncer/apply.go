@@ -113,13 +113,13 @@ func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes 
 // written part of its index keys, so the transaction cannot go on. fn
 // keeps the dropped changes itself, so every path that reruns it (the
 // pipeline redoing a failed commit, a conflict retry) leaves them out too.
-func (s *Syncer) applyBatch(ctx context.Context, p *cache.Pipeline, runID, dirID uint64, batch []*Change,
+func (s *Syncer) applyBatch(ctx context.Context, p cache.UpdatePipeline, runID, dirID uint64, batch []*Change,
 	trust *trustState, res *applied, committed func()) error {
 	var drop map[int]bool
 	// One result per run of fn: the pipeline may run it again after this
 	// call returned, and only the committed run counts.
 	got := &applied{}
-	fn := func(tx *cache.Tx) error {
+	fn := func(tx cache.Txn) error {
 		*got = applied{counts: map[Action]int{}}
 		if err := trust.apply(tx); err != nil {
 			return err
@@ -173,7 +173,7 @@ type trustState struct {
 	void  bool
 }
 
-func (t *trustState) apply(tx *cache.Tx) error {
+func (t *trustState) apply(tx cache.Txn) error {
 	if t.token == nil || t.void {
 		return nil
 	}
@@ -190,7 +190,7 @@ func (t *trustState) apply(tx *cache.Tx) error {
 // returns the action written, or "" when the change no longer applies.
 // A name or uuid another user took meanwhile comes back as PutUser's
 // cache.ErrNameTaken / cache.ErrUUIDTaken.
-func applyOne(tx *cache.Tx, runID, dirID uint64, c *Change, now time.Time) (Action, error) {
+func applyOne(tx cache.Txn, runID, dirID uint64, c *Change, now time.Time) (Action, error) {
 	var (
 		fresh  account.User
 		u      account.User

@@ -78,7 +78,7 @@ func BenchmarkFirstSync100k(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		s := New(store, set, config.DefaultRoles(), testLogger(b), nil)
+		s := New(store.Backend(), set, config.DefaultRoles(), testLogger(b), nil)
 		// ldapsearch right before and right after each sync, averaged: on a
 		// shared machine the load changes within seconds.
 		search1 := ldapsearchTime(b, srv, dir)
@@ -279,7 +279,7 @@ func BenchmarkApply100k(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		s := New(store, directory.NewSet(), config.DefaultRoles(), testLogger(b), nil)
+		s := New(store.Backend(), directory.NewSet(), config.DefaultRoles(), testLogger(b), nil)
 		changes := make([]Change, n)
 		for i := range changes {
 			name := fmt.Sprintf("user%06d", i)

@@ -37,7 +37,7 @@ func TestSyncConformance(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer store.Close()
-		s := New(store, set, config.DefaultRoles(), testLogger(t), nil)
+		s := New(store.Backend(), set, config.DefaultRoles(), testLogger(t), nil)
 
 		expect := func(name, role string, st account.State, reason account.BlockReason) {
 			t.Helper()

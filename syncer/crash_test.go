@@ -62,7 +62,7 @@ func openSyncer(storeDir string, dir config.Directory) (*Syncer, *cache.Store, f
 	}
 	set := directory.NewSet()
 	set.Replace([]*directory.Entry{{Config: dir, Client: c}})
-	s := New(store, set, config.DefaultRoles(), nil, nil)
+	s := New(store.Backend(), set, config.DefaultRoles(), nil, nil)
 	return s, store, func() { c.Close(); store.Close() }, nil
 }
 

@@ -79,7 +79,7 @@ func (s *Syncer) Migrate(ctx context.Context, dirID uint64) (MigrateResult, erro
 		return MigrateResult{}, fmt.Errorf("migrate %s: %w", cfg.Name, err)
 	}
 	var res MigrateResult
-	err = s.store.Update(ctx, func(tx *cache.Tx) error {
+	err = s.store.Update(ctx, func(tx cache.Txn) error {
 		res = MigrateResult{RunID: run.ID}
 		users, err := s.store.UsersOfDirectory(ctx, dirID)
 		if err != nil {
@@ -223,7 +223,7 @@ func (s *Syncer) RemoveDirectory(ctx context.Context, dirID uint64) (int, error)
 		}
 	}
 	blocked := 0
-	err = s.store.Update(ctx, func(tx *cache.Tx) error {
+	err = s.store.Update(ctx, func(tx cache.Txn) error {
 		// fn may run again (a conflict, or the big-transaction mode):
 		// count only the attempt that returns.
 		blocked = 0

@@ -53,7 +53,7 @@ func (e *ConflictError) Error() string {
 // Syncer runs the syncs of every directory of a directory.Set into the
 // store. All methods are safe for concurrent use.
 type Syncer struct {
-	store *cache.Store
+	store cache.Backend
 	dirs  *directory.Set
 	// roles: the platform roles, highest first; replaced on reload.
 	roles atomic.Pointer[[]string]
@@ -85,7 +85,7 @@ type flight struct {
 
 // New returns a Syncer. roles are the platform roles, highest first. log
 // and m may be nil.
-func New(store *cache.Store, dirs *directory.Set, roles []string, log *slog.Logger, m *metrics.Metrics) *Syncer {
+func New(store cache.Backend, dirs *directory.Set, roles []string, log *slog.Logger, m *metrics.Metrics) *Syncer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -61,7 +61,7 @@ func newEnv(t *testing.T, opts ...envOpt) *env {
 	}
 	t.Cleanup(func() { store.Close() })
 	e.store = store
-	e.s = New(store, e.dirs, config.DefaultRoles(), testLogger(t), e.m)
+	e.s = New(store.Backend(), e.dirs, config.DefaultRoles(), testLogger(t), e.m)
 	return e
 }
 
@@ -769,7 +769,7 @@ func TestSyncTrustedCreatesRaceOtherWriters(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := New(store, e.dirs, config.DefaultRoles(), testLogger(t), nil)
+		s := New(store.Backend(), e.dirs, config.DefaultRoles(), testLogger(t), nil)
 		s.batch = 1
 		done := make(chan struct{})
 		var wg sync.WaitGroup
@@ -841,7 +841,7 @@ func TestSyncTrustedCreatesRaceBulk(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := New(store, set, config.DefaultRoles(), testLogger(t), nil)
+		s := New(store.Backend(), set, config.DefaultRoles(), testLogger(t), nil)
 		s.batch = batch
 		started, done := make(chan struct{}), make(chan struct{})
 		var once sync.Once

@@ -123,13 +123,13 @@ func newStack(t testing.TB, o stackOpts) *stack {
 	if o.extraDir {
 		s.addDir(t, srv.NewFixture(t).Dir)
 	}
-	s.sy = syncer.New(s.store, s.dirs, s.cfg.Roles, testLog, s.m)
+	s.sy = syncer.New(s.store.Backend(), s.dirs, s.cfg.Roles, testLog, s.m)
 	for _, d := range s.dirs.List() {
 		if _, err := s.sy.Sync(context.Background(), d.Config.ID, syncer.Options{Trigger: "test"}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if s.auth, err = auth.New(auth.Deps{Config: s.cfg, Store: s.store, Dirs: s.dirs, Syncer: s.sy, Log: testLog, Metrics: s.m}); err != nil {
+	if s.auth, err = auth.New(auth.Deps{Config: s.cfg, Store: s.store.Backend(), Dirs: s.dirs, Syncer: s.sy, Log: testLog, Metrics: s.m}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.auth.Close)

@@ -1,0 +1,140 @@
+package cache
+
+import (
+	"context"
+
+	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/config"
+)
+
+// Backend is the store contract every caller (syncer, auth, api, app)
+// holds: badger (Store, the embedded one-box default, through
+// Store.Backend) and PostgreSQL (package cache/pgstore, several replicas
+// on one database, SPEC §12) implement it, and the conformance suite in
+// cache/storetest runs every behaviour below against both.
+//
+// Transaction rules shared by every backend: Update's fn sees a
+// consistent snapshot and its writes commit together or not at all; a
+// commit that loses a race with another writer reruns fn (so fn must be
+// safe to repeat); a username or a (directory, uuid) that another user
+// holds is refused with ErrNameTaken / ErrUUIDTaken.
+type Backend interface {
+	// Update runs fn in one read-write transaction (see above).
+	Update(ctx context.Context, fn func(tx Txn) error) error
+	// NewPipeline starts a sequence of Updates a sync's apply sends one
+	// after another; a backend may overlap a commit with building the next.
+	NewPipeline() UpdatePipeline
+	// NamesToken and TrustNames let a sync that read the store's names
+	// skip PutUser's index lookups for its creates while nobody else wrote
+	// a name meanwhile (cache/names.go). A backend without the mechanism
+	// hands out tokens that are never trusted.
+	NamesToken(ctx context.Context) (NamesToken, error)
+	TrustNames() (end func(), ok bool)
+
+	UserByID(ctx context.Context, id uint64) (account.User, error)
+	UserByName(ctx context.Context, name string) (account.User, error)
+	UserByUUID(ctx context.Context, dirID uint64, uuid string) (account.User, error)
+	CreateUser(ctx context.Context, u account.User) (account.User, error)
+	UpdateUser(ctx context.Context, id uint64, fn func(*account.User) error) (account.User, error)
+	DeleteUser(ctx context.Context, id uint64) error
+	ListUsers(ctx context.Context, f UserFilter) ([]account.User, int, error)
+	UsersOfDirectory(ctx context.Context, dirID uint64) ([]account.User, error)
+	ForEachUser(ctx context.Context, fn func(account.User) error) error
+	CountUsers(ctx context.Context) (map[uint64]map[account.State]int, error)
+	PruneConfigLocalUsers(ctx context.Context, names []string) ([]string, error)
+
+	DirectoryIDForName(ctx context.Context, name string) (uint64, error)
+	SaveDirectory(ctx context.Context, d config.Directory) (config.Directory, error)
+	Directories(ctx context.Context) ([]config.Directory, error)
+	DeleteDirectory(ctx context.Context, id uint64) error
+	SetNamingOverride(ctx context.Context, dirID uint64, naming string) error
+	NamingOverride(ctx context.Context, dirID uint64) (string, error)
+
+	CreateRun(ctx context.Context, r Run) (Run, error)
+	FinishRun(ctx context.Context, r Run) error
+	Run(ctx context.Context, runID uint64) (Run, error)
+	Runs(ctx context.Context, dirID uint64, limit int) ([]Run, error)
+	RunChanges(ctx context.Context, runID uint64) ([]AuditEntry, error)
+
+	PutSession(ctx context.Context, sess Session) error
+	CreateSession(ctx context.Context, sess Session, maxPerUser int, check func(account.User) error) ([][32]byte, error)
+	SessionByHash(ctx context.Context, h [32]byte) (Session, error)
+	DeleteSession(ctx context.Context, h [32]byte) error
+	DeleteUserSessions(ctx context.Context, userID uint64) (int, error)
+	CountSessions(ctx context.Context) (int, error)
+
+	Close() error
+}
+
+// Txn is the view of the store inside one Backend.Update.
+type Txn interface {
+	UserByID(id uint64) (account.User, error)
+	UserByName(name string) (account.User, error)
+	UserByUUID(dirID uint64, uuid string) (account.User, error)
+	// PutUser creates (u.ID == 0: an id is assigned into u) or replaces a
+	// user, keeping the name and uuid indexes.
+	PutUser(u *account.User) error
+	DeleteUser(id uint64) error
+	DeleteUserSessions(userID uint64) (int, error)
+	AddAudit(runID uint64, e AuditEntry) error
+	SetNamingOverride(dirID uint64, naming string) error
+	// TrustNames: see Backend.NamesToken.
+	TrustNames(t NamesToken) (bool, error)
+}
+
+// UpdatePipeline is a sequence of updates of one goroutine (Backend.NewPipeline).
+type UpdatePipeline interface {
+	// Update runs fn in a transaction; committed (may be nil) is called on
+	// the caller's goroutine once it is committed, possibly from a later
+	// Update or from Wait. After an error the pipeline refuses more.
+	Update(ctx context.Context, fn func(tx Txn) error, committed func()) error
+	// Wait waits for the commit in flight and returns the first error met.
+	Wait() error
+}
+
+// Backend returns s behind the store contract.
+func (s *Store) Backend() Backend { return badgerBackend{s} }
+
+// badgerBackend adapts Store's concrete transaction types to the contract.
+type badgerBackend struct{ *Store }
+
+var _ Backend = badgerBackend{}
+
+func (b badgerBackend) Update(ctx context.Context, fn func(tx Txn) error) error {
+	return b.Store.Update(ctx, func(tx *Tx) error { return fn(tx) })
+}
+
+func (b badgerBackend) NewPipeline() UpdatePipeline { return badgerPipeline{b.Store.NewPipeline()} }
+
+type badgerPipeline struct{ p *Pipeline }
+
+func (p badgerPipeline) Update(ctx context.Context, fn func(tx Txn) error, committed func()) error {
+	return p.p.Update(ctx, func(tx *Tx) error { return fn(tx) }, committed)
+}
+
+func (p badgerPipeline) Wait() error { return p.p.Wait() }
+
+// SerialPipeline is the UpdatePipeline of a backend that does not overlap
+// commits: each Update commits before it returns.
+func SerialPipeline(b Backend) UpdatePipeline { return &serialPipeline{b: b} }
+
+type serialPipeline struct {
+	b   Backend
+	err error
+}
+
+func (p *serialPipeline) Update(ctx context.Context, fn func(tx Txn) error, committed func()) error {
+	if p.err != nil {
+		return p.err
+	}
+	if err := p.b.Update(ctx, fn); err != nil {
+		p.err = err
+		return err
+	}
+	if committed != nil {
+		committed()
+	}
+	return nil
+}
+
+func (p *serialPipeline) Wait() error { return p.err }
