@@ -28,6 +28,7 @@ PACKAGES=(
 	/usr/sbin/nginx:nginx-light
 	/usr/bin/wrk:wrk
 	/usr/bin/openssl:openssl
+	/usr/lib/postgresql:postgresql
 )
 missing=()
 for pair in "${PACKAGES[@]}"; do
@@ -60,13 +61,14 @@ chmod 755 "$STATE"
 cleanup() {
 	scripts/test-ldap/samba.sh stop "$STATE/samba" >/dev/null 2>&1 || true
 	scripts/test-ldap/389ds.sh stop "$STATE/389ds" >/dev/null 2>&1 || true
+	scripts/test-pg.sh stop "$STATE/pg" >/dev/null 2>&1 || true
 	rm -rf "$STATE"
 }
 trap cleanup EXIT
 
 # Start the shared directories side by side: provisioning is most of the wait.
 start_server() { # name script
-	if "$ROOT/scripts/test-ldap/$2" start "$STATE/$1" >"$STATE/$1.env" 2>"$STATE/$1.log"; then
+	if "$ROOT/scripts/$2" start "$STATE/$1" >"$STATE/$1.env" 2>"$STATE/$1.log"; then
 		log "$1 started"
 	else
 		log "$1 failed to start:"; tail -n 40 "$STATE/$1.log" >&2
@@ -74,15 +76,16 @@ start_server() { # name script
 	fi
 }
 pids=()
-for s in samba:samba.sh 389ds:389ds.sh; do
-	if [ -x "scripts/test-ldap/${s#*:}" ]; then
+# PostgreSQL (the shared store of several replicas, SPEC §12) starts with them.
+for s in samba:test-ldap/samba.sh 389ds:test-ldap/389ds.sh pg:test-pg.sh; do
+	if [ -x "scripts/${s#*:}" ]; then
 		start_server "${s%%:*}" "${s#*:}" & pids+=($!)
 	fi
 done
 failed=0
 for p in "${pids[@]}"; do wait "$p" || failed=1; done
 if [ "$failed" = 1 ] && [ "${LDAPGATE_REQUIRE_REAL_LDAP:-}" = 1 ]; then
-	log "a real directory failed to start and LDAPGATE_REQUIRE_REAL_LDAP=1"; exit 1
+	log "a real directory or PostgreSQL failed to start and LDAPGATE_REQUIRE_REAL_LDAP=1"; exit 1
 fi
 for f in "$STATE"/*.env; do [ -s "$f" ] && . "$f"; done
 

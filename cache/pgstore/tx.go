@@ -1,0 +1,377 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/cache"
+)
+
+// Tx is the cache.Txn of one Update attempt. Not safe for concurrent use.
+type Tx struct {
+	ctx context.Context
+	tx  querier
+	now time.Time
+	// assigned are user ids drawn by earlier attempts of this Update: a
+	// caller reusing its *account.User across a rerun comes back with one.
+	assigned map[uint64]bool
+	// failed is the first failed statement's error: PostgreSQL voids the
+	// transaction then, whatever fn makes of the error.
+	failed error
+	// audit entries buffered until commit (one COPY), and the last seq
+	// given out per run.
+	audit    []auditRow
+	auditSeq map[uint64]uint64
+	last     struct {
+		u  account.User
+		ok bool
+	}
+}
+
+type auditRow struct {
+	run, seq uint64
+	rec      []byte
+}
+
+var _ cache.Txn = (*Tx)(nil)
+
+// querier is what a Tx runs statements on: a transaction, or the pool for
+// single-statement reads.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error)
+}
+
+// fail records a statement's failure (the transaction is void from here).
+func (tx *Tx) fail(err error) error {
+	if tx.failed == nil {
+		tx.failed = err
+	}
+	return err
+}
+
+func (tx *Tx) exec(sql string, args ...any) (int64, error) {
+	if tx.failed != nil {
+		return 0, tx.failed
+	}
+	tag, err := tx.tx.Exec(tx.ctx, sql, args...)
+	if err != nil {
+		return 0, tx.fail(err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// queryRow scans one row; pgx.ErrNoRows becomes cache.ErrNotFound and
+// leaves the transaction usable.
+func (tx *Tx) queryRow(sql string, args []any, dest ...any) error {
+	if tx.failed != nil {
+		return tx.failed
+	}
+	err := tx.tx.QueryRow(tx.ctx, sql, args...).Scan(dest...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return cache.ErrNotFound
+	}
+	if err != nil {
+		return tx.fail(err)
+	}
+	return nil
+}
+
+const userColumns = `id, username, email, display_name, role, groups, state, block_reason, ldap_status,
+	source, directory_id, ldap_dn, ldap_uuid, password_hash, created_at, updated_at, last_login_at, last_synced_at`
+
+// userRow is the scan target of userColumns.
+type userRow struct {
+	u                    account.User
+	id, dir              int64
+	state, reason, ldaps string
+	source               string
+	lastLogin, lastSync  *time.Time
+}
+
+func (r *userRow) dest() []any {
+	return []any{&r.id, &r.u.Username, &r.u.Email, &r.u.DisplayName, &r.u.Role, &r.u.Groups, &r.state,
+		&r.reason, &r.ldaps, &r.source, &r.dir, &r.u.LDAPDN, &r.u.LDAPUUID, &r.u.PasswordHash,
+		&r.u.CreatedAt, &r.u.UpdatedAt, &r.lastLogin, &r.lastSync}
+}
+
+func (r *userRow) user() account.User {
+	u := r.u
+	u.ID, u.DirectoryID = uint64(r.id), uint64(r.dir)
+	u.State, u.BlockReason, u.LDAPStatus, u.Source = account.State(r.state), account.BlockReason(r.reason),
+		account.LDAPStatus(r.ldaps), account.Source(r.source)
+	u.CreatedAt, u.UpdatedAt = u.CreatedAt.UTC(), u.UpdatedAt.UTC()
+	if r.lastLogin != nil {
+		u.LastLoginAt = r.lastLogin.UTC()
+	}
+	if r.lastSync != nil {
+		u.LastSyncedAt = r.lastSync.UTC()
+	}
+	if len(u.Groups) == 0 {
+		u.Groups = nil
+	}
+	return u
+}
+
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = pgTime(t)
+	return &t
+}
+
+func (tx *Tx) userWhere(where string, args ...any) (account.User, error) {
+	var r userRow
+	if err := tx.queryRow(`SELECT `+userColumns+` FROM users WHERE `+where, args, r.dest()...); err != nil {
+		return account.User{}, err
+	}
+	return r.user(), nil
+}
+
+// UserByID reads a user inside the transaction (sees its own writes).
+func (tx *Tx) UserByID(id uint64) (account.User, error) {
+	if tx.last.ok && tx.last.u.ID == id {
+		return cloneUser(tx.last.u), nil
+	}
+	u, err := tx.userWhere(`id = $1`, int64(id))
+	if err != nil {
+		return account.User{}, fmt.Errorf("user %d: %w", id, err)
+	}
+	tx.last.u, tx.last.ok = cloneUser(u), true
+	return u, nil
+}
+
+func cloneUser(u account.User) account.User {
+	if u.Groups != nil {
+		u.Groups = append([]string(nil), u.Groups...)
+	}
+	return u
+}
+
+// UserByName reads a user by (normalised) name inside the transaction.
+func (tx *Tx) UserByName(name string) (account.User, error) {
+	name = account.NormalizeName(name)
+	u, err := tx.userWhere(`username = $1`, name)
+	if err != nil {
+		return account.User{}, fmt.Errorf("user %q: %w", name, err)
+	}
+	return u, nil
+}
+
+// UserByUUID reads a user by (directory, ldap_uuid) inside the transaction.
+func (tx *Tx) UserByUUID(dirID uint64, uuid string) (account.User, error) {
+	if uuid == "" {
+		return account.User{}, fmt.Errorf("user uuid %d/: %w", dirID, cache.ErrNotFound)
+	}
+	u, err := tx.userWhere(`directory_id = $1 AND ldap_uuid = $2`, int64(dirID), uuid)
+	if err != nil {
+		return account.User{}, fmt.Errorf("user uuid %d/%s: %w", dirID, uuid, err)
+	}
+	return u, nil
+}
+
+// PutUser: see cache.Txn. The rules are cache.Tx.PutUser's.
+func (tx *Tx) PutUser(u *account.User) error {
+	u.Username = account.NormalizeName(u.Username)
+	if u.Username == "" {
+		return fmt.Errorf("put user %d: empty username", u.ID)
+	}
+	if u.State != account.StateBlockedInLDAP {
+		u.LDAPStatus = account.LDAPStatusNone
+	}
+	var old *account.User
+	if u.ID == 0 {
+		var id int64
+		if err := tx.queryRow(`SELECT nextval('users_id_seq')`, nil, &id); err != nil {
+			return fmt.Errorf("put user %q: %w", u.Username, err)
+		}
+		u.ID = uint64(id)
+		tx.assigned[u.ID] = true
+	} else {
+		o, err := tx.UserByID(u.ID)
+		switch {
+		case err == nil:
+			old = &o
+		case errors.Is(err, cache.ErrNotFound) && tx.assigned[u.ID]:
+		default:
+			return fmt.Errorf("put user: %w", err)
+		}
+	}
+	if old == nil {
+		if u.CreatedAt.IsZero() {
+			u.CreatedAt = tx.now
+		}
+	} else if u.CreatedAt.IsZero() {
+		u.CreatedAt = old.CreatedAt
+	}
+	u.CreatedAt = pgTime(u.CreatedAt)
+	u.UpdatedAt = tx.now
+	u.LastLoginAt, u.LastSyncedAt = zeroOrPg(u.LastLoginAt), zeroOrPg(u.LastSyncedAt)
+	tx.last.ok = false
+
+	if old != nil && old.Username != u.Username {
+		if err := tx.taken(`username = $1 AND id <> $2`, []any{u.Username, int64(u.ID)}, cache.ErrNameTaken, u); err != nil {
+			return err
+		}
+	}
+	if old != nil && u.LDAPUUID != "" && (old.DirectoryID != u.DirectoryID || old.LDAPUUID != u.LDAPUUID) {
+		if err := tx.taken(`directory_id = $1 AND ldap_uuid = $2 AND id <> $3`,
+			[]any{int64(u.DirectoryID), u.LDAPUUID, int64(u.ID)}, cache.ErrUUIDTaken, u); err != nil {
+			return err
+		}
+	}
+	args := []any{int64(u.ID), u.Username, u.Email, u.DisplayName, u.Role, u.Groups, string(u.State),
+		string(u.BlockReason), string(u.LDAPStatus), string(u.Source), int64(u.DirectoryID), u.LDAPDN,
+		u.LDAPUUID, u.PasswordHash, u.CreatedAt, u.UpdatedAt, nullTime(u.LastLoginAt), nullTime(u.LastSyncedAt)}
+	if old == nil {
+		// One statement for the common case (a sync's creates): the unique
+		// constraints are the checks, and a conflict leaves the
+		// transaction usable so the answer can say which rule refused.
+		n, err := tx.exec(`INSERT INTO users (`+userColumns+`)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18) ON CONFLICT DO NOTHING`, args...)
+		if err != nil {
+			return fmt.Errorf("put user %q: %w", u.Username, err)
+		}
+		if n == 0 {
+			if err := tx.taken(`username = $1`, []any{u.Username}, cache.ErrNameTaken, u); err != nil {
+				return err
+			}
+			if err := tx.taken(`directory_id = $1 AND ldap_uuid = $2 AND ldap_uuid <> ''`,
+				[]any{int64(u.DirectoryID), u.LDAPUUID}, cache.ErrUUIDTaken, u); err != nil {
+				return err
+			}
+			return fmt.Errorf("put user %q: id %d: %w", u.Username, u.ID, cache.ErrNotFound)
+		}
+	} else {
+		_, err := tx.exec(`UPDATE users SET username=$2, email=$3, display_name=$4, role=$5, groups=$6, state=$7,
+			block_reason=$8, ldap_status=$9, source=$10, directory_id=$11, ldap_dn=$12, ldap_uuid=$13,
+			password_hash=$14, created_at=$15, updated_at=$16, last_login_at=$17, last_synced_at=$18
+			WHERE id=$1`, args...)
+		if err != nil {
+			return fmt.Errorf("put user %q: %w", u.Username, err)
+		}
+		if old.PasswordHash != u.PasswordHash {
+			// SPEC §5: no session outlives the password it was made with.
+			if _, err := tx.DeleteUserSessions(u.ID); err != nil {
+				return fmt.Errorf("put user %q: %w", u.Username, err)
+			}
+		}
+	}
+	tx.last.u, tx.last.ok = cloneUser(*u), true
+	return nil
+}
+
+func zeroOrPg(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return pgTime(t)
+}
+
+// taken returns rule (wrapped) if a user matches where.
+func (tx *Tx) taken(where string, args []any, rule error, u *account.User) error {
+	var one int
+	err := tx.queryRow(`SELECT 1 FROM users WHERE `+where, args, &one)
+	switch {
+	case err == nil:
+		if errors.Is(rule, cache.ErrUUIDTaken) {
+			return fmt.Errorf("put user %q: uuid %s of directory %d: %w", u.Username, u.LDAPUUID, u.DirectoryID, rule)
+		}
+		return fmt.Errorf("put user %q: %w", u.Username, rule)
+	case errors.Is(err, cache.ErrNotFound):
+		return nil
+	default:
+		return fmt.Errorf("put user %q: %w", u.Username, err)
+	}
+}
+
+// DeleteUser removes a user and all its sessions. ErrNotFound.
+func (tx *Tx) DeleteUser(id uint64) error {
+	tx.last.ok = false
+	n, err := tx.exec(`DELETE FROM users WHERE id = $1`, int64(id))
+	if err != nil {
+		return fmt.Errorf("delete user %d: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("delete user: user %d: %w", id, cache.ErrNotFound)
+	}
+	if _, err := tx.DeleteUserSessions(id); err != nil {
+		return fmt.Errorf("delete user %d: %w", id, err)
+	}
+	return nil
+}
+
+// DeleteUserSessions ends every session of the user in this transaction.
+func (tx *Tx) DeleteUserSessions(userID uint64) (int, error) {
+	n, err := tx.exec(`DELETE FROM sessions WHERE user_id = $1`, int64(userID))
+	return int(n), err
+}
+
+// AddAudit appends e to run runID's audit list (seq 1, 2, ... across
+// transactions); entries are written with one COPY at commit.
+func (tx *Tx) AddAudit(runID uint64, e cache.AuditEntry) error {
+	seq, ok := tx.auditSeq[runID]
+	if !ok {
+		var max int64
+		if err := tx.queryRow(`SELECT coalesce(max(seq), 0) FROM audit WHERE run_id = $1`, []any{int64(runID)}, &max); err != nil {
+			return fmt.Errorf("add audit to run %d: %w", runID, err)
+		}
+		seq = uint64(max)
+		if tx.auditSeq == nil {
+			tx.auditSeq = map[uint64]uint64{}
+		}
+	}
+	seq++
+	tx.auditSeq[runID] = seq
+	e.Seq = seq
+	if e.At.IsZero() {
+		e.At = tx.now
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("add audit to run %d: %w", runID, err)
+	}
+	tx.audit = append(tx.audit, auditRow{runID, seq, b})
+	return nil
+}
+
+func (tx *Tx) flushAudit() error {
+	if len(tx.audit) == 0 {
+		return nil
+	}
+	rows := tx.audit
+	_, err := tx.tx.CopyFrom(tx.ctx, pgx.Identifier{"audit"}, []string{"run_id", "seq", "record"},
+		pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+			return []any{int64(rows[i].run), int64(rows[i].seq), rows[i].rec}, nil
+		}))
+	if err != nil {
+		return fmt.Errorf("add audit: %w", err)
+	}
+	tx.audit = nil
+	return nil
+}
+
+// SetNamingOverride records directory dirID's naming in this transaction.
+func (tx *Tx) SetNamingOverride(dirID uint64, naming string) error {
+	var err error
+	if naming == "" {
+		_, err = tx.exec(`DELETE FROM directory_naming WHERE id = $1`, int64(dirID))
+	} else {
+		_, err = tx.exec(`INSERT INTO directory_naming (id, naming) VALUES ($1, $2)
+			ON CONFLICT (id) DO UPDATE SET naming = excluded.naming`, int64(dirID), naming)
+	}
+	return err
+}
+
+// TrustNames: never on PostgreSQL (Store.NamesToken).
+func (tx *Tx) TrustNames(cache.NamesToken) (bool, error) { return false, nil }

@@ -1,0 +1,285 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/cache"
+)
+
+// readTx runs fn on a Tx over a read-only snapshot.
+func (s *Store) readTx(ctx context.Context, fn func(tx *Tx) error) error {
+	return s.view(ctx, func(ptx pgx.Tx) error {
+		tx := &Tx{ctx: ctx, tx: ptx, now: now()}
+		return fn(tx)
+	})
+}
+
+// UserByID: see cache.Backend.
+func (s *Store) UserByID(ctx context.Context, id uint64) (account.User, error) {
+	var u account.User
+	err := s.oneRead(ctx, func(tx *Tx) (err error) { u, err = tx.UserByID(id); return err })
+	return u, err
+}
+
+// UserByName: see cache.Backend.
+func (s *Store) UserByName(ctx context.Context, name string) (account.User, error) {
+	var u account.User
+	err := s.oneRead(ctx, func(tx *Tx) (err error) { u, err = tx.UserByName(name); return err })
+	return u, err
+}
+
+// UserByUUID: see cache.Backend.
+func (s *Store) UserByUUID(ctx context.Context, dirID uint64, uuid string) (account.User, error) {
+	var u account.User
+	err := s.oneRead(ctx, func(tx *Tx) (err error) { u, err = tx.UserByUUID(dirID, uuid); return err })
+	return u, err
+}
+
+// oneRead runs a single-statement read outside a transaction.
+func (s *Store) oneRead(ctx context.Context, fn func(tx *Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return fn(&Tx{ctx: ctx, tx: s.pool, now: now()})
+}
+
+// CreateUser: see cache.Backend.
+func (s *Store) CreateUser(ctx context.Context, u account.User) (account.User, error) {
+	var out account.User
+	err := s.Update(ctx, func(tx cache.Txn) error {
+		out = u
+		out.ID = 0
+		return tx.PutUser(&out)
+	})
+	if err != nil {
+		return account.User{}, fmt.Errorf("create user: %w", err)
+	}
+	return out, nil
+}
+
+// UpdateUser: see cache.Backend.
+func (s *Store) UpdateUser(ctx context.Context, id uint64, fn func(*account.User) error) (account.User, error) {
+	var out account.User
+	err := s.Update(ctx, func(tx cache.Txn) error {
+		u, err := tx.UserByID(id)
+		if err != nil {
+			return err
+		}
+		if err := fn(&u); err != nil {
+			return err
+		}
+		u.ID = id
+		if err := tx.PutUser(&u); err != nil {
+			return err
+		}
+		out = u
+		return nil
+	})
+	if err != nil {
+		return account.User{}, fmt.Errorf("update user %d: %w", id, err)
+	}
+	return out, nil
+}
+
+// DeleteUser: see cache.Backend.
+func (s *Store) DeleteUser(ctx context.Context, id uint64) error {
+	return s.Update(ctx, func(tx cache.Txn) error { return tx.DeleteUser(id) })
+}
+
+// queryUsers calls fn with each user the query yields.
+func queryUsers(ctx context.Context, q querier, sql string, args []any, fn func(account.User) error) error {
+	rows, err := q.Query(ctx, `SELECT `+userColumns+` FROM users `+sql, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var r userRow
+	dest := r.dest()
+	for rows.Next() {
+		r.u.Groups = nil
+		r.lastLogin, r.lastSync = nil, nil
+		if err := rows.Scan(dest...); err != nil {
+			return err
+		}
+		if err := fn(r.user()); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// ListUsers: see cache.Backend. Ordered by id.
+func (s *Store) ListUsers(ctx context.Context, f cache.UserFilter) ([]account.User, int, error) {
+	var (
+		conds []string
+		args  []any
+	)
+	add := func(cond string, v any) {
+		args = append(args, v)
+		conds = append(conds, fmt.Sprintf(cond, len(args)))
+	}
+	if f.State != "" {
+		add("state = $%d", f.State)
+	}
+	if f.Role != "" {
+		add("role = $%d", f.Role)
+	}
+	if f.Source != "" {
+		add("source = $%d", f.Source)
+	}
+	if f.DirectoryID != 0 {
+		add("directory_id = $%d", int64(f.DirectoryID))
+	}
+	if f.Query != "" {
+		// strpos, not LIKE: the search box's text is literal (% and _ too).
+		args = append(args, strings.ToLower(f.Query))
+		n := len(args)
+		conds = append(conds, fmt.Sprintf("(strpos(username, $%d) > 0 OR strpos(lower(email), $%d) > 0 OR strpos(lower(display_name), $%d) > 0)", n, n, n))
+	}
+	where := ""
+	if len(conds) > 0 {
+		where = "WHERE " + strings.Join(conds, " AND ")
+	}
+	var (
+		page  = []account.User{}
+		total int
+	)
+	err := s.view(ctx, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM users `+where, args...).Scan(&total); err != nil {
+			return err
+		}
+		sql := where + " ORDER BY id"
+		pargs := slices.Clone(args)
+		if f.Limit > 0 {
+			pargs = append(pargs, f.Limit)
+			sql += fmt.Sprintf(" LIMIT $%d", len(pargs))
+		}
+		if f.Offset > 0 {
+			pargs = append(pargs, f.Offset)
+			sql += fmt.Sprintf(" OFFSET $%d", len(pargs))
+		}
+		return queryUsers(ctx, tx, sql, pargs, func(u account.User) error {
+			page = append(page, u)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("list users: %w", err)
+	}
+	return page, total, nil
+}
+
+// UsersOfDirectory: see cache.Backend.
+func (s *Store) UsersOfDirectory(ctx context.Context, dirID uint64) ([]account.User, error) {
+	var out []account.User
+	err := queryUsers(ctx, s.pool, `WHERE directory_id = $1 ORDER BY id`, []any{int64(dirID)}, func(u account.User) error {
+		out = append(out, u)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("users of directory %d: %w", dirID, err)
+	}
+	return out, nil
+}
+
+// ForEachUser: see cache.Backend (one snapshot).
+func (s *Store) ForEachUser(ctx context.Context, fn func(account.User) error) error {
+	return s.view(ctx, func(tx pgx.Tx) error { return queryUsers(ctx, tx, `ORDER BY id`, nil, fn) })
+}
+
+// CountUsers: see cache.Backend.
+func (s *Store) CountUsers(ctx context.Context) (map[uint64]map[account.State]int, error) {
+	out := map[uint64]map[account.State]int{}
+	rows, err := s.pool.Query(ctx, `SELECT directory_id, state, count(*) FROM users GROUP BY 1, 2`)
+	if err != nil {
+		return nil, fmt.Errorf("count users: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			dir   int64
+			state string
+			n     int
+		)
+		if err := rows.Scan(&dir, &state, &n); err != nil {
+			return nil, fmt.Errorf("count users: %w", err)
+		}
+		m := out[uint64(dir)]
+		if m == nil {
+			m = map[account.State]int{}
+			out[uint64(dir)] = m
+		}
+		m[account.State(state)] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count users: %w", err)
+	}
+	return out, nil
+}
+
+const keyConfigLocalUsers = "config_local_users"
+
+// PruneConfigLocalUsers: see cache.Store.PruneConfigLocalUsers.
+func (s *Store) PruneConfigLocalUsers(ctx context.Context, names []string) ([]string, error) {
+	now := make([]string, 0, len(names))
+	for _, n := range names {
+		if n = account.NormalizeName(n); n != "" {
+			now = append(now, n)
+		}
+	}
+	slices.Sort(now)
+	now = slices.Compact(now)
+	var deleted []string
+	err := s.Update(ctx, func(t cache.Txn) error {
+		tx := t.(*Tx)
+		deleted = nil
+		var raw []byte
+		var before []string
+		err := tx.queryRow(`SELECT value FROM meta WHERE key = $1`, []any{keyConfigLocalUsers}, &raw)
+		switch {
+		case err == nil:
+			if json.Unmarshal(raw, &before) != nil {
+				before = nil
+			}
+		case !errors.Is(err, cache.ErrNotFound):
+			return fmt.Errorf("config local users: %w", err)
+		}
+		for _, n := range before {
+			if _, still := slices.BinarySearch(now, n); still {
+				continue
+			}
+			u, err := tx.UserByName(n)
+			switch {
+			case errors.Is(err, cache.ErrNotFound):
+				continue
+			case err != nil:
+				return err
+			case u.Source != account.SourceLocal:
+				continue
+			}
+			if err := tx.DeleteUser(u.ID); err != nil {
+				return err
+			}
+			deleted = append(deleted, n)
+		}
+		b, err := json.Marshal(now)
+		if err != nil {
+			return err
+		}
+		_, err = tx.exec(`INSERT INTO meta (key, value) VALUES ($1, $2)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, keyConfigLocalUsers, b)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("prune config local users: %w", err)
+	}
+	return deleted, nil
+}
