@@ -66,7 +66,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		log.Warn("config: "+w.Msg, "key", w.Path, "line", w.Line)
 	}
 
-	m := metrics.New()
+	m := metrics.NewReplica(cfg.ReplicaName)
 	store, err := openStore(ctx, cfg, log, m)
 	if err != nil {
 		return err

@@ -100,6 +100,32 @@ listen: ":8081"
 			want: []string{`listen: duplicate key (first set on line 2) (line 3)`},
 		},
 		{
+			name: "store backend unknown",
+			src: `upstream: http://127.0.0.1:3000
+store:
+  backend: redis
+`,
+			want: []string{`store.backend: unknown backend "redis" (want badger or postgres) (line 3)`},
+		},
+		{
+			name: "store postgres without dsn_file",
+			src: `upstream: http://127.0.0.1:3000
+store:
+  backend: postgres
+`,
+			want: []string{`store.postgres.dsn_file: required with store.backend postgres (line 2)`},
+		},
+		{
+			name: "store postgres dsn_file unreadable",
+			src: `upstream: http://127.0.0.1:3000
+store:
+  backend: postgres
+  postgres:
+    dsn_file: /nonexistent/pg_dsn
+`,
+			want: []string{`store.postgres.dsn_file: cannot read /nonexistent/pg_dsn: no such file or directory (line 5)`},
+		},
+		{
 			name: "missing upstream, empty file",
 			src:  ``,
 			want: []string{`upstream: required (the platform's base URL, e.g. http://127.0.0.1:3000)`},

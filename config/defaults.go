@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ const (
 	DefaultListen                = ":8080"
 	DefaultMetricsListen         = ":9090"
 	DefaultDataDir               = "/var/lib/ldapgate"
+	DefaultPostgresMaxConns      = 20
 	DefaultLogLevel              = "info"
 	DefaultSessionTTL            = 12 * time.Hour
 	DefaultIdleTimeout           = time.Hour
@@ -116,6 +118,16 @@ func (c *Config) ApplyDefaults() {
 	setStr(&c.Listen, DefaultListen)
 	setStr(&c.MetricsListen, DefaultMetricsListen)
 	setStr(&c.DataDir, DefaultDataDir)
+	setStr(&c.Store.Backend, StoreBadger)
+	c.Store.Backend = strings.ToLower(c.Store.Backend)
+	if c.Store.Postgres.MaxConns == 0 {
+		c.Store.Postgres.MaxConns = DefaultPostgresMaxConns
+	}
+	if c.ReplicaName == "" {
+		if h, err := os.Hostname(); err == nil {
+			c.ReplicaName = h
+		}
+	}
 	setDur(&c.Server.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	setDur(&c.Server.IdleTimeout, DefaultServerIdleTimeout)
 	if c.Server.MaxConns == 0 {

@@ -514,6 +514,14 @@ func (c *Config) readSecrets(base string, col *collector) {
 			c.AdminToken = v
 		}
 	}
+	if c.Store.Postgres.DSNFile != "" {
+		c.Store.Postgres.DSNFile = resolvePath(base, c.Store.Postgres.DSNFile)
+		if v, err := readSecretFile(c.Store.Postgres.DSNFile); err != nil {
+			col.add("store.postgres.dsn_file", "%s", err)
+		} else {
+			c.Store.Postgres.DSN = v
+		}
+	}
 	for i := range c.Directories {
 		d := &c.Directories[i]
 		p := fmt.Sprintf("directories[%d]", i)

@@ -31,6 +31,8 @@ func (c Config) LogValue() slog.Value {
 			slog.Int("max_conns_per_ip", c.Server.MaxConnsPerIP)),
 		slog.String("upstream", c.Upstream),
 		slog.String("data_dir", c.DataDir),
+		slog.String("store", c.Store.Backend),
+		slog.String("replica_name", c.ReplicaName),
 		slog.String("log_level", c.LogLevel),
 		slog.Bool("admin_token_set", c.AdminToken.IsSet()),
 		slog.Any("roles", c.Roles),

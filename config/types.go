@@ -74,6 +74,12 @@ type Config struct {
 	// Directories are the LDAP directories declared in the file; they are
 	// read-only through the admin API.
 	Directories []Directory `yaml:"directories" json:"directories"`
+	// Store picks the store backend (SPEC §12): badger under data_dir for
+	// one box, or PostgreSQL shared by several replicas.
+	Store Store `yaml:"store" json:"store"`
+	// ReplicaName names this process in logs and in the replica label of
+	// the sync metrics. Default: the host name.
+	ReplicaName string `yaml:"replica_name" json:"replica_name"`
 
 	// Path is the file this was loaded from (for SIGHUP reloads and messages).
 	Path string `yaml:"-" json:"-"`
@@ -81,6 +87,36 @@ type Config struct {
 	// lines maps key paths (directories[0].type) to their line in the file,
 	// for Warnings. A pointer keeps fmt's %+v of a Config short.
 	lines *lineIndex
+}
+
+// Store backends (SPEC §12).
+const (
+	StoreBadger   = "badger"
+	StorePostgres = "postgres"
+)
+
+// Store selects and configures the store backend.
+//
+//	store:
+//	  backend: postgres
+//	  postgres: {dsn_file: /run/secrets/pg_dsn, max_conns: 20}
+type Store struct {
+	// Backend is badger (embedded, one process, the default) or postgres
+	// (several replicas sharing one database).
+	Backend string `yaml:"backend" json:"backend"`
+	// Postgres configures the postgres backend.
+	Postgres Postgres `yaml:"postgres" json:"postgres"`
+}
+
+// Postgres is the connection of the postgres store backend.
+type Postgres struct {
+	// DSNFile holds the connection string (postgres://user:pass@host/db or
+	// key=value form); it carries the password, so it lives in a file.
+	DSNFile string `yaml:"dsn_file" json:"dsn_file"`
+	// DSN is read from DSNFile at load; never from the YAML.
+	DSN Secret `yaml:"-" json:"-"`
+	// MaxConns bounds the connection pool of this replica. Default 20.
+	MaxConns int `yaml:"max_conns" json:"max_conns"`
 }
 
 // Server holds the connection limits of listen and metrics_listen (SPEC

@@ -40,6 +40,18 @@ func (c *Config) validate(col *collector) {
 	if strings.TrimSpace(c.DataDir) == "" {
 		col.add("data_dir", "required")
 	}
+	switch c.Store.Backend {
+	case StoreBadger:
+	case StorePostgres:
+		if c.Store.Postgres.DSNFile == "" {
+			col.add("store.postgres.dsn_file", "required with store.backend postgres")
+		}
+		if c.Store.Postgres.MaxConns < 0 {
+			col.add("store.postgres.max_conns", "must be positive")
+		}
+	default:
+		col.add("store.backend", "unknown backend %q (want badger or postgres)", c.Store.Backend)
+	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":
 	default:

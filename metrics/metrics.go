@@ -36,7 +36,15 @@ type Metrics struct {
 }
 
 // New creates and registers every metric, with the Go and process collectors.
-func New() *Metrics {
+func New() *Metrics { return NewReplica("") }
+
+// NewReplica is New for a process named replica: the sync metrics carry
+// it as their replica label (SPEC §12: which of several replicas synced).
+func NewReplica(replica string) *Metrics {
+	var syncLabels prometheus.Labels
+	if replica != "" {
+		syncLabels = prometheus.Labels{"replica": replica}
+	}
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
 		Registry: reg,
@@ -64,26 +72,26 @@ func New() *Metrics {
 			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		}, []string{"directory", "op"}),
 		SyncRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "sync_runs_total",
+			Namespace: namespace, Name: "sync_runs_total", ConstLabels: syncLabels,
 			Help: "Sync runs by directory and result (success, failed, refused, dry_run).",
 		}, []string{"directory", "result"}),
 		SyncDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: namespace, Name: "sync_duration_seconds",
+			Namespace: namespace, Name: "sync_duration_seconds", ConstLabels: syncLabels,
 			Help:    "Duration of sync runs by directory.",
 			Buckets: []float64{.1, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800},
 		}, []string{"directory"}),
 		SyncPhaseDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: namespace, Name: "sync_phase_duration_seconds",
+			Namespace: namespace, Name: "sync_phase_duration_seconds", ConstLabels: syncLabels,
 			Help: "Duration of the phases of sync runs that reached them, by directory and phase: " +
 				"read (the directory), plan, apply (the store).",
 			Buckets: []float64{.01, .05, .1, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600},
 		}, []string{"directory", "phase"}),
 		SyncLastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "sync_last_success_timestamp_seconds",
+			Namespace: namespace, Name: "sync_last_success_timestamp_seconds", ConstLabels: syncLabels,
 			Help: "Unix time of the last successful sync, by directory.",
 		}, []string{"directory"}),
 		SyncChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "sync_changes_total",
+			Namespace: namespace, Name: "sync_changes_total", ConstLabels: syncLabels,
 			Help: "Applied sync changes by directory and action.",
 		}, []string{"directory", "action"}),
 		Users: prometheus.NewGaugeVec(prometheus.GaugeOpts{

@@ -33,12 +33,15 @@ type Options struct {
 	// MaxConns bounds the pool (0: pgx's default).
 	MaxConns int
 	Log      *slog.Logger
+	// Replica names this process (logs, the sync lock's holder).
+	Replica string
 }
 
 // Store is a cache.Backend on PostgreSQL.
 type Store struct {
-	pool *pgxpool.Pool
-	log  *slog.Logger
+	pool    *pgxpool.Pool
+	log     *slog.Logger
+	replica string
 }
 
 var _ cache.Backend = (*Store)(nil)
@@ -63,7 +66,7 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	s := &Store{pool: pool, log: opt.Log}
+	s := &Store{pool: pool, log: opt.Log, replica: opt.Replica}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
