@@ -165,8 +165,28 @@ func New(d Deps) (*Service, error) {
 	s.basicHit = s.m.CacheRequests.WithLabelValues("basic_auth", "hit")
 	s.basicMiss = s.m.CacheRequests.WithLabelValues("basic_auth", "miss")
 
+	if w, ok := d.Store.(cache.Watcher); ok {
+		// Another replica's logout, cap or "end sessions" reaches this
+		// LRU through the store's change feed (SPEC §12).
+		w.Watch(s.storeChanged)
+	}
 	s.wg.Go(s.countSessions)
 	return s, nil
+}
+
+// storeChanged drops the cached sessions a change of the shared store ends.
+// A user's block, deletion or password change needs nothing here: every
+// check reads the user, and the store drops its cached record itself.
+func (s *Service) storeChanged(c cache.Change) {
+	switch {
+	case c.All:
+		s.sessions.Purge()
+		s.basic.Purge()
+	case c.UserID != 0:
+		s.forgetUser(c.UserID)
+	case c.Session != [32]byte{}:
+		s.sessions.Remove(c.Session)
+	}
 }
 
 // Reload applies a new config's session lifetimes and login limits.

@@ -231,6 +231,15 @@ func (s *Service) Logout(ctx context.Context, tok string) error {
 func (s *Service) EndUserSessions(ctx context.Context, userID uint64) error {
 	// Store first: a concurrent cache miss then finds nothing to reload.
 	_, err := s.store.DeleteUserSessions(ctx, userID)
+	s.forgetUser(userID)
+	if err != nil {
+		return fmt.Errorf("end sessions of user %d: %w", userID, err)
+	}
+	return nil
+}
+
+// forgetUser drops the user's cached sessions and Basic-auth successes.
+func (s *Service) forgetUser(userID uint64) {
 	for _, k := range s.sessions.Keys() {
 		if e, ok := s.sessions.Peek(k); ok && e.userID == userID {
 			s.sessions.Remove(k)
@@ -241,8 +250,4 @@ func (s *Service) EndUserSessions(ctx context.Context, userID uint64) error {
 			s.basic.Remove(k)
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("end sessions of user %d: %w", userID, err)
-	}
-	return nil
 }

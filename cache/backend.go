@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"errors"
 
 	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/config"
@@ -138,3 +139,28 @@ func (p *serialPipeline) Update(ctx context.Context, fn func(tx Txn) error, comm
 }
 
 func (p *serialPipeline) Wait() error { return p.err }
+
+// ErrUnavailable: the store cannot be reached, or a shared store's change
+// feed has been silent too long to trust what is cached (SPEC §12: fail
+// closed, 503, rather than let in on a stale cache).
+var ErrUnavailable = errors.New("store unavailable")
+
+// Change is what a process sharing the store committed, for the caches
+// kept in front of it (auth's session LRU).
+type Change struct {
+	// All: changes may have been missed (the feed was interrupted):
+	// drop every cached entry.
+	All bool
+	// UserID: every session of this user ended (0: none).
+	UserID uint64
+	// Session: this session ended (the zero hash: none).
+	Session [32]byte
+}
+
+// Watcher is a Backend shared with other processes (PostgreSQL). Watch
+// registers fn, called from the store's one listener goroutine for each
+// change any process commits (this one's included), and with All when
+// the feed was interrupted. Register before serving requests.
+type Watcher interface {
+	Watch(fn func(Change))
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ldapgate/ldapgate/auth"
+	"github.com/ldapgate/ldapgate/cache"
 	"github.com/ldapgate/ldapgate/respond"
 )
 
@@ -144,6 +145,8 @@ func loginStatus(err error) (status int, code, msg string) {
 		return fasthttp.StatusForbidden, "forbidden", "This account may not log in. Contact your administrator."
 	case errors.Is(err, auth.ErrUnavailable):
 		return fasthttp.StatusServiceUnavailable, "directory_unavailable", "The directory is unavailable. Try again later."
+	case errors.Is(err, cache.ErrUnavailable):
+		return fasthttp.StatusServiceUnavailable, "store_unavailable", "The service is unavailable. Try again later."
 	}
 	return fasthttp.StatusInternalServerError, "internal", "Internal error."
 }

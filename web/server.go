@@ -18,6 +18,7 @@ import (
 
 	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/auth"
+	"github.com/ldapgate/ldapgate/cache"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
 	"github.com/ldapgate/ldapgate/metrics"
@@ -323,6 +324,10 @@ func (s *Server) caller(ctx *fasthttp.RequestCtx, st *settings) (account.User, e
 	}
 	if !errors.Is(err, auth.ErrNoSession) {
 		s.log.Error("session check failed", "err", err)
+		if errors.Is(err, cache.ErrUnavailable) {
+			// SPEC §12: fail closed with a 503, never on a stale cache.
+			return account.User{}, err
+		}
 	}
 	if authz := ctx.Request.Header.PeekBytes(headerAuthorization); isBasic(authz) {
 		name, pw, ok := auth.ParseBasic(authz)

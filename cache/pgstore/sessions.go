@@ -73,6 +73,7 @@ func (s *Store) CreateSession(ctx context.Context, sess cache.Session, maxPerUse
 					return tx.fail(err)
 				}
 				ended = append(ended, [32]byte(h))
+				tx.noteSession(h)
 			}
 			rows.Close()
 			if err := rows.Err(); err != nil {
@@ -109,7 +110,11 @@ func (s *Store) SessionByHash(ctx context.Context, h [32]byte) (cache.Session, e
 // DeleteSession: see cache.Backend (no such session: nil).
 func (s *Store) DeleteSession(ctx context.Context, h [32]byte) error {
 	err := s.Update(ctx, func(t cache.Txn) error {
-		_, err := t.(*Tx).exec(`DELETE FROM sessions WHERE token_hash = $1`, h[:])
+		tx := t.(*Tx)
+		n, err := tx.exec(`DELETE FROM sessions WHERE token_hash = $1`, h[:])
+		if n > 0 {
+			tx.noteSession(h[:])
+		}
 		return err
 	})
 	if err != nil {

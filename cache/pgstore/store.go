@@ -16,12 +16,15 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
 )
 
@@ -40,8 +43,16 @@ type Options struct {
 // Store is a cache.Backend on PostgreSQL.
 type Store struct {
 	pool    *pgxpool.Pool
+	connCfg *pgx.ConnConfig
 	log     *slog.Logger
 	replica string
+
+	// users caches user records by id (watch.go); gen counts the changes
+	// heard, heard is when the change feed last answered (unix ns).
+	users *lru.Cache[uint64, account.User]
+	gen   atomic.Uint64
+	heard atomic.Int64
+	watchState
 }
 
 var _ cache.Backend = (*Store)(nil)
@@ -62,14 +73,30 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 	if opt.MaxConns > 0 {
 		cfg.MaxConns = int32(opt.MaxConns)
 	}
+	// A server that does not answer is unavailable, not a hung request.
+	cfg.ConnConfig.ConnectTimeout = 2 * time.Second
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	s := &Store{pool: pool, log: opt.Log, replica: opt.Replica}
-	if err := s.migrate(ctx); err != nil {
+	users, err := lru.New[uint64, account.User](userCacheSize)
+	if err != nil {
 		pool.Close()
 		return nil, err
+	}
+	s := &Store{pool: pool, connCfg: cfg.ConnConfig.Copy(), log: opt.Log, replica: opt.Replica, users: users}
+	s.stop = make(chan struct{})
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, unavailable(err)
+	}
+	ready := make(chan struct{})
+	s.wg.Go(func() { s.listen(ready) })
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		s.Close()
+		return nil, fmt.Errorf("postgres: change feed: %w", unavailable(ctx.Err()))
 	}
 	return s, nil
 }
@@ -79,7 +106,11 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Close closes the pool.
 func (s *Store) Close() error {
-	s.pool.Close()
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		s.wg.Wait()
+		s.pool.Close()
+	})
 	return nil
 }
 
@@ -198,12 +229,18 @@ func (s *Store) Update(ctx context.Context, fn func(tx cache.Txn) error) error {
 		switch {
 		case err == nil:
 			return nil
-		case retryable(err) && conflicts < maxConflicts:
-			conflicts++
-		case errors.Is(err, cache.ErrRerun) && reruns < maxReruns:
-			reruns++
-		default:
+		case errors.Is(err, cache.ErrRerun) || retryable(err):
+			if retryable(err) && conflicts < maxConflicts {
+				conflicts++
+				continue
+			}
+			if !retryable(err) && reruns < maxReruns {
+				reruns++
+				continue
+			}
 			return err
+		default:
+			return unavailable(err)
 		}
 	}
 }
@@ -229,8 +266,15 @@ func (s *Store) attempt(ctx context.Context, assigned map[uint64]bool, fn func(t
 	if err := tx.flushAudit(); err != nil {
 		return err
 	}
+	if err := tx.notify(); err != nil {
+		return err
+	}
 	if err := ptx.Commit(ctx); err != nil {
 		return fmt.Errorf("store commit: %w", err)
+	}
+	if len(tx.notes) > 0 {
+		// This replica's own caches need not wait for the feed.
+		s.apply(strings.Join(tx.notes, ","))
 	}
 	return nil
 }
@@ -256,11 +300,11 @@ func (s *Store) TrustNames() (func(), bool) { return nil, false }
 func (s *Store) view(ctx context.Context, fn func(pgx.Tx) error) error {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return err
+		return unavailable(err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // read-only
 	if err := fn(tx); err != nil {
-		return err
+		return unavailable(err)
 	}
-	return tx.Commit(ctx)
+	return unavailable(tx.Commit(ctx))
 }

@@ -29,7 +29,10 @@ type Tx struct {
 	// given out per run.
 	audit    []auditRow
 	auditSeq map[uint64]uint64
-	last     struct {
+	// notes name the users changed and sessions ended, for the NOTIFY
+	// sent with the commit (watch.go).
+	notes []string
+	last  struct {
 		u  account.User
 		ok bool
 	}
@@ -260,6 +263,7 @@ func (tx *Tx) PutUser(u *account.User) error {
 		if err != nil {
 			return fmt.Errorf("put user %q: %w", u.Username, err)
 		}
+		tx.note('u', u.ID)
 		if old.PasswordHash != u.PasswordHash {
 			// SPEC §5: no session outlives the password it was made with.
 			if _, err := tx.DeleteUserSessions(u.ID); err != nil {
@@ -305,6 +309,7 @@ func (tx *Tx) DeleteUser(id uint64) error {
 	if n == 0 {
 		return fmt.Errorf("delete user: user %d: %w", id, cache.ErrNotFound)
 	}
+	tx.note('u', id)
 	if _, err := tx.DeleteUserSessions(id); err != nil {
 		return fmt.Errorf("delete user %d: %w", id, err)
 	}
@@ -314,6 +319,9 @@ func (tx *Tx) DeleteUser(id uint64) error {
 // DeleteUserSessions ends every session of the user in this transaction.
 func (tx *Tx) DeleteUserSessions(userID uint64) (int, error) {
 	n, err := tx.exec(`DELETE FROM sessions WHERE user_id = $1`, int64(userID))
+	if n > 0 {
+		tx.note('U', userID)
+	}
 	return int(n), err
 }
 

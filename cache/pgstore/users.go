@@ -23,10 +23,19 @@ func (s *Store) readTx(ctx context.Context, fn func(tx *Tx) error) error {
 }
 
 // UserByID: see cache.Backend.
+// Served from the replica's LRU while the change feed is fresh (watch.go).
 func (s *Store) UserByID(ctx context.Context, id uint64) (account.User, error) {
+	if u, ok := s.cachedUser(id); ok {
+		return cloneUser(u), nil
+	}
+	gen0 := s.gen.Load()
 	var u account.User
 	err := s.oneRead(ctx, func(tx *Tx) (err error) { u, err = tx.UserByID(id); return err })
-	return u, err
+	if err != nil {
+		return account.User{}, err
+	}
+	s.fillUser(gen0, cloneUser(u))
+	return u, nil
 }
 
 // UserByName: see cache.Backend.
@@ -48,7 +57,9 @@ func (s *Store) oneRead(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return fn(&Tx{ctx: ctx, tx: s.pool, now: now()})
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
+	return unavailable(fn(&Tx{ctx: ctx, tx: s.pool, now: now()}))
 }
 
 // CreateUser: see cache.Backend.
