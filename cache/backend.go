@@ -164,3 +164,13 @@ type Change struct {
 type Watcher interface {
 	Watch(fn func(Change))
 }
+
+// Locker is a Backend shared with other processes: the syncs of one
+// directory are single-flight across all of them (SPEC §12).
+type Locker interface {
+	// TryLockDirectory takes directory dirID's sync lock unless another
+	// process holds it (ok false). release gives it back; the lock also
+	// ends with the process that holds it (a replica killed mid-sync
+	// leaves no stuck lock).
+	TryLockDirectory(ctx context.Context, dirID uint64) (release func(), ok bool, err error)
+}

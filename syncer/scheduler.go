@@ -112,6 +112,17 @@ func (s *Syncer) NextRuns() map[uint64]time.Time {
 // the next sync completes the work.
 func (s *Syncer) RecoverRuns(ctx context.Context) {
 	for _, e := range s.dirs.List() {
+		if lk, ok := s.store.(cache.Locker); ok {
+			// A shared store: a "running" run may be another replica's,
+			// alive; it is interrupted only if nobody holds the lock.
+			release, held, err := lk.TryLockDirectory(ctx, e.Config.ID)
+			if err != nil || !held {
+				continue
+			}
+			s.closeInterrupted(ctx, e.Config.ID)
+			release()
+			continue
+		}
 		runs, err := s.store.Runs(ctx, e.Config.ID, 20)
 		if err != nil {
 			s.log.Warn("reading runs failed", "directory", e.Config.Name, "err", err)

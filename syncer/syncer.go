@@ -163,7 +163,7 @@ func (s *Syncer) Sync(ctx context.Context, dirID uint64, opt Options) (cache.Run
 		s.mu.Unlock()
 		close(f.done)
 	}()
-	f.run, f.err = s.sync(ctx, dirID, opt)
+	f.run, f.err = s.syncShared(ctx, dirID, opt)
 	return f.run, f.err
 }
 

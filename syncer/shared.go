@@ -1,0 +1,142 @@
+package syncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ldapgate/ldapgate/cache"
+)
+
+// Several replicas on one shared store (SPEC §12): a directory is synced
+// by one replica at a time, the one holding its lock (cache.Locker); a
+// request on another replica joins that run and answers it, and a
+// schedule that fires on every replica records one run.
+
+// sharedPoll is how often a replica waiting for another's sync looks.
+const sharedPoll = 100 * time.Millisecond
+
+// scheduleSlack: a scheduled run another replica started this close
+// before this replica's schedule fired is the same firing (clocks differ).
+const scheduleSlack = 30 * time.Second
+
+// syncShared is s.sync under the directory's cross-replica lock. Without a
+// shared store it is s.sync.
+func (s *Syncer) syncShared(ctx context.Context, dirID uint64, opt Options) (cache.Run, error) {
+	lk, ok := s.store.(cache.Locker)
+	if !ok {
+		return s.sync(ctx, dirID, opt)
+	}
+	fired := time.Now()
+	var joined uint64 // the other replica's run this request waits for
+	for {
+		release, held, err := lk.TryLockDirectory(ctx, dirID)
+		if err != nil {
+			return cache.Run{}, fmt.Errorf("sync of directory %d: %w", dirID, err)
+		}
+		if held {
+			return s.syncHeld(ctx, dirID, opt, release, fired, joined)
+		}
+		if joined == 0 {
+			if r, ok := s.foreignRunning(ctx, dirID); ok {
+				joined = r.ID
+				s.log.Info("joining the sync running on another replica", "directory_id", dirID, "run", r.ID)
+			}
+		}
+		if joined != 0 {
+			r, err := s.store.Run(ctx, joined)
+			if err == nil && r.Result != cache.RunRunning {
+				return r, runError(r)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return cache.Run{}, fmt.Errorf("waiting for the sync of directory %d on another replica: %w", dirID, ctx.Err())
+		case <-time.After(sharedPoll):
+		}
+	}
+}
+
+// syncHeld runs with the lock held. The run a request joined may have
+// ended just before the lock was free: then that is the answer. A run
+// still "running" under a free lock was left by a replica that died: it
+// is closed as failed before this sync completes the work.
+func (s *Syncer) syncHeld(ctx context.Context, dirID uint64, opt Options, release func(), fired time.Time, joined uint64) (cache.Run, error) {
+	defer release()
+	if joined != 0 {
+		if r, err := s.store.Run(ctx, joined); err == nil && r.Result != cache.RunRunning {
+			return r, runError(r)
+		}
+	}
+	s.closeInterrupted(ctx, dirID)
+	if opt.Trigger == TriggerSchedule {
+		runs, err := s.store.Runs(ctx, dirID, 5)
+		if err != nil {
+			return cache.Run{}, fmt.Errorf("sync of directory %d: %w", dirID, err)
+		}
+		for _, r := range runs {
+			if r.Trigger == TriggerSchedule && !r.DryRun && r.StartedAt.After(fired.Add(-scheduleSlack)) {
+				return r, runError(r) // another replica ran this firing
+			}
+		}
+	}
+	return s.sync(ctx, dirID, opt)
+}
+
+// foreignRunning returns the newest real run of the directory that is
+// running and not this process's.
+func (s *Syncer) foreignRunning(ctx context.Context, dirID uint64) (cache.Run, bool) {
+	runs, err := s.store.Runs(ctx, dirID, 5)
+	if err != nil {
+		return cache.Run{}, false
+	}
+	for _, r := range runs {
+		if r.Result != cache.RunRunning || r.DryRun {
+			continue
+		}
+		s.mu.Lock()
+		live := s.live[r.ID]
+		s.mu.Unlock()
+		if !live {
+			return r, true
+		}
+	}
+	return cache.Run{}, false
+}
+
+// closeInterrupted records as failed the real runs left "running" by a
+// process that no longer holds the lock (the caller holds it).
+func (s *Syncer) closeInterrupted(ctx context.Context, dirID uint64) {
+	runs, err := s.store.Runs(ctx, dirID, 20)
+	if err != nil {
+		s.log.Warn("reading runs failed", "directory_id", dirID, "err", err)
+		return
+	}
+	for _, r := range runs {
+		if r.Result != cache.RunRunning || r.DryRun {
+			continue
+		}
+		s.mu.Lock()
+		live := s.live[r.ID]
+		s.mu.Unlock()
+		if live {
+			continue
+		}
+		r.Result, r.Error = cache.RunFailed, "interrupted: the process stopped during the run"
+		if err := s.store.FinishRun(ctx, r); err != nil {
+			s.log.Warn("closing an interrupted run failed", "run", r.ID, "err", err)
+		}
+	}
+}
+
+// runError is the error a joined run's result stands for.
+func runError(r cache.Run) error {
+	switch r.Result {
+	case cache.RunFailed:
+		return errors.New(r.Error)
+	case cache.RunRefused:
+		return fmt.Errorf("%w: %s", ErrRefused, r.Error)
+	}
+	return nil
+}

@@ -1,0 +1,77 @@
+package syncer
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/pgstore"
+	"github.com/ldapgate/ldapgate/config"
+	"github.com/ldapgate/ldapgate/internal/pgtest"
+)
+
+// TestSharedStoreSingleFlight: two replicas on one PostgreSQL store (SPEC
+// §12). A request on B while A syncs joins A's run; B's start does not
+// close A's live run; a schedule firing on both records one run.
+func TestSharedStoreSingleFlight(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	e := newEnv(t)
+	open := func() *pgstore.Store {
+		s, err := pgstore.Open(context.Background(), dsn, pgstore.Options{Log: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	storeA := open()
+	a := New(storeA, e.dirs, config.DefaultRoles(), testLogger(t), nil)
+	a.batch = 1 // several batches: a sync to pause in the middle of
+	b := New(open(), e.dirs, config.DefaultRoles(), testLogger(t), nil)
+
+	paused, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	testHookAfterBatch = func(int) { once.Do(func() { close(paused); <-resume }) }
+	t.Cleanup(func() { testHookAfterBatch = nil })
+
+	type result struct {
+		run cache.Run
+		err error
+	}
+	sync := func(s *Syncer, trigger string) chan result {
+		ch := make(chan result, 1)
+		go func() {
+			r, err := s.Sync(context.Background(), testDirID, Options{Trigger: trigger})
+			ch <- result{r, err}
+		}()
+		return ch
+	}
+	resA := sync(a, TriggerAPI)
+	<-paused
+	b.RecoverRuns(context.Background()) // a replica starting while A syncs
+	resB := sync(b, TriggerAPI)
+	// B can only answer once A's run has finished; let A go.
+	close(resume)
+	ra, rb := <-resA, <-resB
+	if ra.err != nil || rb.err != nil {
+		t.Fatalf("syncs: A %v, B %v", ra.err, rb.err)
+	}
+	if ra.run.ID != rb.run.ID || rb.run.Result != cache.RunSuccess {
+		t.Fatalf("B answered run %d (%s), A ran %d: B must join A's run", rb.run.ID, rb.run.Result, ra.run.ID)
+	}
+	runs, err := storeA.Runs(context.Background(), testDirID, 0)
+	if err != nil || len(runs) != 1 {
+		t.Fatalf("runs: %d %v, want 1", len(runs), err)
+	}
+
+	// A schedule fires on both replicas: one run.
+	sa := <-sync(a, TriggerSchedule)
+	sb := <-sync(b, TriggerSchedule)
+	if sa.err != nil || sb.err != nil || sa.run.ID != sb.run.ID {
+		t.Fatalf("scheduled syncs: A run %d (%v), B run %d (%v); want one run", sa.run.ID, sa.err, sb.run.ID, sb.err)
+	}
+	if runs, _ := storeA.Runs(context.Background(), testDirID, 0); len(runs) != 2 {
+		t.Errorf("runs after a schedule fired on both: %d, want 2", len(runs))
+	}
+}
