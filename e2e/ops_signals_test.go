@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -432,5 +433,59 @@ func TestShutdownDuringSync(t *testing.T) {
 		if m := r.(map[string]any); m["result"] == "running" {
 			t.Errorf("after restart a run is still running: %v", m)
 		}
+	}
+}
+
+// TestShutdownCutsHungUpstream: one upstream request that never answers
+// holds a shutdown for the drain bound, not longer: once the bound has
+// passed the request is cut (the client gets 502, the upstream sees its
+// connection close) and Run returns. It used to wait the bound, then 15 s
+// more for the handler, which was still waiting for the upstream.
+func TestShutdownCutsHungUpstream(t *testing.T) {
+	arrived, cut := make(chan struct{}, 1), make(chan struct{}, 1)
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case arrived <- struct{}{}:
+		default: // a second request (a retry) must not block here
+		}
+		<-r.Context().Done() // the proxy closed the connection
+		cut <- struct{}{}
+	}))
+	defer hung.Close()
+	c := newOpsConfig(t, hung.URL, "public_paths: [\"/public/\"]\n")
+	const bound = 2 * time.Second
+	g := startOpsGateWith(t, c, app.Options{ShutdownTimeout: bound})
+
+	status := make(chan int, 1)
+	go func() {
+		resp, err := (&http.Client{Timeout: time.Minute}).Get(g.base + "/public/hang")
+		if err != nil {
+			status <- 0
+			return
+		}
+		resp.Body.Close()
+		status <- resp.StatusCode
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request never reached the upstream")
+	}
+	stopAt := time.Now()
+	if err := g.stop(); err != nil {
+		t.Fatalf("app.Run: %v", err)
+	}
+	took := time.Since(stopAt)
+	select {
+	case <-cut:
+	default:
+		t.Error("Run returned while the upstream request was still open")
+	}
+	if got := <-status; got != http.StatusBadGateway && got != http.StatusGatewayTimeout && got != 0 {
+		t.Errorf("the cut request answered %d, want 502/504 or a closed connection", got)
+	}
+	// Generous (a loaded CI machine), yet far below the old bound + 15 s.
+	if took < bound || took > bound+8*time.Second {
+		t.Errorf("shutdown took %v with a %v drain bound", took, bound)
 	}
 }
