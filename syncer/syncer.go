@@ -110,7 +110,8 @@ func (s *Syncer) currentRoles() []string { return *s.roles.Load() }
 // Options of one sync.
 type Options struct {
 	// DryRun plans without applying; the run is recorded as dry_run with
-	// the planned counts (and, in Error, the refusal a real run would meet).
+	// the planned counts (and, in Error, the refusal a real run would meet)
+	// and the planned changes as its audit list, each marked Planned.
 	DryRun bool
 	// Force applies a plan the safety checks refuse (empty read, too many
 	// blocks). It never applies a failed read.
@@ -377,6 +378,9 @@ func (s *Syncer) sync(ctx context.Context, dirID uint64, opt Options) (cache.Run
 	if opt.DryRun {
 		if checkErr != nil {
 			run.Error = "a real run would be refused: " + checkErr.Error()
+		}
+		if err := s.recordPlan(ctx, run.ID, p.Changes); err != nil {
+			return finish(cache.RunFailed, fmt.Errorf("dry run of %s: %w", cfg.Name, err))
 		}
 		return finish(cache.RunDryRun, nil)
 	}

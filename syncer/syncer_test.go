@@ -325,6 +325,26 @@ func TestSyncRules(t *testing.T) {
 		if after := storeState(t, e.store); !maps.Equal(before, after) {
 			t.Error("dry run or preview wrote the store")
 		}
+		// The dry run's changes are its run's list, marked planned, and
+		// are what the real run then applies.
+		planned, err := e.store.RunChanges(ctx, run.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gina := e.user(t, "gina")
+		if len(planned) != 1 || planned[0].Action != "block" || planned[0].UserID != gina.ID ||
+			planned[0].Username != e.fx.Login("gina") || planned[0].Reason != "deleted_in_ldap" || !planned[0].Planned {
+			t.Errorf("dry run's changes %+v, want gina's planned block", planned)
+		}
+		real := e.sync(t, Options{})
+		applied, err := e.store.RunChanges(ctx, real.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(applied) != 1 || applied[0].Planned || applied[0].Action != planned[0].Action ||
+			applied[0].UserID != planned[0].UserID || !maps.Equal(applied[0].Fields, planned[0].Fields) {
+			t.Errorf("real run's changes %+v differ from the dry run's %+v", applied, planned)
+		}
 	})
 
 	t.Run("runs are recorded with their metrics", func(t *testing.T) {
