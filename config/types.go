@@ -92,6 +92,11 @@ type Session struct {
 	// SecureCookie sets the cookie's Secure flag; default true. Turn it off
 	// only for plain-HTTP test setups.
 	SecureCookie *bool `yaml:"secure_cookie" json:"secure_cookie"`
+	// CookieDomain is the cookie's Domain attribute. Empty (the default):
+	// a host-only cookie. Set it where the login page and the platform are
+	// different hosts of one site (forward-auth), so the platform's host
+	// receives the cookie too.
+	CookieDomain string `yaml:"cookie_domain" json:"cookie_domain"`
 }
 
 // Login holds the failed-login limits (SPEC §5).
@@ -102,6 +107,10 @@ type Login struct {
 	MaxFailuresPerAddress int `yaml:"max_failures_per_address" json:"max_failures_per_address"`
 	// Window is the sliding period failures are counted in.
 	Window Duration `yaml:"window" json:"window"`
+	// RedirectHosts are the hosts (host or host:port) besides ldapgate's
+	// own that a login's rd may send the browser to: the platform's host in
+	// a forward-auth setup. Default none: anything else goes to "/".
+	RedirectHosts []string `yaml:"redirect_hosts" json:"redirect_hosts"`
 }
 
 // Headers names the identity headers (SPEC §6).

@@ -71,8 +71,8 @@ func (s *Server) render(ctx *fasthttp.RequestCtx, status int, d pageData) {
 }
 
 // loginPage is GET /login.
-func (s *Server) loginPage(ctx *fasthttp.RequestCtx, _ *settings) {
-	rd, _ := SafeRedirect(string(ctx.QueryArgs().Peek("rd")))
+func (s *Server) loginPage(ctx *fasthttp.RequestCtx, st *settings) {
+	rd, _ := SafeRedirectTo(string(ctx.QueryArgs().Peek("rd")), string(ctx.Host()), st.redirectHosts)
 	s.render(ctx, fasthttp.StatusOK, s.pageData(rd, ""))
 }
 
@@ -92,7 +92,7 @@ func (s *Server) loginForm(ctx *fasthttp.RequestCtx, st *settings) {
 	args.ParseBytes(body)
 	username := string(args.Peek("username"))
 	dir := string(args.Peek("directory"))
-	rd, _ := SafeRedirect(string(args.Peek("rd")))
+	rd, _ := SafeRedirectTo(string(args.Peek("rd")), string(ctx.Host()), st.redirectHosts)
 
 	res, err := s.d.Auth.Login(ctx, auth.LoginRequest{
 		Name: username, Password: string(args.Peek("password")), Directory: dir, ClientIP: s.clientIP(ctx, st),
