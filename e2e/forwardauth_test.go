@@ -26,7 +26,7 @@ func readmeBlock(t *testing.T, lang string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile("(?ms)^```" + regexp.QuoteMeta(lang) + "\n(.*?)^```$").FindAllSubmatch(readme, -1)
+	m := regexp.MustCompile("(?ms)^```"+regexp.QuoteMeta(lang)+"\n(.*?)^```$").FindAllSubmatch(readme, -1)
 	if len(m) != 1 {
 		t.Fatalf("README has %d ```%s blocks, want 1", len(m), lang)
 	}
