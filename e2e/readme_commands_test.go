@@ -417,3 +417,29 @@ func TestReadmeAdminAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeInlineCurl runs the curl commands the README gives inline
+// (`curl ...` in running text) against the built binary: each answers 200.
+func TestReadmeInlineCurl(t *testing.T) {
+	bin := opsBinary(t)
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spans := regexp.MustCompile("`(curl [^`]+)`").FindAllSubmatch(readme, -1)
+	if len(spans) == 0 {
+		t.Fatal("no inline curl in the README: drop this test or the regexp is wrong")
+	}
+	up := startEchoUpstream(t, 0)
+	c := newOpsConfig(t, up.URL, "")
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	writeConfig(t, path, c.yaml())
+	startBinary(t, bin, path, c.Listen)
+	for _, m := range spans {
+		cmd := strings.NewReplacer("127.0.0.1:8080", c.Listen, "127.0.0.1:9090", c.Metrics).Replace(string(m[1]))
+		out, err := exec.Command("bash", "-c", strings.Replace(cmd, "curl ", "curl -s -o /dev/null -w '%{http_code}' ", 1)).CombinedOutput()
+		if err != nil || string(out) != "200" {
+			t.Errorf("%s: %v %s, want 200", m[1], err, out)
+		}
+	}
+}
