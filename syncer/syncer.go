@@ -133,6 +133,10 @@ type Options struct {
 // the plan, not another request's outcome. The sync runs under the ctx of
 // the request that started it; joiners stop waiting when their own ctx
 // ends, without cancelling it.
+// testHookJoin, when set (tests only), is called when a Sync call starts
+// waiting for the running sync of dirID.
+var testHookJoin func(dirID uint64)
+
 func (s *Syncer) Sync(ctx context.Context, dirID uint64, opt Options) (cache.Run, error) {
 	if opt.DryRun {
 		return s.sync(ctx, dirID, opt)
@@ -144,6 +148,9 @@ func (s *Syncer) Sync(ctx context.Context, dirID uint64, opt Options) (cache.Run
 			break
 		}
 		s.mu.Unlock()
+		if testHookJoin != nil {
+			testHookJoin(dirID)
+		}
 		select {
 		case <-f.done:
 			if !f.exclusive {

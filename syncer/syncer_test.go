@@ -502,6 +502,9 @@ func TestSyncJoins(t *testing.T) {
 	g := &gate{entered: make(chan struct{}), release: make(chan struct{})}
 	e.setClient(func(c directory.Client) directory.Client { g.Client = c; return g })
 
+	joined := make(chan struct{}, 1)
+	testHookJoin = func(uint64) { joined <- struct{}{} }
+	t.Cleanup(func() { testHookJoin = nil })
 	var wg sync.WaitGroup
 	runs := make([]cache.Run, 2)
 	wg.Add(1)
@@ -514,7 +517,11 @@ func TestSyncJoins(t *testing.T) {
 	if err != nil || dry.Result != cache.RunDryRun {
 		t.Errorf("dry run during a sync: %+v %v", dry, err)
 	}
-	time.Sleep(100 * time.Millisecond) // let the second request reach the join
+	select { // the second request waits for the first: it has joined
+	case <-joined:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second request never joined the running sync")
+	}
 	close(g.release)
 	wg.Wait()
 	if runs[0].ID == 0 || runs[0].ID != runs[1].ID || runs[1].Trigger != "first" {
