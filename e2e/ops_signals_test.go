@@ -233,12 +233,14 @@ func TestReloadOnSIGHUP(t *testing.T) {
 }
 
 // TestShutdownDrainsOnSIGTERM: a request in flight when SIGTERM arrives
-// completes; new connections are refused; the process exits 0 in time
-// and a new process opens the same data dir (the badger lock is released).
+// completes; new connections are refused while it is still held; the
+// process exits 0 once it is done, well within the drain bound, and a new
+// process opens the same data dir (the badger lock is released). The
+// upstream holds the request until the test releases it: the order is
+// shown by events, not by timings a loaded machine could stretch.
 func TestShutdownDrainsOnSIGTERM(t *testing.T) {
 	bin := opsBinary(t)
-	const slow = 2 * time.Second
-	up := startEchoUpstream(t, slow)
+	up := startHeldUpstream(t)
 	c := newOpsConfig(t, up.URL, "public_paths: [\"/public/\"]\n")
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	writeConfig(t, path, c.yaml())
@@ -257,7 +259,7 @@ func TestShutdownDrainsOnSIGTERM(t *testing.T) {
 			return
 		}
 		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		_ = conn.SetDeadline(time.Now().Add(time.Minute))
 		fmt.Fprintf(conn, "GET /public/slow HTTP/1.1\r\nHost: %s\r\n\r\n", c.Listen)
 		buf := make([]byte, 8192)
 		var all []byte
@@ -281,38 +283,41 @@ func TestShutdownDrainsOnSIGTERM(t *testing.T) {
 	termAt := time.Now()
 	p.signal(syscall.SIGTERM)
 
-	// While the slow request drains, the listener is closed.
-	eventually(t, time.Second, "new connections refused after SIGTERM", func() (bool, string) {
-		conn, err := net.DialTimeout("tcp", c.Listen, 200*time.Millisecond)
+	// While the slow request is held, the listener is closed.
+	eventually(t, 20*time.Second, "new connections refused after SIGTERM", func() (bool, string) {
+		conn, err := net.DialTimeout("tcp", c.Listen, time.Second)
 		if err == nil {
 			conn.Close()
 			return false, "connected"
 		}
 		return errors.Is(err, syscall.ECONNREFUSED), err.Error()
 	})
-	if d := time.Since(termAt); d >= slow {
-		t.Fatalf("refusal only seen after %v, when the slow request was done anyway", d)
+	select {
+	case r := <-res:
+		t.Fatalf("the held request ended before it was released: %d %q", r.code, r.body)
+	default:
 	}
+	releasedAt := time.Now()
+	close(up.release)
 
 	select {
 	case r := <-res:
 		if r.code != 200 || !strings.Contains(r.body, `"path":"/public/slow"`) {
 			t.Fatalf("in-flight request: %d %q", r.code, r.body)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(20 * time.Second):
 		t.Fatal("in-flight request did not complete")
 	}
+	// Once nothing is in flight the process exits, not at the drain bound.
 	select {
 	case <-p.done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("process did not exit within 5s of SIGTERM")
+	case <-time.After(app.DefaultShutdownTimeout - time.Second):
+		t.Fatalf("process still running %v after the last request was released", time.Since(releasedAt))
 	}
 	if p.err != nil {
 		t.Fatalf("exit after SIGTERM: %v", p.err)
 	}
-	if d := time.Since(termAt); d > slow+3*time.Second {
-		t.Fatalf("shutdown took %v", d)
-	}
+	t.Logf("SIGTERM to exit: %v", time.Since(termAt))
 	if !strings.Contains(p.stderr.String(), `"msg":"stopped"`) {
 		t.Fatalf("no clean stop in the log")
 	}
