@@ -120,6 +120,11 @@ type Session struct {
 	// their oldest, so a leaked password cannot pile up sessions unseen and
 	// one account cannot fill the store. 0 means the default.
 	MaxPerUser int `yaml:"max_per_user" json:"max_per_user"`
+	// CookieDomain is the cookie's Domain attribute. Empty (the default):
+	// a host-only cookie. Set it where the login page and the platform are
+	// different hosts of one site (forward-auth), so the platform's host
+	// receives the cookie too.
+	CookieDomain string `yaml:"cookie_domain" json:"cookie_domain"`
 }
 
 // Login holds the failed-login limits (SPEC §5).
@@ -138,6 +143,10 @@ type Login struct {
 	MaxFailuresPerUser int `yaml:"max_failures_per_user" json:"max_failures_per_user"`
 	// Window is the sliding period failures are counted in.
 	Window Duration `yaml:"window" json:"window"`
+	// RedirectHosts are the hosts (host or host:port) besides ldapgate's
+	// own that a login's rd may send the browser to: the platform's host in
+	// a forward-auth setup. Default none: anything else goes to "/".
+	RedirectHosts []string `yaml:"redirect_hosts" json:"redirect_hosts"`
 }
 
 // Headers names the identity headers (SPEC §6).

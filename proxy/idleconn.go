@@ -38,6 +38,15 @@ type idleConn struct {
 	rArmed   time.Duration
 	wArmed   time.Duration
 	lastRead time.Duration
+	// onClose, if set, is told when the connection is closed (Proxy.conns).
+	onClose func(*idleConn)
+}
+
+func (c *idleConn) Close() error {
+	if c.onClose != nil {
+		c.onClose(c)
+	}
+	return c.Conn.Close()
 }
 
 // monoEpoch anchors monoNow; time.Since of a time with a monotonic

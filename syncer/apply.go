@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/ldapgate/ldapgate/account"
@@ -288,4 +289,55 @@ func actionFor(before, after *account.User) Action {
 		return ActionBlock
 	}
 	return ActionUpdate
+}
+
+// recordPlan writes a dry run's changes as its run's audit list, each
+// marked Planned (SPEC §4: preview, dry run and sync share one plan), so
+// that an operator reads exactly what a real sync would do before forcing
+// one. Skips and unchanged users are left out, as a real run leaves them
+// out of its list. Batches as apply's keep each transaction small.
+func (s *Syncer) recordPlan(ctx context.Context, runID uint64, changes []Change) error {
+	now := time.Now().UTC()
+	for start := 0; start < len(changes); start += defaultBatch {
+		batch := changes[start:min(start+defaultBatch, len(changes))]
+		err := s.store.Update(ctx, func(tx *cache.Tx) error {
+			for i := range batch {
+				if e, ok := plannedEntry(&batch[i], now); ok {
+					if err := tx.AddAudit(runID, e); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("recording the plan: %w", err)
+		}
+	}
+	return nil
+}
+
+// plannedEntry is the audit entry apply would write for c, as planned.
+func plannedEntry(c *Change, now time.Time) (cache.AuditEntry, bool) {
+	if c.Action == ActionSkip || c.Action == ActionUnchanged {
+		return cache.AuditEntry{}, false
+	}
+	e := cache.AuditEntry{At: now, Action: string(c.Action), Username: c.Username, Reason: c.Reason,
+		Fields: c.Fields, Planned: true}
+	if c.Before != nil {
+		e.UserID = c.Before.ID
+	}
+	switch c.Action {
+	case ActionCreate:
+		if c.After != nil {
+			e.Fields = map[string][2]string{"role": {"", c.After.Role}, "state": {"", string(c.After.State)}}
+		}
+	case ActionConvertLocal:
+		e.Fields = maps.Clone(c.Fields)
+		if e.Fields == nil {
+			e.Fields = map[string][2]string{}
+		}
+		e.Fields["password_hash"] = [2]string{"set", ""}
+	}
+	return e, true
 }

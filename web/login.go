@@ -179,6 +179,9 @@ func setSessionCookie(ctx *fasthttp.RequestCtx, st *settings, token string, exp 
 	c.SetHTTPOnly(true)
 	c.SetSameSite(fasthttp.CookieSameSiteLaxMode)
 	c.SetSecure(st.secure)
+	if st.cookieDomain != "" {
+		c.SetDomain(st.cookieDomain)
+	}
 	c.SetExpire(exp)
 	ctx.Response.Header.SetCookie(c)
 }
