@@ -149,7 +149,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
-	ops, err := newOpsServer(cfg.MetricsListen, store, dirs.Set(), m, log)
+	ops, err := newOpsServer(cfg.MetricsListen, cfg.Pprof, store, dirs.Set(), m, log)
 	if err != nil {
 		ln.Close()
 		return err

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -49,7 +50,7 @@ const (
 	freshSync = 25 * time.Hour
 )
 
-func newOpsServer(addr string, store *cache.Store, dirs *directory.Set, m *metrics.Metrics, log *slog.Logger) (*opsServer, error) {
+func newOpsServer(addr string, withPprof bool, store *cache.Store, dirs *directory.Set, m *metrics.Metrics, log *slog.Logger) (*opsServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -62,6 +63,13 @@ func newOpsServer(addr string, store *cache.Store, dirs *directory.Set, m *metri
 		_, _ = w.Write([]byte(`{"status":"ok"}`))
 	})
 	mux.HandleFunc("GET /readyz", o.readyz)
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	o.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return o, nil
 }

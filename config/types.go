@@ -42,6 +42,10 @@ type Config struct {
 	// MetricsListen serves /metrics, /healthz and /readyz; kept apart so it
 	// can stay off the public network.
 	MetricsListen string `yaml:"metrics_listen" json:"metrics_listen"`
+	// Pprof adds Go's profiler (/debug/pprof/) to MetricsListen, to find
+	// where a slow sync or proxy spends its time. Off by default: profiles
+	// show internals and cost CPU while they run.
+	Pprof bool `yaml:"pprof" json:"pprof"`
 	// Upstream is the platform's base URL (http or https) requests go to.
 	Upstream string `yaml:"upstream" json:"upstream"`
 	// DataDir holds the badger store; one process at a time.
