@@ -19,11 +19,22 @@
 #   bench/e2e-sync.sh                       # 100,000 users, no GOMEMLIMIT
 #   GOMEMLIMIT=256MiB bench/e2e-sync.sh     # as the Dockerfile runs it
 #   USERS=10000 bench/e2e-sync.sh           # quick check
-#   ROUNDS=3 bench/e2e-sync.sh              # three fresh stores, one slapd
+#   ROUNDS=3 VARIANTS="plain docker" bench/e2e-sync.sh
+#                                           # alternating, one slapd, fresh stores
 #   PPROF=1 bench/e2e-sync.sh               # also a CPU profile of each first sync
+#   PPROF=trace bench/e2e-sync.sh           # an execution trace instead (go tool trace)
+#
+# VARIANTS (default "plain"), each run in every round, in order:
+#   plain       the binary as built by the Dockerfile, GOMEMLIMIT/GOGC from
+#               the environment (none by default)
+#   docker      the same with the Dockerfile's GOMEMLIMIT=256MiB
+#   untrusted   a build whose apply writes new users with PutUser's index
+#               lookups instead of trusted creates (cache/names.go)
+#   nopipeline  a build whose apply commits one batch after the other
+#               (no cache/pipeline.go overlap)
 #
 # GOMEMLIMIT and GOGC, when set, are passed to ldapgate only. Needs: go,
-# slapd, slapadd and ldapsearch (slapd, ldap-utils), curl, awk, bc.
+# slapd, slapadd and ldapsearch (slapd, ldap-utils), curl, awk, bc, python3.
 # Everything listens on 127.0.0.1; every process started is killed on exit.
 # Bounded: each curl has a timeout (TIMEOUT seconds, default 600).
 set -euo pipefail
@@ -31,6 +42,7 @@ set -euo pipefail
 USERS=${USERS:-100000}
 GROUPS_N=${NGROUPS:-100}
 ROUNDS=${ROUNDS:-1}
+VARIANTS=${VARIANTS:-plain}
 PAGE=${PAGE:-500}
 TIMEOUT=${TIMEOUT:-600}
 PPROF=${PPROF:-}
@@ -61,7 +73,23 @@ free_port() { # a free loopback port, from the kernel
 }
 
 echo "building ldapgate..." >&2
-(cd "$root" && CGO_ENABLED=0 go build -trimpath -o "$tmp/ldapgate" .)
+for v in $VARIANTS; do
+	case $v in
+	plain | docker) ;;
+	untrusted | nopipeline) ;;
+	*) echo "e2e-sync.sh: unknown variant $v" >&2; exit 2 ;;
+	esac
+done
+(cd "$root" && CGO_ENABLED=0 go build -trimpath -o "$tmp/ldapgate.plain" .)
+# The measurement builds: syncer/apply.go's bench switches.
+for v in untrusted nopipeline; do
+	case " $VARIANTS " in *" $v "*)
+		sw=benchUntrusted
+		[ "$v" = nopipeline ] && sw=benchNoPipeline
+		(cd "$root" && CGO_ENABLED=0 go build -trimpath -ldflags "-X github.com/ldapgate/ldapgate/syncer.$sw=1" -o "$tmp/ldapgate.$v" .)
+		;;
+	esac
+done
 
 # --- slapd with the bulk directory ----------------------------------------
 base=dc=example,dc=com
@@ -110,7 +138,7 @@ echo "$token" >"$tmp/admin_token"
 gate_port=$(free_port) metrics_port=$(free_port) up_port=$(free_port)
 admin=(-H "Authorization: Bearer $token")
 gate_pid=
-start_gate() { # $1: data dir
+start_gate() { # $1: data dir, $2: variant
 	cat >"$tmp/ldapgate.yaml" <<YAML
 listen: "127.0.0.1:$gate_port"
 metrics_listen: "127.0.0.1:$metrics_port"
@@ -137,8 +165,13 @@ directories:
     page_size: $PAGE
     timeout: 5m
 YAML
-	env ${GATE_GOMEMLIMIT:+GOMEMLIMIT=$GATE_GOMEMLIMIT} ${GATE_GOGC:+GOGC=$GATE_GOGC} \
-		"$tmp/ldapgate" serve -config "$tmp/ldapgate.yaml" >>"$tmp/gate.log" 2>&1 &
+	local bin=$tmp/ldapgate.plain memlimit=$GATE_GOMEMLIMIT
+	case $2 in
+	docker) memlimit=256MiB ;;
+	untrusted | nopipeline) bin=$tmp/ldapgate.$2 ;;
+	esac
+	env ${memlimit:+GOMEMLIMIT=$memlimit} ${GATE_GOGC:+GOGC=$GATE_GOGC} \
+		"$bin" serve -config "$tmp/ldapgate.yaml" >>"$tmp/gate.log" 2>&1 &
 	gate_pid=$!
 	pids+=("$gate_pid")
 	for _ in $(seq 300); do
@@ -157,6 +190,11 @@ stop_gate() {
 	wait "$gate_pid" 2>/dev/null || true
 }
 
+cpu_s() { # CPU seconds (user+system) of ldapgate so far
+	local f
+	read -ra f < <(sed 's/.*) //' "/proc/$gate_pid/stat")
+	echo "scale=2; (${f[11]} + ${f[12]}) / $(getconf CLK_TCK)" | bc
+}
 status_kb() { awk -v f="$1:" '$1 == f {print $2}' "/proc/$gate_pid/status"; }
 reset_peak() { echo 5 >"/proc/$gate_pid/clear_refs"; }
 mib() { echo "scale=0; $1 / 1024" | bc; }
@@ -186,10 +224,12 @@ ldapsearch_time >/dev/null
 
 printf '%s users in %s groups nested under one mapped group, page size %s, ldapgate %s%s\n' \
 	"$USERS" "$GROUPS_N" "$PAGE" "${GATE_GOMEMLIMIT:+GOMEMLIMIT=$GATE_GOMEMLIMIT }" "${GATE_GOGC:+GOGC=$GATE_GOGC}"
-printf '%-6s | %-10s | %-10s | %-6s | %-9s | %-10s | %-6s | %s\n' round ldapsearch "first sync" ratio "peak RSS" "re-sync" ratio "phases of the first sync (server log)"
+printf '%-12s | %-10s | %-10s | %-6s | %-9s | %-10s | %-6s | %s\n' round ldapsearch "first sync" ratio "peak RSS" "re-sync" ratio "phases of the first sync (server log)"
+declare -A sum_ratio sum_reratio max_peak
 for r in $(seq "$ROUNDS"); do
+for v in $VARIANTS; do
 	rm -rf "$tmp/data"
-	start_gate "$tmp/data"
+	start_gate "$tmp/data" "$v"
 	id=$(curl -fsS -m 30 "${admin[@]}" "http://127.0.0.1:$gate_port/auth/v4/ldap" |
 		sed -n 's/.*"id":\([0-9]*\),"name":"bulk".*/\1/p')
 	[ -n "$id" ] || { echo "e2e-sync.sh: directory bulk not found through the API" >&2; exit 1; }
@@ -198,29 +238,40 @@ for r in $(seq "$ROUNDS"); do
 	rss0=$(status_kb VmRSS)
 	reset_peak
 	if [ -n "$PPROF" ]; then
-		curl -sS -m "$TIMEOUT" -o "$tmp/cpu.$r.pprof" "http://127.0.0.1:$metrics_port/debug/pprof/profile?seconds=${PPROF_SECONDS:-8}" &
+		kind=profile
+		[ "$PPROF" = trace ] && kind=trace
+		curl -sS -m "$TIMEOUT" -o "$tmp/cpu.$r.pprof" "http://127.0.0.1:$metrics_port/debug/pprof/$kind?seconds=${PPROF_SECONDS:-8}" &
 		prof_pid=$!
 		sleep 0.2
 	fi
+	c0=$(cpu_s)
 	first=$(api POST "/auth/v4/ldap/$id/sync")
 	peak=$(status_kb VmHWM)
+	c1=$(cpu_s)
 	if [ -n "$PPROF" ]; then
 		wait "$prof_pid" || true
-		cp "$tmp/cpu.$r.pprof" "${PPROF_OUT:-/tmp}/e2e-sync-cpu.$r.pprof"
-		echo "CPU profile: ${PPROF_OUT:-/tmp}/e2e-sync-cpu.$r.pprof (binary: keep it with PPROF_BIN)" >&2
-		[ -n "${PPROF_BIN:-}" ] && cp "$tmp/ldapgate" "$PPROF_BIN"
+		cp "$tmp/cpu.$r.pprof" "${PPROF_OUT:-/tmp}/e2e-sync-$kind.$r.pprof"
+		echo "$kind: ${PPROF_OUT:-/tmp}/e2e-sync-$kind.$r.pprof (binary: keep it with PPROF_BIN)" >&2
+		[ -n "${PPROF_BIN:-}" ] && cp "$tmp/ldapgate.plain" "$PPROF_BIN"
 	fi
 	grep -q "\"create\":$USERS" "$tmp/body" || { echo "e2e-sync.sh: first sync did not create $USERS users: $(head -c 400 "$tmp/body")" >&2; exit 1; }
 	ph=$(phases)
 	s2=$(ldapsearch_time)
+	c2=$(cpu_s)
 	resync=$(api POST "/auth/v4/ldap/$id/sync")
+	c3=$(cpu_s)
 	grep -q '"create"\|"update"' "$tmp/body" && { echo "e2e-sync.sh: the unchanged re-sync wrote users: $(head -c 400 "$tmp/body")" >&2; exit 1; }
 	s3=$(ldapsearch_time)
-	printf '%-6s | %8.3f s | %8.3f s | %6s | %5s MiB | %8.3f s | %6s | %s\n' "$r" "$(div "$s1 + $s2" 2)" "$first" \
-		"$(div "$first * 2" "$s1 + $s2")" "$(mib "$peak")" "$resync" "$(div "$resync * 2" "$s2 + $s3")" "$ph"
-	echo "   (RSS before the first sync $(mib "$rss0") MiB)"
+	ratio=$(div "$first * 2" "$s1 + $s2") reratio=$(div "$resync * 2" "$s2 + $s3")
+	printf '%-12s | %8.3f s | %8.3f s | %6.2f | %5s MiB | %8.3f s | %6.2f | %s\n' "$r $v" "$(div "$s1 + $s2" 2)" "$first" \
+		"$ratio" "$(mib "$peak")" "$resync" "$reratio" "$ph"
+	printf '             (ldapgate CPU: first sync %.2f s, re-sync %.2f s; RSS before the first sync %s MiB)\n' \
+		"$(echo "$c1 - $c0" | bc)" "$(echo "$c3 - $c2" | bc)" "$(mib "$rss0")"
+	sum_ratio[$v]=$(echo "${sum_ratio[$v]:-0} + $ratio" | bc -l)
+	sum_reratio[$v]=$(echo "${sum_reratio[$v]:-0} + $reratio" | bc -l)
+	max_peak[$v]=$(( ${max_peak[$v]:-0} > peak ? ${max_peak[$v]:-0} : peak ))
 
-	if [ "$r" = "$ROUNDS" ]; then
+	if [ "$r" = "$ROUNDS" ] && [ "$v" = "${VARIANTS##* }" ]; then
 		# Listings, after the syncs, on the last round's store.
 		printf '\n%-44s | %-8s | %-9s | %-10s | %s\n' listing time "RSS growth" "peak RSS" bytes
 		for q in "limit=$USERS" "limit=50" "limit=50&offset=$((USERS / 2))" "state=active&limit=50&offset=$((USERS - 100))" \
@@ -234,4 +285,12 @@ for r in $(seq "$ROUNDS"); do
 		done
 	fi
 	stop_gate
+done
+done
+
+echo
+echo "summary over $ROUNDS round(s): mean first-sync/ldapsearch, mean re-sync/ldapsearch, highest peak RSS"
+for v in $VARIANTS; do
+	printf '%-12s | first sync %.2f x | re-sync %.2f x | peak RSS %s MiB\n' "$v" \
+		"$(div "${sum_ratio[$v]}" "$ROUNDS")" "$(div "${sum_reratio[$v]}" "$ROUNDS")" "$(mib "${max_peak[$v]}")"
 done
