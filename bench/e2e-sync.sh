@@ -12,6 +12,10 @@
 #   3. GET /auth/v4/user?limit=USERS (curl, body to a file), and filtered
 #      and paged listings.
 #
+# Each sync's CPU time (ldapgate's and slapd's, from /proc) is set against
+# the CPU time of slapd and ldapsearch for the baseline: on a shared machine
+# that ratio moves much less than the wall-time one.
+#
 # Peak RSS is the ldapgate process's VmHWM from /proc, reset (clear_refs)
 # before each step; "growth" is VmHWM after the step minus VmRSS before it.
 # The server's own "sync finished" log line gives the phases.
@@ -27,7 +31,8 @@
 # VARIANTS (default "plain"), each run in every round, in order:
 #   plain       the binary as built by the Dockerfile, GOMEMLIMIT/GOGC from
 #               the environment (none by default)
-#   docker      the same with the Dockerfile's GOMEMLIMIT=256MiB
+#   docker      the same with the Dockerfile's GOMEMLIMIT (read from it)
+#   gomemlimit=X  the same with GOMEMLIMIT=X (e.g. gomemlimit=192MiB)
 #   untrusted   a build whose apply writes new users with PutUser's index
 #               lookups instead of trusted creates (cache/names.go)
 #   nopipeline  a build whose apply commits one batch after the other
@@ -75,7 +80,7 @@ free_port() { # a free loopback port, from the kernel
 echo "building ldapgate..." >&2
 for v in $VARIANTS; do
 	case $v in
-	plain | docker) ;;
+	plain | docker | gomemlimit=*) ;;
 	untrusted | nopipeline) ;;
 	*) echo "e2e-sync.sh: unknown variant $v" >&2; exit 2 ;;
 	esac
@@ -121,15 +126,29 @@ ldap_url="ldap://127.0.0.1:$ldap_port/"
 admin_dn="cn=admin,$base" admin_pw=${SLAPD_ADMIN_PASSWORD:-admin-secret}
 
 # The same reads as the sync: users, then groups, paged, same attributes.
+ticks_s() { # CPU seconds (user+system) of process $1 so far
+	local f
+	read -ra f < <(sed 's/.*) //' "/proc/$1/stat")
+	echo "scale=2; (${f[11]} + ${f[12]}) / $(getconf CLK_TCK)" | bc
+}
+
+# ldapsearch_time prints "wall-seconds cpu-seconds": the CPU is slapd's
+# and ldapsearch's, to set against ldapgate's and slapd's during a sync
+# (CPU moves much less than wall time when the machine is shared).
 ldapsearch_time() {
-	local t0 t1
-	t0=$(date +%s.%N)
+	local t0 t1 c0 c1 kids
+	t0=$(date +%s.%N) c0=$(ticks_s "$slapd_pid")
 	ldapsearch -x -LLL -H "$ldap_url" -D "$admin_dn" -w "$admin_pw" -E "pr=$PAGE/noprompt" \
 		-b "ou=bulk,$base" '(objectClass=inetOrgPerson)' uid entryUUID mail cn memberOf pwdAccountLockedTime >/dev/null
 	ldapsearch -x -LLL -H "$ldap_url" -D "$admin_dn" -w "$admin_pw" -E "pr=$PAGE/noprompt" \
 		-b "ou=bulkgroups,$base" '(objectClass=groupOfNames)' cn member uniqueMember memberUid memberOf objectSid >/dev/null
-	t1=$(date +%s.%N)
-	echo "$t1 - $t0" | bc -l
+	t1=$(date +%s.%N) c1=$(ticks_s "$slapd_pid")
+	# The children's CPU of this subshell: both ldapsearch runs (and the
+	# few date/sed/bc calls, milliseconds).
+	local tf=$tmp/times.$BASHPID
+	times >"$tf" # not in a $(...): that subshell has no children
+	kids=$(tail -n 1 "$tf" | awk '{ for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] } print t }')
+	echo "$(echo "$t1 - $t0" | bc -l) $(echo "$c1 - $c0 + $kids" | bc -l)"
 }
 
 # --- ldapgate ---------------------------------------------------------------
@@ -167,7 +186,8 @@ directories:
 YAML
 	local bin=$tmp/ldapgate.plain memlimit=$GATE_GOMEMLIMIT
 	case $2 in
-	docker) memlimit=256MiB ;;
+	docker) memlimit=$(sed -n 's/^ENV GOMEMLIMIT=\([^ ]*\).*/\1/p' "$root/Dockerfile") ;;
+	gomemlimit=*) memlimit=${2#gomemlimit=} ;;
 	untrusted | nopipeline) bin=$tmp/ldapgate.$2 ;;
 	esac
 	env ${memlimit:+GOMEMLIMIT=$memlimit} ${GATE_GOGC:+GOGC=$GATE_GOGC} \
@@ -190,10 +210,8 @@ stop_gate() {
 	wait "$gate_pid" 2>/dev/null || true
 }
 
-cpu_s() { # CPU seconds (user+system) of ldapgate so far
-	local f
-	read -ra f < <(sed 's/.*) //' "/proc/$gate_pid/stat")
-	echo "scale=2; (${f[11]} + ${f[12]}) / $(getconf CLK_TCK)" | bc
+cpu_s() { # CPU seconds of ldapgate and slapd so far
+	echo "$(ticks_s "$gate_pid") + $(ticks_s "$slapd_pid")" | bc
 }
 status_kb() { awk -v f="$1:" '$1 == f {print $2}' "/proc/$gate_pid/status"; }
 reset_peak() { echo 5 >"/proc/$gate_pid/clear_refs"; }
@@ -225,7 +243,7 @@ ldapsearch_time >/dev/null
 printf '%s users in %s groups nested under one mapped group, page size %s, ldapgate %s%s\n' \
 	"$USERS" "$GROUPS_N" "$PAGE" "${GATE_GOMEMLIMIT:+GOMEMLIMIT=$GATE_GOMEMLIMIT }" "${GATE_GOGC:+GOGC=$GATE_GOGC}"
 printf '%-12s | %-10s | %-10s | %-6s | %-9s | %-10s | %-6s | %s\n' round ldapsearch "first sync" ratio "peak RSS" "re-sync" ratio "phases of the first sync (server log)"
-declare -A sum_ratio sum_reratio max_peak
+declare -A sum_ratio sum_reratio max_peak sum_cratio sum_recratio
 for r in $(seq "$ROUNDS"); do
 for v in $VARIANTS; do
 	rm -rf "$tmp/data"
@@ -234,7 +252,7 @@ for v in $VARIANTS; do
 		sed -n 's/.*"id":\([0-9]*\),"name":"bulk".*/\1/p')
 	[ -n "$id" ] || { echo "e2e-sync.sh: directory bulk not found through the API" >&2; exit 1; }
 
-	s1=$(ldapsearch_time)
+	read -r s1 sc1 < <(ldapsearch_time)
 	rss0=$(status_kb VmRSS)
 	reset_peak
 	if [ -n "$PPROF" ]; then
@@ -256,17 +274,20 @@ for v in $VARIANTS; do
 	fi
 	grep -q "\"create\":$USERS" "$tmp/body" || { echo "e2e-sync.sh: first sync did not create $USERS users: $(head -c 400 "$tmp/body")" >&2; exit 1; }
 	ph=$(phases)
-	s2=$(ldapsearch_time)
+	read -r s2 sc2 < <(ldapsearch_time)
 	c2=$(cpu_s)
 	resync=$(api POST "/auth/v4/ldap/$id/sync")
 	c3=$(cpu_s)
 	grep -q '"create"\|"update"' "$tmp/body" && { echo "e2e-sync.sh: the unchanged re-sync wrote users: $(head -c 400 "$tmp/body")" >&2; exit 1; }
-	s3=$(ldapsearch_time)
+	read -r s3 sc3 < <(ldapsearch_time)
 	ratio=$(div "$first * 2" "$s1 + $s2") reratio=$(div "$resync * 2" "$s2 + $s3")
 	printf '%-12s | %8.3f s | %8.3f s | %6.2f | %5s MiB | %8.3f s | %6.2f | %s\n' "$r $v" "$(div "$s1 + $s2" 2)" "$first" \
 		"$ratio" "$(mib "$peak")" "$resync" "$reratio" "$ph"
-	printf '             (ldapgate CPU: first sync %.2f s, re-sync %.2f s; RSS before the first sync %s MiB)\n' \
-		"$(echo "$c1 - $c0" | bc)" "$(echo "$c3 - $c2" | bc)" "$(mib "$rss0")"
+	cratio=$(div "($c1 - $c0) * 2" "$sc1 + $sc2") recratio=$(div "($c3 - $c2) * 2" "$sc2 + $sc3")
+	printf '%-12s   CPU (ldapgate + slapd vs ldapsearch + slapd): first sync %.2f s vs %.2f s = %.2f x, re-sync %.2f s = %.2f x\n' \
+		"" "$(echo "$c1 - $c0" | bc)" "$(div "$sc1 + $sc2" 2)" "$cratio" "$(echo "$c3 - $c2" | bc)" "$recratio"
+	sum_cratio[$v]=$(echo "${sum_cratio[$v]:-0} + $cratio" | bc -l)
+	sum_recratio[$v]=$(echo "${sum_recratio[$v]:-0} + $recratio" | bc -l)
 	sum_ratio[$v]=$(echo "${sum_ratio[$v]:-0} + $ratio" | bc -l)
 	sum_reratio[$v]=$(echo "${sum_reratio[$v]:-0} + $reratio" | bc -l)
 	max_peak[$v]=$(( ${max_peak[$v]:-0} > peak ? ${max_peak[$v]:-0} : peak ))
@@ -289,8 +310,9 @@ done
 done
 
 echo
-echo "summary over $ROUNDS round(s): mean first-sync/ldapsearch, mean re-sync/ldapsearch, highest peak RSS"
+echo "summary over $ROUNDS round(s): means of the same-run ratios to ldapsearch (wall time; CPU), highest peak RSS"
 for v in $VARIANTS; do
-	printf '%-12s | first sync %.2f x | re-sync %.2f x | peak RSS %s MiB\n' "$v" \
-		"$(div "${sum_ratio[$v]}" "$ROUNDS")" "$(div "${sum_reratio[$v]}" "$ROUNDS")" "$(mib "${max_peak[$v]}")"
+	printf '%-12s | first sync %.2f x (CPU %.2f x) | re-sync %.2f x (CPU %.2f x) | peak RSS %s MiB\n' "$v" \
+		"$(div "${sum_ratio[$v]}" "$ROUNDS")" "$(div "${sum_cratio[$v]}" "$ROUNDS")" \
+		"$(div "${sum_reratio[$v]}" "$ROUNDS")" "$(div "${sum_recratio[$v]}" "$ROUNDS")" "$(mib "${max_peak[$v]}")"
 done
