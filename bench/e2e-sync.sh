@@ -215,6 +215,22 @@ cpu_s() { # CPU seconds of ldapgate and slapd so far
 }
 status_kb() { awk -v f="$1:" '$1 == f {print $2}' "/proc/$gate_pid/status"; }
 reset_peak() { echo 5 >"/proc/$gate_pid/clear_refs"; }
+# sample_rss tracks ldapgate's largest RssAnon (heap, stacks) and RssFile
+# (the binary and the store's memory-mapped files) every 50 ms until
+# $tmp/stop exists, then writes them (kB) to $tmp/rss-split: which side a
+# peak comes from.
+sample_rss() {
+	local a f ma=0 mf=0
+	while [ ! -e "$tmp/stop" ]; do
+		read -r a f < <(awk '$1 == "RssAnon:" {a = $2} $1 == "RssFile:" {f = $2} END {print a + 0, f + 0}' \
+			"/proc/$gate_pid/status" 2>/dev/null || echo 0 0)
+		((a > ma)) && ma=$a
+		((f > mf)) && mf=$f
+		sleep 0.05
+	done
+	echo "$ma $mf" >"$tmp/rss-split"
+}
+
 mib() { echo "scale=0; $1 / 1024" | bc; }
 
 api() { # method path [curl args...] -> seconds; body in $tmp/body
@@ -262,9 +278,16 @@ for v in $VARIANTS; do
 		prof_pid=$!
 		sleep 0.2
 	fi
+	rm -f "$tmp/stop" "$tmp/rss-split"
+	sample_rss &
+	sampler=$!
+	pids+=("$sampler")
 	c0=$(cpu_s)
 	first=$(api POST "/auth/v4/ldap/$id/sync")
 	peak=$(status_kb VmHWM)
+	touch "$tmp/stop"
+	wait "$sampler" || true
+	read -r peak_anon peak_file <"$tmp/rss-split"
 	c1=$(cpu_s)
 	if [ -n "$PPROF" ]; then
 		wait "$prof_pid" || true
@@ -286,6 +309,7 @@ for v in $VARIANTS; do
 	cratio=$(div "($c1 - $c0) * 2" "$sc1 + $sc2") recratio=$(div "($c3 - $c2) * 2" "$sc2 + $sc3")
 	printf '%-12s   CPU (ldapgate + slapd vs ldapsearch + slapd): first sync %.2f s vs %.2f s = %.2f x, re-sync %.2f s = %.2f x\n' \
 		"" "$(echo "$c1 - $c0" | bc)" "$(div "$sc1 + $sc2" 2)" "$cratio" "$(echo "$c3 - $c2" | bc)" "$recratio"
+	printf '%-12s   first sync RSS, largest samples (50 ms): anon %s MiB, file %s MiB\n' "" "$(mib "$peak_anon")" "$(mib "$peak_file")"
 	sum_cratio[$v]=$(echo "${sum_cratio[$v]:-0} + $cratio" | bc -l)
 	sum_recratio[$v]=$(echo "${sum_recratio[$v]:-0} + $recratio" | bc -l)
 	sum_ratio[$v]=$(echo "${sum_ratio[$v]:-0} + $ratio" | bc -l)
