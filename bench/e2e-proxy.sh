@@ -109,7 +109,7 @@ nginx_pid=$!
 
 wait_port() {
 	for _ in $(seq 200); do
-		if curl -sS -o /dev/null "http://127.0.0.1:$1/" 2>/dev/null; then return 0; fi
+		if curl -sS -m 2 -o /dev/null "http://127.0.0.1:$1/" 2>/dev/null; then return 0; fi
 		sleep 0.1
 	done
 	echo "e2e-proxy.sh: nothing answers on port $1" >&2
@@ -117,9 +117,9 @@ wait_port() {
 }
 for p in "$up_port" "$gate_port" "$nginx_port" "$bare_port"; do wait_port "$p"; done
 
-session=$(curl -fsS -X POST "http://127.0.0.1:$gate_port/auth/v4/public/token" \
+session=$(curl -fsS -m 30 -X POST "http://127.0.0.1:$gate_port/auth/v4/public/token" \
 	-d '{"username":"bench@local","password":"bench-password"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
-code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: ldapgate_session=$session" "http://127.0.0.1:$gate_port/app/page")
+code=$(curl -s -m 30 -o /dev/null -w '%{http_code}' -H "Cookie: ldapgate_session=$session" "http://127.0.0.1:$gate_port/app/page")
 [ "$code" = 200 ] || { echo "e2e-proxy.sh: the session does not pass ldapgate (HTTP $code)" >&2; exit 1; }
 # The same request to all: a browser-like cookie (the session among others)
 # so ldapgate's cookie rewrite runs, as it would in use.
@@ -159,11 +159,11 @@ nginx_workers=$(pgrep -P "$nginx_pid" | tr '\n' ' ')
 
 if [ -n "$PPROF" ]; then
 	secs=${PPROF_SECONDS:-4}
-	curl -sS -o "${PPROF_OUT:-/tmp}/e2e-proxy-ldapgate.pprof" "http://127.0.0.1:$metrics_port/debug/pprof/profile?seconds=$secs" &
+	curl -sS -m $((secs + 30)) -o "${PPROF_OUT:-/tmp}/e2e-proxy-ldapgate.pprof" "http://127.0.0.1:$metrics_port/debug/pprof/profile?seconds=$secs" &
 	p1=$!
 	DURATION=${secs}s run "$gate_port" "$gate_pid" >/dev/null
 	wait "$p1"
-	curl -sS -o "${PPROF_OUT:-/tmp}/e2e-proxy-bare.pprof" "http://127.0.0.1:$bare_pprof/debug/pprof/profile?seconds=$secs" &
+	curl -sS -m $((secs + 30)) -o "${PPROF_OUT:-/tmp}/e2e-proxy-bare.pprof" "http://127.0.0.1:$bare_pprof/debug/pprof/profile?seconds=$secs" &
 	p1=$!
 	DURATION=${secs}s run "$bare_port" "$bare_pid" >/dev/null
 	wait "$p1"
@@ -177,10 +177,14 @@ echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS rounds alternating; upstream 
 echo "nginx: upstream keepalive 64 + HTTP/1.1, 2 workers; bare: bench/bareproxy (fasthttp, no auth)"
 gs=0 ns=0 bs=0 gc=0 nc=0 bc_=0
 for i in $(seq "$ROUNDS"); do
-	read -r g gcpu < <(run "$gate_port" "$gate_pid")
+	# Through a file, not < <(...): a failed run must stop the script.
+	run "$gate_port" "$gate_pid" >"$tmp/r"
+	read -r g gcpu <"$tmp/r"
 	# shellcheck disable=SC2086
-	read -r n ncpu < <(run "$nginx_port" $nginx_workers)
-	read -r b bcpu < <(run "$bare_port" "$bare_pid")
+	run "$nginx_port" $nginx_workers >"$tmp/r"
+	read -r n ncpu <"$tmp/r"
+	run "$bare_port" "$bare_pid" >"$tmp/r"
+	read -r b bcpu <"$tmp/r"
 	printf 'round %d: ldapgate %6.0f req/s %5.1f us/req | nginx %6.0f req/s %5.1f us/req | bare %6.0f req/s %5.1f us/req | ldapgate/nginx %.2f, ldapgate/bare %.2f, bare/nginx %.2f\n' \
 		"$i" "$g" "$gcpu" "$n" "$ncpu" "$b" "$bcpu" "$(div "$g" "$n")" "$(div "$g" "$b")" "$(div "$b" "$n")"
 	gs=$(echo "$gs + $g" | bc -l) ns=$(echo "$ns + $n" | bc -l) bs=$(echo "$bs + $b" | bc -l)

@@ -138,9 +138,9 @@ ticks_s() { # CPU seconds (user+system) of process $1 so far
 ldapsearch_time() {
 	local t0 t1 c0 c1 kids
 	t0=$(date +%s.%N) c0=$(ticks_s "$slapd_pid")
-	ldapsearch -x -LLL -H "$ldap_url" -D "$admin_dn" -w "$admin_pw" -E "pr=$PAGE/noprompt" \
+	timeout "$TIMEOUT" ldapsearch -x -LLL -H "$ldap_url" -D "$admin_dn" -w "$admin_pw" -E "pr=$PAGE/noprompt" \
 		-b "ou=bulk,$base" '(objectClass=inetOrgPerson)' uid entryUUID mail cn memberOf pwdAccountLockedTime >/dev/null
-	ldapsearch -x -LLL -H "$ldap_url" -D "$admin_dn" -w "$admin_pw" -E "pr=$PAGE/noprompt" \
+	timeout "$TIMEOUT" ldapsearch -x -LLL -H "$ldap_url" -D "$admin_dn" -w "$admin_pw" -E "pr=$PAGE/noprompt" \
 		-b "ou=bulkgroups,$base" '(objectClass=groupOfNames)' cn member uniqueMember memberUid memberOf objectSid >/dev/null
 	t1=$(date +%s.%N) c1=$(ticks_s "$slapd_pid")
 	# The children's CPU of this subshell: both ldapsearch runs (and the
@@ -195,7 +195,7 @@ YAML
 	gate_pid=$!
 	pids+=("$gate_pid")
 	for _ in $(seq 300); do
-		if curl -fsS -o /dev/null "http://127.0.0.1:$metrics_port/healthz" 2>/dev/null; then return 0; fi
+		if curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$metrics_port/healthz" 2>/dev/null; then return 0; fi
 		kill -0 "$gate_pid" 2>/dev/null || break
 		sleep 0.1
 	done
@@ -268,7 +268,8 @@ for v in $VARIANTS; do
 		sed -n 's/.*"id":\([0-9]*\),"name":"bulk".*/\1/p')
 	[ -n "$id" ] || { echo "e2e-sync.sh: directory bulk not found through the API" >&2; exit 1; }
 
-	read -r s1 sc1 < <(ldapsearch_time)
+	(ldapsearch_time) >"$tmp/ls" # a subshell: times counts only its children
+	read -r s1 sc1 <"$tmp/ls"
 	rss0=$(status_kb VmRSS)
 	reset_peak
 	if [ -n "$PPROF" ]; then
@@ -297,12 +298,14 @@ for v in $VARIANTS; do
 	fi
 	grep -q "\"create\":$USERS" "$tmp/body" || { echo "e2e-sync.sh: first sync did not create $USERS users: $(head -c 400 "$tmp/body")" >&2; exit 1; }
 	ph=$(phases)
-	read -r s2 sc2 < <(ldapsearch_time)
+	(ldapsearch_time) >"$tmp/ls" # a subshell: times counts only its children
+	read -r s2 sc2 <"$tmp/ls"
 	c2=$(cpu_s)
 	resync=$(api POST "/auth/v4/ldap/$id/sync")
 	c3=$(cpu_s)
 	grep -q '"create"\|"update"' "$tmp/body" && { echo "e2e-sync.sh: the unchanged re-sync wrote users: $(head -c 400 "$tmp/body")" >&2; exit 1; }
-	read -r s3 sc3 < <(ldapsearch_time)
+	(ldapsearch_time) >"$tmp/ls" # a subshell: times counts only its children
+	read -r s3 sc3 <"$tmp/ls"
 	ratio=$(div "$first * 2" "$s1 + $s2") reratio=$(div "$resync * 2" "$s2 + $s3")
 	printf '%-12s | %8.3f s | %8.3f s | %6.2f | %5s MiB | %8.3f s | %6.2f | %s\n' "$r $v" "$(div "$s1 + $s2" 2)" "$first" \
 		"$ratio" "$(mib "$peak")" "$resync" "$reratio" "$ph"
