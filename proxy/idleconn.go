@@ -85,8 +85,11 @@ func (c *idleConn) Read(b []byte) (int, error) {
 // connection on that error without reading the answer, and the client
 // would get a 502 instead of the upstream's answer; with the rest of the
 // request dropped it goes on and reads the answer (or, if the upstream
-// sent none, fails there with a 502 as before). The connection is not used
-// again: SetWriteDeadline refuses it.
+// sent none, fails there with a 502 as before). The rest of the client's
+// body is still read and discarded first (HostClient copies it to the
+// end), so the answer waits for the upload, as with nginx, and the client
+// connection stays usable. The upstream connection is not used again:
+// SetWriteDeadline refuses it.
 func (c *idleConn) Write(b []byte) (int, error) {
 	if c.refused {
 		return len(b), nil
