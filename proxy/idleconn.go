@@ -87,7 +87,7 @@ func (c *idleConn) Read(b []byte) (int, error) {
 // request dropped it goes on and reads the answer (or, if the upstream
 // sent none, fails there with a 502 as before). The rest of the client's
 // body is still read and discarded first (HostClient copies it to the
-// end), so the answer waits for the upload, as with nginx, and the client
+// end), so the answer waits for the upload, and the client
 // connection stays usable. The upstream connection is not used again:
 // SetWriteDeadline refuses it.
 func (c *idleConn) Write(b []byte) (int, error) {
