@@ -24,6 +24,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("path", c.Path),
 		slog.String("listen", c.Listen),
 		slog.String("metrics_listen", c.MetricsListen),
+		slog.Bool("pprof", c.Pprof),
 		slog.String("upstream", c.Upstream),
 		slog.String("data_dir", c.DataDir),
 		slog.String("log_level", c.LogLevel),
