@@ -44,7 +44,7 @@ type Config struct {
 	MetricsListen string `yaml:"metrics_listen" json:"metrics_listen"`
 	// Pprof adds Go's profiler (/debug/pprof/) to MetricsListen, to find
 	// where a slow sync or proxy spends its time. Off by default: profiles
-	// show internals and cost CPU while they run.
+	// show internals and cost CPU while they run. Read at start only.
 	Pprof bool `yaml:"pprof" json:"pprof"`
 	// Upstream is the platform's base URL (http or https) requests go to.
 	Upstream string `yaml:"upstream" json:"upstream"`
