@@ -120,7 +120,8 @@ func (a *API) listUsers(c context.Context, ctx *fasthttp.RequestCtx) {
 			return enc.Encode(u)
 		})
 		if err != nil {
-			a.d.Log.Error("listing users failed", "err", err)
+			// Also a client that went away mid-answer: a warning, not an error.
+			a.d.Log.Warn("user listing cut short", "err", err)
 			return
 		}
 		w.WriteString("]}")
