@@ -13,6 +13,7 @@
 #   bench/e2e-proxy.sh                          # 5 rounds of wrk -t1 -c32 -d4s
 #   ROUNDS=9 DURATION=10s bench/e2e-proxy.sh
 #   PPROF=1 bench/e2e-proxy.sh                  # + CPU profiles of ldapgate and bare
+#   BARE_STREAM=1 bench/e2e-proxy.sh            # the bare proxy streams bodies too
 #
 # Prints requests/second and CPU time per request of each proxy (from
 # /proc, nginx's two workers summed), and the ratios of the same round.
@@ -54,7 +55,9 @@ echo "building..." >&2
 	go build -o "$tmp/upstream" ./proxy/bench/upstream && go build -o "$tmp/bareproxy" ./bench/bareproxy)
 
 "$tmp/upstream" -listen "127.0.0.1:$up_port" & pids+=($!)
-"$tmp/bareproxy" -listen "127.0.0.1:$bare_port" -upstream "127.0.0.1:$up_port" \
+# BARE_STREAM=1: the bare proxy streams bodies both ways, as ldapgate
+# must; what that costs is then out of the ldapgate/bare ratio.
+"$tmp/bareproxy" -listen "127.0.0.1:$bare_port" -upstream "127.0.0.1:$up_port" ${BARE_STREAM:+-stream} \
 	${PPROF:+-pprof "127.0.0.1:$bare_pprof"} 2>"$tmp/bare.log" & pids+=($!)
 bare_pid=$!
 
@@ -174,7 +177,7 @@ fi
 
 div() { echo "($1) / ($2)" | bc -l; }
 echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS rounds alternating; upstream answers \"ok\""
-echo "nginx: upstream keepalive 64 + HTTP/1.1, 2 workers; bare: bench/bareproxy (fasthttp, no auth)"
+echo "nginx: upstream keepalive 64 + HTTP/1.1, 2 workers; bare: bench/bareproxy (fasthttp, no auth${BARE_STREAM:+, streaming bodies})"
 gs=0 ns=0 bs=0 gc=0 nc=0 bc_=0
 for i in $(seq "$ROUNDS"); do
 	# Through a file, not < <(...): a failed run must stop the script.

@@ -17,11 +17,13 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:18085", "address to listen on (loopback only)")
 	upstream := flag.String("upstream", "127.0.0.1:18081", "upstream host:port")
 	pprofAddr := flag.String("pprof", "", "serve /debug/pprof/ here (loopback only)")
+	stream := flag.Bool("stream", false, "stream bodies both ways, as ldapgate must (bounded memory)")
 	flag.Parse()
 	if *pprofAddr != "" {
 		go func() { log.Println(http.ListenAndServe(*pprofAddr, nil)) }()
 	}
-	c := &fasthttp.HostClient{Addr: *upstream, MaxConns: 1024, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	c := &fasthttp.HostClient{Addr: *upstream, MaxConns: 1024, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
+		StreamResponseBody: *stream}
 	srv := &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
 			if err := c.Do(&ctx.Request, &ctx.Response); err != nil {
@@ -29,6 +31,7 @@ func main() {
 			}
 		},
 		NoDefaultServerHeader: true,
+		StreamRequestBody:     *stream,
 	}
 	log.Fatal(srv.ListenAndServe(*listen))
 }
