@@ -258,8 +258,8 @@ type reloadTargets struct {
 // reload re-reads the config file on SIGHUP: directories, role mappings,
 // schedules, headers, roles, local_users and the admin token file. A bad
 // file (or an admin_token_file that is missing or empty) is rejected with
-// every error logged and the running config kept. Listen addresses and
-// data_dir need a restart.
+// every error logged and the running config kept. Listen addresses,
+// data_dir and pprof need a restart.
 func reload(ctx context.Context, cur *config.Config, to reloadTargets, log *slog.Logger) {
 	next, err := config.Load(cur.Path)
 	if err != nil {

@@ -44,6 +44,10 @@ type Config struct {
 	MetricsListen string `yaml:"metrics_listen" json:"metrics_listen"`
 	// Server holds the connection limits of both listeners.
 	Server Server `yaml:"server" json:"server"`
+	// Pprof adds Go's profiler (/debug/pprof/) to MetricsListen, to find
+	// where a slow sync or proxy spends its time. Off by default: profiles
+	// show internals and cost CPU while they run. Read at start only.
+	Pprof bool `yaml:"pprof" json:"pprof"`
 	// Upstream is the platform's base URL (http or https) requests go to.
 	Upstream string `yaml:"upstream" json:"upstream"`
 	// DataDir holds the badger store; one process at a time.

@@ -19,6 +19,13 @@ import (
 // journal) while a 100k-user first sync commits 100 times.
 const defaultBatch = 1000
 
+// Measurement switches for bench/e2e-sync.sh (issue 12: do the pipeline
+// and the trusted creates earn their place in the end-to-end figure?),
+// set only by a build with -ldflags "-X
+// github.com/ldapgate/ldapgate/syncer.benchNoPipeline=1" (or
+// benchUntrusted=1); empty in every other build.
+var benchNoPipeline, benchUntrusted string
+
 // testHookAfterBatch, when set (tests only), is called after each committed
 // batch with the number of changes applied so far.
 var testHookAfterBatch func(applied int)
@@ -48,6 +55,9 @@ type applied struct {
 func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes []Change,
 	names *cache.NamesToken) (applied, error) {
 	res := applied{counts: map[Action]int{}}
+	if benchUntrusted != "" {
+		names = nil
+	}
 	if names != nil {
 		end, ok := s.store.TrustNames()
 		if !ok {
@@ -66,6 +76,9 @@ func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes 
 		}
 		b := batch
 		batch = nil
+		if benchNoPipeline != "" {
+			defer func() { _ = p.Wait() }() // one batch at a time; an error shows at the final Wait
+		}
 		return s.applyBatch(ctx, p, runID, dirID, b, trust, &res, func() {
 			done += len(b)
 			// Applied changes are not looked at again: dropping their
