@@ -1,5 +1,5 @@
 # ldapgate: static binary on a minimal base, non-root, store on /data.
-# Build stage runs the same `go build` as scripts/build.sh and the tests.
+# The build stage runs the same `go build` as the e2e tests (e2e/ops_main_test.go).
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./

@@ -34,7 +34,12 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	cmd := "serve"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+	switch {
+	case len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help"):
+		// Before the flag rule below: a leading "-" otherwise means
+		// "serve's flags", and serve would answer its own usage and 2.
+		cmd, args = "help", args[1:]
+	case len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-':
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
@@ -51,7 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version":
 		fmt.Fprintln(stdout, "ldapgate", buildVersion())
 		return 0
-	case "help", "-h", "--help":
+	case "help":
 		usage(stdout)
 		return 0
 	default:
@@ -68,7 +73,8 @@ func usage(w io.Writer) {
   ldapgate demo [-listen ADDR]         embedded directory + demo upstream, no setup
   ldapgate hash-password < PASSWORD    print an argon2id hash for local_users
   ldapgate healthcheck [-url URL]      exit 0 if /healthz answers 200 (container HEALTHCHECK)
-  ldapgate version
+  ldapgate version                     print the version
+  ldapgate help                        this list (also -h, --help)
 `)
 }
 

@@ -105,11 +105,7 @@ func (a *API) Handler() fasthttp.RequestHandler {
 			a.logLevel(ctx)
 			return
 		}
-		parent := a.d.Context
-		if parent == nil {
-			parent = context.Background()
-		}
-		c, cancel := context.WithTimeout(parent, requestTimeout)
+		c, cancel := context.WithTimeout(a.parent(), requestTimeout)
 		defer cancel()
 		parts := strings.Split(strings.Trim(strings.TrimPrefix(path, "/auth/v4/"), "/"), "/")
 		switch parts[0] {
@@ -121,6 +117,14 @@ func (a *API) Handler() fasthttp.RequestHandler {
 			notFound(ctx)
 		}
 	}
+}
+
+// parent is the parent of every admin call's context (Deps.Context).
+func (a *API) parent() context.Context {
+	if a.d.Context != nil {
+		return a.d.Context
+	}
+	return context.Background()
 }
 
 // isAdmin: an admin session (identified by the front), or the admin token

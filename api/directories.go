@@ -213,7 +213,24 @@ func (a *API) sync(c context.Context, ctx *fasthttp.RequestCtx, id uint64) {
 		return
 	}
 	// A failed or refused run is still a run: its record says why.
-	respond.OK(ctx, run)
+	if run.Result != cache.RunDryRun {
+		respond.OK(ctx, run)
+		return
+	}
+	// A dry run answers its plan too: the changes it recorded, each
+	// "planned": true (also at GET .../runs/{run}).
+	changes, err := a.d.Store.RunChanges(c, run.ID)
+	if err != nil {
+		internal(ctx, err)
+		return
+	}
+	if changes == nil {
+		changes = []cache.AuditEntry{}
+	}
+	respond.OK(ctx, struct {
+		cache.Run
+		Changes []cache.AuditEntry `json:"changes"`
+	}{run, changes})
 }
 
 func (a *API) preview(c context.Context, ctx *fasthttp.RequestCtx, id uint64) {

@@ -42,7 +42,8 @@ type Options struct {
 	Ready func()
 	// Logger overrides the JSON logger on stderr (tests).
 	Logger *slog.Logger
-	// ShutdownTimeout bounds draining in-flight requests (default 15s).
+	// ShutdownTimeout bounds draining in-flight requests (default
+	// DefaultShutdownTimeout); what still runs then is cut.
 	ShutdownTimeout time.Duration
 }
 
@@ -59,7 +60,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	}
 	if opt.ShutdownTimeout == 0 {
-		opt.ShutdownTimeout = 15 * time.Second
+		opt.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	log.Info("starting ldapgate", "version", opt.Version, "config", cfg)
 	for _, w := range cfg.Warnings() {
@@ -197,6 +198,10 @@ loop:
 		log.Warn("draining requests", "err", err)
 	}
 	ops.shutdown(shutCtx)
+	// The drain bound has passed (or nothing was left): what still runs
+	// is cut now, not awaited, so the bound is the one the README gives.
+	// Upstream requests end with 502, syncs are cancelled between batches.
+	fr.cut()
 	cancel()
 	endWork()
 	wg.Wait()
@@ -207,9 +212,13 @@ loop:
 	return runErr
 }
 
-// handlerGrace bounds the wait for handlers still running after the
-// drain: cancelled syncs record their run (at most 10 s, see syncer) and
-// return.
+// DefaultShutdownTimeout is the drain bound the README states: after it,
+// upstream requests still open are cut and syncs cancelled.
+const DefaultShutdownTimeout = 15 * time.Second
+
+// handlerGrace bounds the wait for handlers still running after the cut:
+// cut requests return at once, cancelled syncs record their run (at most
+// 10 s, see syncer) and return. It is a safety net, not a second drain.
 const handlerGrace = 15 * time.Second
 
 // handlerCount counts running handlers. Not a WaitGroup: requests may
@@ -249,8 +258,8 @@ type reloadTargets struct {
 // reload re-reads the config file on SIGHUP: directories, role mappings,
 // schedules, headers, roles, local_users and the admin token file. A bad
 // file (or an admin_token_file that is missing or empty) is rejected with
-// every error logged and the running config kept. Listen addresses and
-// data_dir need a restart.
+// every error logged and the running config kept. Listen addresses,
+// data_dir and pprof need a restart.
 func reload(ctx context.Context, cur *config.Config, to reloadTargets, log *slog.Logger) {
 	next, err := config.Load(cur.Path)
 	if err != nil {
@@ -343,6 +352,15 @@ func (f *frontend) apply(cfg *config.Config) error {
 // close ends every proxy's tunnels and idle connections. Retired proxies
 // are closed only here, after the server drained: a request that started
 // before a reload finishes on the proxy it started with.
+// cut closes every upstream connection of every proxy, busy ones too.
+func (f *frontend) cut() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, px := range f.proxies {
+		px.Cut()
+	}
+}
+
 func (f *frontend) close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -75,6 +76,13 @@ func newOpsServer(cfg *config.Config, store cache.Backend, dirs *directory.Set, 
 	})
 	mux.HandleFunc("GET /readyz", o.readyz)
 	mux.HandleFunc("POST "+api.LogLevelPath, o.logLevel)
+	if cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	o.srv = &http.Server{
 		Handler: mux, ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(), IdleTimeout: cfg.Server.IdleTimeout.D(),
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),

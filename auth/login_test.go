@@ -24,7 +24,9 @@ func TestLoginOutcomes(t *testing.T) {
 	}
 	ctx := context.Background()
 	e.setState(t, "frank", account.StateBlocked, account.ReasonAdmin)
-	e.setState(t, "dave", account.StateBlockedInLDAP, account.ReasonNone)
+	// dave is the nested one (devs, a member group of staff): he must stay
+	// active for "user via nesting"; star (a direct member) is blocked.
+	e.setState(t, "star", account.StateBlockedInLDAP, account.ReasonNone)
 	e.fx.AddUser(t, "gina", "staff")  // joined after the sync, admitted
 	e.fx.AddUser(t, "hank", "others") // joined after the sync, skipped by the rules
 	pw := ldaptest.Password
@@ -35,7 +37,7 @@ func TestLoginOutcomes(t *testing.T) {
 		role                 string
 	}{
 		{"admin", e.fx.Login("alice"), pw, "", nil, "admin"},
-		{"user via nesting", e.fx.Login("bob"), pw, "", nil, "user"},
+		{"user via nesting", e.fx.Login("dave"), pw, "", nil, "user"},
 		{"upper case name", strings.ToUpper(e.fx.Login("bob")), pw, "", nil, "user"},
 		{"bare name with directory", e.fx.Users["bob"], pw, e.fx.Dir.Name, nil, "user"},
 		{"wrong password", e.fx.Login("alice"), "nope", "", ErrBadCredentials, ""},
@@ -45,7 +47,7 @@ func TestLoginOutcomes(t *testing.T) {
 		{"bare name, one directory", e.fx.Users["alice"], pw, "", ErrBadCredentials, ""},
 		{"disabled in LDAP (bind refused)", e.fx.Login("carol"), pw, "", ErrBadCredentials, ""},
 		{"admin block", e.fx.Login("frank"), pw, "", ErrForbidden, ""},
-		{"blocked_in_ldap in store", e.fx.Login("dave"), pw, "", ErrForbidden, ""},
+		{"blocked_in_ldap in store", e.fx.Login("star"), pw, "", ErrForbidden, ""},
 		{"skipped by rules (never synced)", e.fx.Login("erin"), pw, "", ErrForbidden, ""},
 		{"joined after sync", e.fx.Login("gina"), pw, "", nil, "user"},
 		{"joined after sync, no mapped group", e.fx.Login("hank"), pw, "", ErrForbidden, ""},

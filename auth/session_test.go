@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,40 +133,59 @@ func res43(c byte) string {
 	return string(b)
 }
 
+// TestSessionExpiryAndIdle steps a fake session clock: an unused session
+// ends after the idle timeout, a used one lives on (its LastSeen written
+// back) until its absolute TTL. No sleeps: a loaded machine cannot stretch
+// the gaps between uses past the idle timeout.
 func TestSessionExpiryAndIdle(t *testing.T) {
+	const (
+		ttl  = 1500 * time.Millisecond
+		idle = 400 * time.Millisecond
+		step = 150 * time.Millisecond // between uses of the busy session
+	)
 	e := newEnv(t, nil, func(c *config.Config) {
-		c.Session.TTL = config.Duration(1500 * time.Millisecond)
-		c.Session.IdleTimeout = config.Duration(400 * time.Millisecond)
+		c.Session.TTL = config.Duration(ttl)
+		c.Session.IdleTimeout = config.Duration(idle)
 	})
 	if e == nil {
 		return
 	}
-	old := touchEvery
+	old, oldClock := touchEvery, sessionClock
 	touchEvery = 100 * time.Millisecond
-	t.Cleanup(func() { touchEvery = old })
+	base := time.Now()
+	var elapsed atomic.Int64
+	sessionClock = func() time.Time { return base.Add(time.Duration(elapsed.Load())) }
+	t.Cleanup(func() { touchEvery, sessionClock = old, oldClock })
+	advance := func(d time.Duration) { elapsed.Add(int64(d)) }
 	ctx := context.Background()
 
-	idle := login(t, e, "alice")
+	idleSess := login(t, e, "alice")
 	busy := login(t, e, "alice")
-	// busy is used every 150ms: its LastSeen is refreshed, so it outlives
+	if !busy.ExpiresAt.Equal(base.Add(ttl)) {
+		t.Fatalf("expires at %v, want %v", busy.ExpiresAt, base.Add(ttl))
+	}
+	// busy is used every step: its LastSeen is refreshed, so it outlives
 	// the idle timeout; idle is not and ends.
 	for range 4 {
-		time.Sleep(150 * time.Millisecond)
+		advance(step)
 		if _, err := e.svc.CheckSession(ctx, []byte(busy.Token)); err != nil {
-			t.Fatalf("busy session: %v", err)
+			t.Fatalf("busy session at +%v: %v", time.Duration(elapsed.Load()), err)
 		}
 	}
-	if _, err := e.svc.CheckSession(ctx, []byte(idle.Token)); !errors.Is(err, ErrNoSession) {
-		t.Fatalf("idle session: %v", err)
+	if _, err := e.svc.CheckSession(ctx, []byte(idleSess.Token)); !errors.Is(err, ErrNoSession) {
+		t.Fatalf("idle session at +%v: %v", time.Duration(elapsed.Load()), err)
 	}
 	// The refreshed LastSeen is in the store (a restart keeps it).
 	s, err := e.store.SessionByHash(ctx, hashToken([]byte(busy.Token)))
-	if err != nil || time.Since(s.LastSeen) > 300*time.Millisecond {
-		t.Fatalf("stored LastSeen %v (%v)", s.LastSeen, err)
+	if err != nil || !s.LastSeen.Equal(sessionClock()) {
+		t.Fatalf("stored LastSeen %v, want %v (%v)", s.LastSeen, sessionClock(), err)
 	}
-	for time.Until(busy.ExpiresAt) > -50*time.Millisecond {
-		time.Sleep(150 * time.Millisecond)
-		_, _ = e.svc.CheckSession(ctx, []byte(busy.Token))
+	// Used all along, it still ends at its TTL.
+	for sessionClock().Before(busy.ExpiresAt) {
+		if _, err := e.svc.CheckSession(ctx, []byte(busy.Token)); err != nil {
+			t.Fatalf("busy session before its TTL, at +%v: %v", time.Duration(elapsed.Load()), err)
+		}
+		advance(step)
 	}
 	if _, err := e.svc.CheckSession(ctx, []byte(busy.Token)); !errors.Is(err, ErrNoSession) {
 		t.Fatalf("expired session: %v", err)

@@ -62,6 +62,9 @@ func appendAudit(b []byte, e *AuditEntry) ([]byte, error) {
 		}
 		b = append(b, '}')
 	}
+	if e.Planned {
+		b = append(b, `,"planned":true`...)
+	}
 	return append(b, '}'), nil
 }
 

@@ -29,6 +29,8 @@ func TestEncodeAuditMatchesJSON(t *testing.T) {
 			Reason:   "</script>",
 			Fields:   map[string][2]string{"z": {"\x7f", "ok"}, "a\u00e9": {"", "\xed\xa0\x80"}, "m": {"<", ">"}}}},
 		{"nanoseconds", AuditEntry{At: time.Date(2025, 1, 1, 0, 0, 0, 1, time.UTC)}},
+		{"planned", AuditEntry{Seq: 2, At: at, Action: "block", UserID: 7, Username: "bob", Reason: "deleted_in_ldap",
+			Fields: map[string][2]string{"state": {"active", "blocked"}}, Planned: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

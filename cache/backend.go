@@ -39,6 +39,9 @@ type Backend interface {
 	UpdateUser(ctx context.Context, id uint64, fn func(*account.User) error) (account.User, error)
 	DeleteUser(ctx context.Context, id uint64) error
 	ListUsers(ctx context.Context, f UserFilter) ([]account.User, int, error)
+	// OpenUserList is ListUsers read as it is written out (SPEC §7: a
+	// listing of 100k users streams); Close must be called.
+	OpenUserList(ctx context.Context, f UserFilter) (UserCursor, error)
 	UsersOfDirectory(ctx context.Context, dirID uint64) ([]account.User, error)
 	ForEachUser(ctx context.Context, fn func(account.User) error) error
 	CountUsers(ctx context.Context) (map[uint64]map[account.State]int, error)
@@ -65,6 +68,18 @@ type Backend interface {
 	CountSessions(ctx context.Context) (int, error)
 
 	Close() error
+}
+
+// UserCursor is one page of users from one snapshot (Backend.OpenUserList).
+type UserCursor interface {
+	// Len is the number of users of the page, Total of every match.
+	Len() int
+	Total() int
+	// Each calls fn with the page's users in id order; the user is valid
+	// only during the call.
+	Each(ctx context.Context, fn func(*account.User) error) error
+	// Close releases the snapshot. Safe to call twice.
+	Close()
 }
 
 // Txn is the view of the store inside one Backend.Update.
@@ -103,6 +118,14 @@ var _ Backend = badgerBackend{}
 
 func (b badgerBackend) Update(ctx context.Context, fn func(tx Txn) error) error {
 	return b.Store.Update(ctx, func(tx *Tx) error { return fn(tx) })
+}
+
+func (b badgerBackend) OpenUserList(ctx context.Context, f UserFilter) (UserCursor, error) {
+	l, err := b.Store.OpenUserList(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
 }
 
 func (b badgerBackend) NewPipeline() UpdatePipeline { return badgerPipeline{b.Store.NewPipeline()} }

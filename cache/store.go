@@ -56,6 +56,9 @@ type AuditEntry struct {
 	Reason   string    `json:"reason,omitempty"`
 	// Fields are the changed fields: name → [old, new].
 	Fields map[string][2]string `json:"fields,omitempty"`
+	// Planned marks a dry run's change: what a real sync would do, not
+	// applied. Absent (false) on every applied change.
+	Planned bool `json:"planned,omitempty"`
 }
 
 // Session is a stored session. Only the SHA-256 of the token is kept.

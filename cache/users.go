@@ -223,61 +223,20 @@ func (s *Store) DeleteUser(ctx context.Context, id uint64) error {
 // number of all matching users. Filtering reads only the small listing
 // index; only the users of the page are decoded.
 func (s *Store) ListUsers(ctx context.Context, f UserFilter) ([]account.User, int, error) {
-	var (
-		page  []account.User
-		total int
-	)
-	err := s.db.View(func(txn *badger.Txn) error {
-		prefix := []byte(pUserList)
-		if f.DirectoryID != 0 {
-			prefix = key(pUserList, f.DirectoryID)
-		}
-		var ids []uint64
-		err := iterate(ctx, txn, prefix, func(k, v []byte) error {
-			if parseListValue(v).match(f) {
-				ids = append(ids, suffixID(k))
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if f.DirectoryID == 0 {
-			// ul/ is ordered by directory first.
-			slices.Sort(ids)
-		}
-		if f.Query != "" {
-			// The text lives in the records, not the index: one sequential
-			// walk decodes the candidates and keeps only the matching ids.
-			q := strings.ToLower(f.Query)
-			var kept []uint64
-			err := usersByIDs(ctx, txn, ids, func(u account.User) error {
-				if matchesText(&u, q) {
-					kept = append(kept, u.ID)
-				}
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-			ids = kept
-		}
-		total = len(ids)
-		lo := min(max(f.Offset, 0), len(ids))
-		hi := len(ids)
-		if f.Limit > 0 {
-			hi = min(lo+f.Limit, hi)
-		}
-		page = make([]account.User, 0, hi-lo)
-		return usersByIDs(ctx, txn, ids[lo:hi], func(u account.User) error {
-			page = append(page, u)
-			return nil
-		})
+	l, err := s.OpenUserList(ctx, f)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer l.Close()
+	page := make([]account.User, 0, l.Len())
+	err = l.Each(ctx, func(u *account.User) error {
+		page = append(page, *u)
+		return nil
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("list users: %w", err)
+		return nil, 0, err
 	}
-	return page, total, nil
+	return page, l.Total(), nil
 }
 
 // matchesText: q (lower-case) is in the username, email or display name.
@@ -286,6 +245,87 @@ func matchesText(u *account.User, q string) bool {
 		strings.Contains(strings.ToLower(u.Email), q) ||
 		strings.Contains(strings.ToLower(u.DisplayName), q)
 }
+
+// UserList is one listing of users, read from one snapshot: the ids of the
+// page are known when it opens (from the listing index, without decoding a
+// user), the users are decoded one at a time by Each. A caller can then
+// write a listing of 100,000 users as it reads them (SPEC §7: the process
+// grows by a few MiB, not by the whole list). Close releases the snapshot.
+type UserList struct {
+	txn   *badger.Txn
+	ids   []uint64
+	total int
+}
+
+// Total is the number of every user matching the filter, for paging.
+func (l *UserList) Total() int { return l.total }
+
+// OpenUserList reads the listing index for f and keeps the snapshot open
+// for Each.
+func (s *Store) OpenUserList(ctx context.Context, f UserFilter) (*UserList, error) {
+	txn := s.db.NewTransaction(false)
+	prefix := []byte(pUserList)
+	if f.DirectoryID != 0 {
+		prefix = key(pUserList, f.DirectoryID)
+	}
+	var ids []uint64
+	err := iterate(ctx, txn, prefix, func(k, v []byte) error {
+		if parseListValue(v).match(f) {
+			ids = append(ids, suffixID(k))
+		}
+		return nil
+	})
+	if err != nil {
+		txn.Discard()
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	if f.DirectoryID == 0 {
+		// ul/ is ordered by directory first.
+		slices.Sort(ids)
+	}
+	if f.Query != "" {
+		// The text lives in the records, not the index: one sequential
+		// walk decodes the candidates and keeps only the matching ids.
+		q := strings.ToLower(f.Query)
+		var kept []uint64
+		err := usersByIDs(ctx, txn, ids, func(u account.User) error {
+			if matchesText(&u, q) {
+				kept = append(kept, u.ID)
+			}
+			return nil
+		})
+		if err != nil {
+			txn.Discard()
+			return nil, fmt.Errorf("list users: %w", err)
+		}
+		ids = kept
+	}
+	lo := min(max(f.Offset, 0), len(ids))
+	hi := len(ids)
+	if f.Limit > 0 {
+		hi = min(lo+f.Limit, hi)
+	}
+	return &UserList{txn: txn, ids: ids[lo:hi], total: len(ids)}, nil
+}
+
+// Len is the number of users of the page.
+func (l *UserList) Len() int { return len(l.ids) }
+
+// Each calls fn with the page's users in id order. The user is valid only
+// during the call.
+func (l *UserList) Each(ctx context.Context, fn func(*account.User) error) error {
+	if len(l.ids) == 0 {
+		return nil
+	}
+	err := usersByIDs(ctx, l.txn, l.ids, func(u account.User) error { return fn(&u) })
+	if err != nil {
+		return fmt.Errorf("list users: %w", err)
+	}
+	return nil
+}
+
+// Close releases the snapshot. Safe to call twice.
+func (l *UserList) Close() { l.txn.Discard() }
 
 // UsersOfDirectory returns every user of directory dirID (0: the local
 // users), ordered by id.

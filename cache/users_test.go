@@ -14,7 +14,7 @@ import (
 
 func TestUserCRUD(t *testing.T) {
 	ctx := context.Background()
-	s := openTest(t, "")
+	s, m := openTestMetrics(t)
 	before := time.Now().UTC()
 	u := mustCreate(t, s, localUser("  Root@Local ", "admin"))
 	if u.ID == 0 || u.Username != "root@local" {
@@ -25,16 +25,22 @@ func TestUserCRUD(t *testing.T) {
 	}
 
 	reads := []struct {
-		name string
-		get  func() (account.User, error)
+		name   string
+		cached bool // served from the LRU: one hit, no miss
+		get    func() (account.User, error)
 	}{
-		{"by id", func() (account.User, error) { return s.UserByID(ctx, u.ID) }},
-		{"by id (cached)", func() (account.User, error) { return s.UserByID(ctx, u.ID) }},
-		{"by name", func() (account.User, error) { return s.UserByName(ctx, "ROOT@local") }},
-		{"by name (cached)", func() (account.User, error) { return s.UserByName(ctx, "root@local") }},
+		{"by id", false, func() (account.User, error) { return s.UserByID(ctx, u.ID) }},
+		{"by id (cached)", true, func() (account.User, error) { return s.UserByID(ctx, u.ID) }},
+		{"by name", false, func() (account.User, error) { return s.UserByName(ctx, "ROOT@local") }},
+		{"by name (cached)", true, func() (account.User, error) { return s.UserByName(ctx, "root@local") }},
 	}
+	hits, misses := m.CacheRequests.WithLabelValues("user", "hit"), m.CacheRequests.WithLabelValues("user", "miss")
 	for _, r := range reads {
+		h0, m0 := counterValue(t, hits), counterValue(t, misses)
 		got, err := r.get()
+		if dh, dm := counterValue(t, hits)-h0, counterValue(t, misses)-m0; r.cached && (dh != 1 || dm != 0) {
+			t.Errorf("%s: %v cache hits, %v misses; want the cache hit", r.name, dh, dm)
+		}
 		if err != nil {
 			t.Fatalf("%s: %v", r.name, err)
 		}

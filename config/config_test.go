@@ -212,6 +212,21 @@ headers: [a, b]
 			},
 		},
 		{
+			name: "forward-auth hosts",
+			src: `upstream: http://127.0.0.1:3000
+session: {cookie_domain: "https://example.com"}
+login:
+  redirect_hosts: ["app.example.com", "app.example.com:8443", "https://evil.example", "a.example/x", "a@b", "h:port"]
+`,
+			want: []string{
+				`session.cookie_domain: "https://example.com" is not a domain name (line 2)`,
+				`login.redirect_hosts[2]: "https://evil.example" is not a host or host:port (no scheme, no path) (line 4)`,
+				`login.redirect_hosts[3]: "a.example/x" is not a host or host:port (no scheme, no path) (line 4)`,
+				`login.redirect_hosts[4]: "a@b" is not a host or host:port (no scheme, no path) (line 4)`,
+				`login.redirect_hosts[5]: "h:port" is not a host or host:port (no scheme, no path) (line 4)`,
+			},
+		},
+		{
 			name: "trusted proxies",
 			src: `upstream: http://127.0.0.1:3000
 trusted_proxies:

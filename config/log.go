@@ -29,6 +29,7 @@ func (c Config) LogValue() slog.Value {
 			slog.String("idle_timeout", c.Server.IdleTimeout.String()),
 			slog.Int("max_conns", c.Server.MaxConns),
 			slog.Int("max_conns_per_ip", c.Server.MaxConnsPerIP)),
+		slog.Bool("pprof", c.Pprof),
 		slog.String("upstream", c.Upstream),
 		slog.String("data_dir", c.DataDir),
 		slog.String("store", c.Store.Backend),

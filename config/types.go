@@ -44,6 +44,10 @@ type Config struct {
 	MetricsListen string `yaml:"metrics_listen" json:"metrics_listen"`
 	// Server holds the connection limits of both listeners.
 	Server Server `yaml:"server" json:"server"`
+	// Pprof adds Go's profiler (/debug/pprof/) to MetricsListen, to find
+	// where a slow sync or proxy spends its time. Off by default: profiles
+	// show internals and cost CPU while they run. Read at start only.
+	Pprof bool `yaml:"pprof" json:"pprof"`
 	// Upstream is the platform's base URL (http or https) requests go to.
 	Upstream string `yaml:"upstream" json:"upstream"`
 	// DataDir holds the badger store; one process at a time.
@@ -156,6 +160,11 @@ type Session struct {
 	// their oldest, so a leaked password cannot pile up sessions unseen and
 	// one account cannot fill the store. 0 means the default.
 	MaxPerUser int `yaml:"max_per_user" json:"max_per_user"`
+	// CookieDomain is the cookie's Domain attribute. Empty (the default):
+	// a host-only cookie. Set it where the login page and the platform are
+	// different hosts of one site (forward-auth), so the platform's host
+	// receives the cookie too.
+	CookieDomain string `yaml:"cookie_domain" json:"cookie_domain"`
 }
 
 // Login holds the failed-login limits (SPEC §5).
@@ -174,6 +183,10 @@ type Login struct {
 	MaxFailuresPerUser int `yaml:"max_failures_per_user" json:"max_failures_per_user"`
 	// Window is the sliding period failures are counted in.
 	Window Duration `yaml:"window" json:"window"`
+	// RedirectHosts are the hosts (host or host:port) besides ldapgate's
+	// own that a login's rd may send the browser to: the platform's host in
+	// a forward-auth setup. Default none: anything else goes to "/".
+	RedirectHosts []string `yaml:"redirect_hosts" json:"redirect_hosts"`
 }
 
 // Headers names the identity headers (SPEC §6).

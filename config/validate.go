@@ -167,6 +167,23 @@ func (c *Config) validateSession(col *collector) {
 	if s.MaxPerUser < 0 {
 		col.add("session.max_per_user", "must be 0 (default %d) or more, got %d", DefaultMaxSessionsPerUser, s.MaxPerUser)
 	}
+	if s.CookieDomain != "" && !isHostName(strings.TrimPrefix(s.CookieDomain, ".")) {
+		col.add("session.cookie_domain", "%q is not a domain name", s.CookieDomain)
+	}
+}
+
+// isHostName: letters, digits, '-' and '.', as a DNS name (or an IPv4
+// address) is written; nothing a URL or a header could be split on.
+func isHostName(s string) bool {
+	if s == "" || len(s) > 253 || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Config) validateLogin(col *collector) {
@@ -182,6 +199,15 @@ func (c *Config) validateLogin(col *collector) {
 	}
 	if l.Window <= 0 {
 		col.add("login.window", "must be positive, got %s", l.Window)
+	}
+	for i, h := range l.RedirectHosts {
+		host, port, err := net.SplitHostPort(h)
+		if err != nil {
+			host, port = h, ""
+		}
+		if !isHostName(host) || (port != "" && !isUint(port)) {
+			col.add(fmt.Sprintf("login.redirect_hosts[%d]", i), "%q is not a host or host:port (no scheme, no path)", h)
+		}
 	}
 }
 

@@ -86,8 +86,9 @@ func TestSyncConformance(t *testing.T) {
 						t.Fatalf("dry run = %s %v, %v; want dry_run with one block", run.Result, run.Counts, err)
 					}
 					expectUser(t, ctx, env, f, "bob", account.StateActive, "", "user")
-					if ch, err := env.store.RunChanges(ctx, run.ID); err != nil || len(ch) != 0 {
-						t.Fatalf("dry run applied %d changes (%v)", len(ch), err)
+					// Its changes are the plan's, each marked planned (not applied).
+					if ch, err := env.store.RunChanges(ctx, run.ID); err != nil || len(ch) != 1 || !ch[0].Planned {
+						t.Fatalf("dry run recorded %+v (%v); want bob's block, planned", ch, err)
 					}
 				},
 				update:  map[string]*want{"bob": {account.StateBlocked, account.ReasonDeletedInLDAP, "user"}},

@@ -197,8 +197,8 @@ func TestAdminStory(t *testing.T) {
 
 	// Check: counts the fixture's users (7 incl. star) and groups (4).
 	out = g.must(200, "POST", dirPath+"/check", "admin", nil)
-	if out["users"].(float64) < 6 || out["groups"].(float64) < 4 {
-		t.Fatalf("check: %v", out)
+	if out["users"] != float64(len(fx.Users)) || out["groups"] != float64(len(fx.Groups)) || len(fx.Users) != 7 || len(fx.Groups) != 4 {
+		t.Fatalf("check: %v, want %d users and %d groups", out, len(fx.Users), len(fx.Groups))
 	}
 
 	// Preview, JSON and CSV: alice would be created as admin.
@@ -226,10 +226,34 @@ func TestAdminStory(t *testing.T) {
 		t.Fatalf("csv preview: %s %q", resp.Header.Get("Content-Type"), csvBody)
 	}
 
-	// Dry run: a plan, no users.
+	// Dry run: the plan, answered and recorded as the run's changes (each
+	// planned, none applied), and no users.
 	out = g.must(200, "POST", dirPath+"/sync?dry_run=true", "admin", nil)
 	if out["result"] != "dry_run" {
 		t.Fatalf("dry run: %v", out)
+	}
+	creates := out["counts"].(map[string]any)["create"]
+	planned := func(list []any) (n int, aliceCreate bool) {
+		for _, c := range list {
+			m := c.(map[string]any)
+			if m["planned"] != true {
+				t.Errorf("dry run change not marked planned: %v", m)
+			}
+			if m["action"] == "create" {
+				n++
+				if m["username"] == fx.Login("alice") && m["fields"].(map[string]any)["role"].([]any)[1] == "admin" {
+					aliceCreate = true
+				}
+			}
+		}
+		return n, aliceCreate
+	}
+	if n, alice := planned(out["changes"].([]any)); creates == nil || float64(n) != creates.(float64) || !alice {
+		t.Fatalf("dry run's answer: %d creates (counts say %v), alice's create as admin: %v\n%v", n, creates, alice, out)
+	}
+	dry := g.must(200, "GET", dirPath+"/runs/"+id(out["id"]), "admin", nil)
+	if n, alice := planned(dry["list"].([]any)); float64(n) != creates.(float64) || !alice {
+		t.Fatalf("dry run's recorded changes: %d creates, alice: %v\n%v", n, alice, dry)
 	}
 	if out := g.must(200, "GET", "/auth/v4/user?directory="+dirID, "admin", nil); out["size"].(float64) != 0 {
 		t.Fatalf("dry run wrote users: %v", out)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -232,12 +233,14 @@ func TestReloadOnSIGHUP(t *testing.T) {
 }
 
 // TestShutdownDrainsOnSIGTERM: a request in flight when SIGTERM arrives
-// completes; new connections are refused; the process exits 0 in time
-// and a new process opens the same data dir (the badger lock is released).
+// completes; new connections are refused while it is still held; the
+// process exits 0 once it is done, well within the drain bound, and a new
+// process opens the same data dir (the badger lock is released). The
+// upstream holds the request until the test releases it: the order is
+// shown by events, not by timings a loaded machine could stretch.
 func TestShutdownDrainsOnSIGTERM(t *testing.T) {
 	bin := opsBinary(t)
-	const slow = 2 * time.Second
-	up := startEchoUpstream(t, slow)
+	up := startHeldUpstream(t)
 	c := newOpsConfig(t, up.URL, "public_paths: [\"/public/\"]\n")
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	writeConfig(t, path, c.yaml())
@@ -256,7 +259,7 @@ func TestShutdownDrainsOnSIGTERM(t *testing.T) {
 			return
 		}
 		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		_ = conn.SetDeadline(time.Now().Add(time.Minute))
 		fmt.Fprintf(conn, "GET /public/slow HTTP/1.1\r\nHost: %s\r\n\r\n", c.Listen)
 		buf := make([]byte, 8192)
 		var all []byte
@@ -280,38 +283,41 @@ func TestShutdownDrainsOnSIGTERM(t *testing.T) {
 	termAt := time.Now()
 	p.signal(syscall.SIGTERM)
 
-	// While the slow request drains, the listener is closed.
-	eventually(t, time.Second, "new connections refused after SIGTERM", func() (bool, string) {
-		conn, err := net.DialTimeout("tcp", c.Listen, 200*time.Millisecond)
+	// While the slow request is held, the listener is closed.
+	eventually(t, 20*time.Second, "new connections refused after SIGTERM", func() (bool, string) {
+		conn, err := net.DialTimeout("tcp", c.Listen, time.Second)
 		if err == nil {
 			conn.Close()
 			return false, "connected"
 		}
 		return errors.Is(err, syscall.ECONNREFUSED), err.Error()
 	})
-	if d := time.Since(termAt); d >= slow {
-		t.Fatalf("refusal only seen after %v, when the slow request was done anyway", d)
+	select {
+	case r := <-res:
+		t.Fatalf("the held request ended before it was released: %d %q", r.code, r.body)
+	default:
 	}
+	releasedAt := time.Now()
+	close(up.release)
 
 	select {
 	case r := <-res:
 		if r.code != 200 || !strings.Contains(r.body, `"path":"/public/slow"`) {
 			t.Fatalf("in-flight request: %d %q", r.code, r.body)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(20 * time.Second):
 		t.Fatal("in-flight request did not complete")
 	}
+	// Once nothing is in flight the process exits, not at the drain bound.
 	select {
 	case <-p.done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("process did not exit within 5s of SIGTERM")
+	case <-time.After(app.DefaultShutdownTimeout - time.Second):
+		t.Fatalf("process still running %v after the last request was released", time.Since(releasedAt))
 	}
 	if p.err != nil {
 		t.Fatalf("exit after SIGTERM: %v", p.err)
 	}
-	if d := time.Since(termAt); d > slow+3*time.Second {
-		t.Fatalf("shutdown took %v", d)
-	}
+	t.Logf("SIGTERM to exit: %v", time.Since(termAt))
 	if !strings.Contains(p.stderr.String(), `"msg":"stopped"`) {
 		t.Fatalf("no clean stop in the log")
 	}
@@ -432,5 +438,59 @@ func TestShutdownDuringSync(t *testing.T) {
 		if m := r.(map[string]any); m["result"] == "running" {
 			t.Errorf("after restart a run is still running: %v", m)
 		}
+	}
+}
+
+// TestShutdownCutsHungUpstream: one upstream request that never answers
+// holds a shutdown for the drain bound, not longer: once the bound has
+// passed the request is cut (the client gets 502, the upstream sees its
+// connection close) and Run returns. It used to wait the bound, then 15 s
+// more for the handler, which was still waiting for the upstream.
+func TestShutdownCutsHungUpstream(t *testing.T) {
+	arrived, cut := make(chan struct{}, 1), make(chan struct{}, 1)
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case arrived <- struct{}{}:
+		default: // a second request (a retry) must not block here
+		}
+		<-r.Context().Done() // the proxy closed the connection
+		cut <- struct{}{}
+	}))
+	defer hung.Close()
+	c := newOpsConfig(t, hung.URL, "public_paths: [\"/public/\"]\n")
+	const bound = 2 * time.Second
+	g := startOpsGateWith(t, c, app.Options{ShutdownTimeout: bound})
+
+	status := make(chan int, 1)
+	go func() {
+		resp, err := (&http.Client{Timeout: time.Minute}).Get(g.base + "/public/hang")
+		if err != nil {
+			status <- 0
+			return
+		}
+		resp.Body.Close()
+		status <- resp.StatusCode
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request never reached the upstream")
+	}
+	stopAt := time.Now()
+	if err := g.stop(); err != nil {
+		t.Fatalf("app.Run: %v", err)
+	}
+	took := time.Since(stopAt)
+	select {
+	case <-cut:
+	default:
+		t.Error("Run returned while the upstream request was still open")
+	}
+	if got := <-status; got != http.StatusBadGateway && got != http.StatusGatewayTimeout && got != 0 {
+		t.Errorf("the cut request answered %d, want 502/504 or a closed connection", got)
+	}
+	// Generous (a loaded CI machine), yet far below the old bound + 15 s.
+	if took < bound || took > bound+8*time.Second {
+		t.Errorf("shutdown took %v with a %v drain bound", took, bound)
 	}
 }

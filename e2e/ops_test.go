@@ -42,7 +42,7 @@ var specMetrics = map[string][]string{
 }
 
 // routes is the fixed route label set of the HTTP metrics (web/metrics.go).
-var routes = []string{"login", "token", "logout", "whoami", "verify", "directories", "admin", "proxy", "public"}
+var routes = []string{"login", "token", "logout", "whoami", "verify", "directories", "admin", "proxy", "public", "password"}
 
 func scrape(t *testing.T, metricsURL string) (map[string]*dto.MetricFamily, []byte) {
 	t.Helper()

@@ -59,19 +59,37 @@ func randHex(t *testing.T, n int) string {
 type echoUpstream struct {
 	URL     string
 	arrived chan string
+	// release, for a held upstream, ends the wait of its /slow requests.
+	release chan struct{}
 }
 
 func startEchoUpstream(t *testing.T, slow time.Duration) *echoUpstream {
+	return startEchoUpstreamWith(t, slow, nil)
+}
+
+// startHeldUpstream is an echo upstream whose /slow requests wait until
+// the test closes its release channel: a test waits for events, not for a
+// duration it hopes is long enough.
+func startHeldUpstream(t *testing.T) *echoUpstream {
+	return startEchoUpstreamWith(t, 0, make(chan struct{}))
+}
+
+func startEchoUpstreamWith(t *testing.T, slow time.Duration, release chan struct{}) *echoUpstream {
 	t.Helper()
-	u := &echoUpstream{arrived: make(chan string, 16)}
+	u := &echoUpstream{arrived: make(chan string, 16), release: release}
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/slow") {
 			select {
 			case u.arrived <- r.URL.Path:
 			default:
 			}
+			var wait <-chan time.Time
+			if release == nil {
+				wait = time.After(slow)
+			}
 			select {
-			case <-time.After(slow):
+			case <-wait:
+			case <-release:
 			case <-r.Context().Done():
 				return
 			}

@@ -356,7 +356,10 @@ func (p *Proxy) setIdentity(h headerSetter, u *account.User, s *scratch) {
 }
 
 // SetIdentity writes the identity headers for u onto h (the forward-auth 200
-// answer, SPEC §6). Nothing is written for a nil u.
+// answer, SPEC §6). Nothing is written for a nil u. All four are always
+// there, an empty email or groups list as an empty value: a front proxy
+// copying a header the answer lacks may leave the client's copy in place,
+// or (Caddy 2.6's copy_headers) send its own unexpanded placeholder.
 func (p *Proxy) SetIdentity(h *fasthttp.ResponseHeader, u *account.User) {
 	if u == nil {
 		return
@@ -364,6 +367,12 @@ func (p *Proxy) SetIdentity(h *fasthttp.ResponseHeader, u *account.User) {
 	s := p.getScratch()
 	defer p.scratch.Put(s)
 	p.setIdentity(h, u, s)
+	if u.Email == "" {
+		h.SetCanonical(p.names.email, nil)
+	}
+	if len(u.Groups) == 0 {
+		h.SetCanonical(p.names.groups, nil)
+	}
 }
 
 // mayHaveCookie is a cheap pre-check on the received header block: a Cookie

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -38,6 +39,19 @@ type idleConn struct {
 	rArmed   time.Duration
 	wArmed   time.Duration
 	lastRead time.Duration
+	// onClose, if set, is told when the connection is closed (Proxy.conns).
+	onClose func(*idleConn)
+	// refused: the upstream stopped taking this request's body (a write
+	// failed with EPIPE or ECONNRESET). Only the request's goroutine
+	// touches it (Write, then SetWriteDeadline of the next request).
+	refused bool
+}
+
+func (c *idleConn) Close() error {
+	if c.onClose != nil {
+		c.onClose(c)
+	}
+	return c.Conn.Close()
 }
 
 // monoEpoch anchors monoNow; time.Since of a time with a monotonic
@@ -74,14 +88,33 @@ func (c *idleConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// Write drops what the upstream no longer takes: an upstream may answer
+// before it has read the whole request (413 to a too-large upload) and
+// close, and the write of the rest then fails. HostClient would close the
+// connection on that error without reading the answer, and the client
+// would get a 502 instead of the upstream's answer; with the rest of the
+// request dropped it goes on and reads the answer (or, if the upstream
+// sent none, fails there with a 502 as before). The rest of the client's
+// body is still read and discarded first (HostClient copies it to the
+// end), so the answer waits for the upload, and the client
+// connection stays usable. The upstream connection is not used again:
+// SetWriteDeadline refuses it.
 func (c *idleConn) Write(b []byte) (int, error) {
+	if c.refused {
+		return len(b), nil
+	}
 	if now := monoNow(); now-c.wArmed > c.slack {
 		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
 			return 0, err
 		}
 		c.wArmed = now
 	}
-	return c.Conn.Write(b)
+	n, err := c.Conn.Write(b)
+	if err != nil && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
+		c.refused = true
+		return len(b), nil
+	}
+	return n, err
 }
 
 // HostClient's deadlines are ignored: they are totals, and the idle
@@ -96,6 +129,9 @@ func (c *idleConn) SetDeadline(time.Time) error     { return nil }
 // keep-alive race that would otherwise lose a POST whose body cannot be
 // replayed.
 func (c *idleConn) SetWriteDeadline(time.Time) error {
+	if c.refused {
+		return errStaleConn
+	}
 	if c.lastRead != 0 && monoNow()-c.lastRead > staleCheckAfter && peerClosed(c.Conn) {
 		return errStaleConn
 	}

@@ -138,6 +138,10 @@ type Proxy struct {
 	mu      sync.Mutex
 	tunnels map[*tunnel]struct{}
 	closed  bool
+	// conns are the open upstream connections, busy or idle: Cut closes
+	// them when a shutdown has waited long enough for their requests.
+	conns map[*idleConn]struct{}
+	cut   bool
 }
 
 // identityNames are the canonical identity header names, predeclared so a
@@ -171,6 +175,7 @@ func New(o Options, log *slog.Logger, m *metrics.Metrics) (*Proxy, error) {
 		cookieName:  []byte(o.CookieName),
 		trusted:     o.TrustedProxies,
 		tunnels:     make(map[*tunnel]struct{}),
+		conns:       make(map[*idleConn]struct{}),
 	}
 	if p.timeout <= 0 {
 		p.timeout = DefaultTimeout
@@ -263,7 +268,53 @@ func (p *Proxy) dial(addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newIdleConn(c, p.timeout), nil
+	ic := newIdleConn(c, p.timeout)
+	ic.onClose = p.forget
+	p.mu.Lock()
+	cut := p.cut
+	if !cut {
+		p.conns[ic] = struct{}{}
+	}
+	p.mu.Unlock()
+	if cut {
+		c.Close()
+		return nil, errProxyClosed
+	}
+	return ic, nil
+}
+
+func (p *Proxy) forget(c *idleConn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}
+
+// Cut closes every upstream connection and WebSocket tunnel, busy ones
+// included: the requests on them end at once with an upstream error. It is
+// what a shutdown does once its drain bound has passed, so that one hung
+// upstream request cannot hold the process beyond it. From then on the
+// proxy dials no more: a cut GET would otherwise be retried on a new
+// connection and hang again.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	p.cut = true
+	conns := make([]*idleConn, 0, len(p.conns))
+	for c := range p.conns {
+		conns = append(conns, c)
+	}
+	ts := make([]*tunnel, 0, len(p.tunnels))
+	for t := range p.tunnels {
+		ts = append(ts, t)
+	}
+	p.mu.Unlock()
+	for _, t := range ts {
+		t.close()
+	}
+	for _, c := range conns {
+		// The socket itself: HostClient owns the idleConn and closes it
+		// (and so forgets it) when its request fails.
+		c.Conn.Close()
+	}
 }
 
 func retryIfErr(req *fasthttp.Request, attempts int, err error) (bool, bool) {

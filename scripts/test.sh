@@ -26,6 +26,7 @@ PACKAGES=(
 	/usr/sbin/ns-slapd:389-ds-base
 	/usr/bin/chromium:chromium
 	/usr/sbin/nginx:nginx-light
+	/usr/bin/caddy:caddy
 	/usr/bin/wrk:wrk
 	/usr/bin/openssl:openssl
 	/usr/lib/postgresql:postgresql

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/ldapgate/ldapgate/account"
@@ -17,6 +18,13 @@ import (
 // that still outgrows it is committed through the store's big-transaction
 // journal) while a 100k-user first sync commits 100 times.
 const defaultBatch = 1000
+
+// Measurement switches for bench/e2e-sync.sh (issue 12: do the pipeline
+// and the trusted creates earn their place in the end-to-end figure?),
+// set only by a build with -ldflags "-X
+// github.com/ldapgate/ldapgate/syncer.benchNoPipeline=1" (or
+// benchUntrusted=1); empty in every other build.
+var benchNoPipeline, benchUntrusted string
 
 // testHookAfterBatch, when set (tests only), is called after each committed
 // batch with the number of changes applied so far.
@@ -47,6 +55,9 @@ type applied struct {
 func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes []Change,
 	names *cache.NamesToken) (applied, error) {
 	res := applied{counts: map[Action]int{}}
+	if benchUntrusted != "" {
+		names = nil
+	}
 	if names != nil {
 		end, ok := s.store.TrustNames()
 		if !ok {
@@ -65,6 +76,9 @@ func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes 
 		}
 		b := batch
 		batch = nil
+		if benchNoPipeline != "" {
+			defer func() { _ = p.Wait() }() // one batch at a time; an error shows at the final Wait
+		}
 		return s.applyBatch(ctx, p, runID, dirID, b, trust, &res, func() {
 			done += len(b)
 			// Applied changes are not looked at again: dropping their
@@ -288,4 +302,55 @@ func actionFor(before, after *account.User) Action {
 		return ActionBlock
 	}
 	return ActionUpdate
+}
+
+// recordPlan writes a dry run's changes as its run's audit list, each
+// marked Planned (SPEC §4: preview, dry run and sync share one plan), so
+// that an operator reads exactly what a real sync would do before forcing
+// one. Skips and unchanged users are left out, as a real run leaves them
+// out of its list. Batches as apply's keep each transaction small.
+func (s *Syncer) recordPlan(ctx context.Context, runID uint64, changes []Change) error {
+	now := time.Now().UTC()
+	for start := 0; start < len(changes); start += defaultBatch {
+		batch := changes[start:min(start+defaultBatch, len(changes))]
+		err := s.store.Update(ctx, func(tx cache.Txn) error {
+			for i := range batch {
+				if e, ok := plannedEntry(&batch[i], now); ok {
+					if err := tx.AddAudit(runID, e); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("recording the plan: %w", err)
+		}
+	}
+	return nil
+}
+
+// plannedEntry is the audit entry apply would write for c, as planned.
+func plannedEntry(c *Change, now time.Time) (cache.AuditEntry, bool) {
+	if c.Action == ActionSkip || c.Action == ActionUnchanged {
+		return cache.AuditEntry{}, false
+	}
+	e := cache.AuditEntry{At: now, Action: string(c.Action), Username: c.Username, Reason: c.Reason,
+		Fields: c.Fields, Planned: true}
+	if c.Before != nil {
+		e.UserID = c.Before.ID
+	}
+	switch c.Action {
+	case ActionCreate:
+		if c.After != nil {
+			e.Fields = map[string][2]string{"role": {"", c.After.Role}, "state": {"", string(c.After.State)}}
+		}
+	case ActionConvertLocal:
+		e.Fields = maps.Clone(c.Fields)
+		if e.Fields == nil {
+			e.Fields = map[string][2]string{}
+		}
+		e.Fields["password_hash"] = [2]string{"set", ""}
+	}
+	return e, true
 }

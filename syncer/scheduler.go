@@ -82,7 +82,9 @@ func (s *Syncer) rescheduleLocked() {
 			}
 		}))
 		s.sched.entries = append(s.sched.entries, id)
-		s.log.Info("sync scheduled", "directory", name, "schedule", cfg.Schedule, "next", c.Entry(id).Next)
+		// Not c.Entry(id).Next: cron fills that in only once it runs, and
+		// the first schedule is made before c.Start.
+		s.log.Info("sync scheduled", "directory", name, "schedule", cfg.Schedule, "next", sch.Next(time.Now()))
 	}
 }
 

@@ -1,11 +1,17 @@
 package syncer
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/config"
+	"github.com/ldapgate/ldapgate/directory"
 )
 
 // TestScheduler: Run syncs on the directory's schedule, closes runs a crash
@@ -116,4 +122,61 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestScheduleLogNext: the start-up log names the schedule's real next
+// time. cron fills in an entry's Next only once it runs, and the first
+// schedule is made before it starts: the log said 0001-01-01.
+func TestScheduleLogNext(t *testing.T) {
+	var buf syncBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	store, err := cache.Open(t.TempDir(), testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	dir := config.Directory{ID: testDirID, Name: "corp", Type: "ldap", BaseDN: "dc=example,dc=com", Schedule: "hourly"}
+	dir.ApplyDefaults()
+	dirs := directory.NewSet()
+	dirs.Replace([]*directory.Entry{{Config: dir}})
+	s := New(store.Backend(), dirs, config.DefaultRoles(), log, nil)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	var line struct{ Next time.Time }
+	waitFor(t, 10*time.Second, "the sync scheduled log line", func() bool {
+		for _, l := range bytes.Split(buf.Bytes(), []byte("\n")) {
+			if bytes.Contains(l, []byte(`"msg":"sync scheduled"`)) {
+				if err := json.Unmarshal(l, &line); err != nil {
+					t.Fatalf("log line %s: %v", l, err)
+				}
+				return true
+			}
+		}
+		return false
+	})
+	if now := time.Now(); !line.Next.After(now.Add(-time.Minute)) || line.Next.After(now.Add(61*time.Minute)) {
+		t.Errorf("logged next = %v, want the next full hour after %v", line.Next, now)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger writing while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.b.Bytes())
 }

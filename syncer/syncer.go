@@ -110,7 +110,8 @@ func (s *Syncer) currentRoles() []string { return *s.roles.Load() }
 // Options of one sync.
 type Options struct {
 	// DryRun plans without applying; the run is recorded as dry_run with
-	// the planned counts (and, in Error, the refusal a real run would meet).
+	// the planned counts (and, in Error, the refusal a real run would meet)
+	// and the planned changes as its audit list, each marked Planned.
 	DryRun bool
 	// Force applies a plan the safety checks refuse (empty read, too many
 	// blocks). It never applies a failed read.
@@ -132,6 +133,10 @@ type Options struct {
 // the plan, not another request's outcome. The sync runs under the ctx of
 // the request that started it; joiners stop waiting when their own ctx
 // ends, without cancelling it.
+// testHookJoin, when set (tests only), is called when a Sync call starts
+// waiting for the running sync of dirID.
+var testHookJoin func(dirID uint64)
+
 func (s *Syncer) Sync(ctx context.Context, dirID uint64, opt Options) (cache.Run, error) {
 	if opt.DryRun {
 		return s.sync(ctx, dirID, opt)
@@ -143,6 +148,9 @@ func (s *Syncer) Sync(ctx context.Context, dirID uint64, opt Options) (cache.Run
 			break
 		}
 		s.mu.Unlock()
+		if testHookJoin != nil {
+			testHookJoin(dirID)
+		}
 		select {
 		case <-f.done:
 			if !f.exclusive {
@@ -377,6 +385,9 @@ func (s *Syncer) sync(ctx context.Context, dirID uint64, opt Options) (cache.Run
 	if opt.DryRun {
 		if checkErr != nil {
 			run.Error = "a real run would be refused: " + checkErr.Error()
+		}
+		if err := s.recordPlan(ctx, run.ID, p.Changes); err != nil {
+			return finish(cache.RunFailed, fmt.Errorf("dry run of %s: %w", cfg.Name, err))
 		}
 		return finish(cache.RunDryRun, nil)
 	}

@@ -325,6 +325,26 @@ func TestSyncRules(t *testing.T) {
 		if after := storeState(t, e.store); !maps.Equal(before, after) {
 			t.Error("dry run or preview wrote the store")
 		}
+		// The dry run's changes are its run's list, marked planned, and
+		// are what the real run then applies.
+		planned, err := e.store.RunChanges(ctx, run.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gina := e.user(t, "gina")
+		if len(planned) != 1 || planned[0].Action != "block" || planned[0].UserID != gina.ID ||
+			planned[0].Username != e.fx.Login("gina") || planned[0].Reason != "deleted_in_ldap" || !planned[0].Planned {
+			t.Errorf("dry run's changes %+v, want gina's planned block", planned)
+		}
+		real := e.sync(t, Options{})
+		applied, err := e.store.RunChanges(ctx, real.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(applied) != 1 || applied[0].Planned || applied[0].Action != planned[0].Action ||
+			applied[0].UserID != planned[0].UserID || !maps.Equal(applied[0].Fields, planned[0].Fields) {
+			t.Errorf("real run's changes %+v differ from the dry run's %+v", applied, planned)
+		}
 	})
 
 	t.Run("runs are recorded with their metrics", func(t *testing.T) {
@@ -482,6 +502,9 @@ func TestSyncJoins(t *testing.T) {
 	g := &gate{entered: make(chan struct{}), release: make(chan struct{})}
 	e.setClient(func(c directory.Client) directory.Client { g.Client = c; return g })
 
+	joined := make(chan struct{}, 1)
+	testHookJoin = func(uint64) { joined <- struct{}{} }
+	t.Cleanup(func() { testHookJoin = nil })
 	var wg sync.WaitGroup
 	runs := make([]cache.Run, 2)
 	wg.Add(1)
@@ -494,7 +517,11 @@ func TestSyncJoins(t *testing.T) {
 	if err != nil || dry.Result != cache.RunDryRun {
 		t.Errorf("dry run during a sync: %+v %v", dry, err)
 	}
-	time.Sleep(100 * time.Millisecond) // let the second request reach the join
+	select { // the second request waits for the first: it has joined
+	case <-joined:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second request never joined the running sync")
+	}
 	close(g.release)
 	wg.Wait()
 	if runs[0].ID == 0 || runs[0].ID != runs[1].ID || runs[1].Trigger != "first" {

@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -86,23 +87,36 @@ type tokenAnswer struct {
 
 // tokenLogin is POST /auth/v4/public/token (SPEC §5, auth v4 shape).
 func (s *Server) tokenLogin(ctx *fasthttp.RequestCtx, st *settings) {
+	var in tokenRequest
+	if !readJSON(ctx, &in, "the body is not a valid login request") {
+		return
+	}
+	res, err := s.d.Auth.Login(ctx, auth.LoginRequest{
+		Name: cmp.Or(in.Email, in.Username), Password: in.Password, Directory: string(in.Directory),
+		ClientIP: s.clientIP(ctx, st),
+	})
+	s.answerLogin(ctx, st, res, err)
+}
+
+// readJSON reads the bounded body of a login-like request into v; on a
+// failure it has answered (413, or 400 with badMsg).
+func readJSON(ctx *fasthttp.RequestCtx, v any, badMsg string) bool {
 	body, err := readBody(ctx, maxLoginBody)
 	if err != nil {
 		respond.Error(ctx, fasthttp.StatusRequestEntityTooLarge, "body_too_large", "request body too large", nil)
-		return
+		return false
 	}
-	var in tokenRequest
-	if err := json.Unmarshal(body, &in); err != nil {
-		respond.Error(ctx, fasthttp.StatusBadRequest, "bad_json", "the body is not a valid login request", nil)
-		return
+	if err := json.Unmarshal(body, v); err != nil {
+		respond.Error(ctx, fasthttp.StatusBadRequest, "bad_json", badMsg, nil)
+		return false
 	}
-	name := in.Email
-	if name == "" {
-		name = in.Username
-	}
-	res, err := s.d.Auth.Login(ctx, auth.LoginRequest{
-		Name: name, Password: in.Password, Directory: string(in.Directory), ClientIP: s.clientIP(ctx, st),
-	})
+	return true
+}
+
+// answerLogin is the token endpoint's answer to a login (or a password
+// change, which logs in): the session cookie and the auth v4 token shape,
+// or the login error.
+func (s *Server) answerLogin(ctx *fasthttp.RequestCtx, st *settings, res auth.LoginResult, err error) {
 	if err != nil {
 		loginError(ctx, err)
 		return
@@ -182,6 +196,9 @@ func setSessionCookie(ctx *fasthttp.RequestCtx, st *settings, token string, exp 
 	c.SetHTTPOnly(true)
 	c.SetSameSite(fasthttp.CookieSameSiteLaxMode)
 	c.SetSecure(st.secure)
+	if st.cookieDomain != "" {
+		c.SetDomain(st.cookieDomain)
+	}
 	c.SetExpire(exp)
 	ctx.Response.Header.SetCookie(c)
 }

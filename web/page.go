@@ -78,8 +78,8 @@ func (s *Server) render(ctx *fasthttp.RequestCtx, status int, d pageData) {
 }
 
 // loginPage is GET /login.
-func (s *Server) loginPage(ctx *fasthttp.RequestCtx, _ *settings) {
-	rd, _ := SafeRedirect(string(ctx.QueryArgs().Peek("rd")))
+func (s *Server) loginPage(ctx *fasthttp.RequestCtx, st *settings) {
+	rd, _ := SafeRedirectTo(string(ctx.QueryArgs().Peek("rd")), string(ctx.Host()), st.redirectHosts)
 	d := s.pageData(rd, "")
 	d.Change = string(ctx.QueryArgs().Peek("change")) == "1"
 	s.render(ctx, fasthttp.StatusOK, d)
@@ -102,7 +102,7 @@ func (s *Server) loginForm(ctx *fasthttp.RequestCtx, st *settings) {
 	args.ParseBytes(body)
 	username := string(args.Peek("username"))
 	dir := string(args.Peek("directory"))
-	rd, _ := SafeRedirect(string(args.Peek("rd")))
+	rd, _ := SafeRedirectTo(string(args.Peek("rd")), string(ctx.Host()), st.redirectHosts)
 	change := string(args.Peek("mode")) == "change"
 	again := func(status int, msg string, change bool) {
 		d := s.pageData(rd, dir)

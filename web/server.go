@@ -10,6 +10,7 @@ import (
 	"html/template"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -48,12 +49,18 @@ type settings struct {
 	cookieName  string
 	secure      bool
 	trusted     []netip.Prefix
+	// cookieDomain and redirectHosts: session.cookie_domain and
+	// login.redirect_hosts (forward-auth across hosts of one site).
+	cookieDomain  string
+	redirectHosts []string
 }
 
 func settingsFrom(cfg *config.Config, log *slog.Logger) *settings {
 	st := &settings{
-		cookieName: cfg.Session.CookieName,
-		secure:     cfg.SecureCookie(),
+		cookieName:    cfg.Session.CookieName,
+		secure:        cfg.SecureCookie(),
+		cookieDomain:  cfg.Session.CookieDomain,
+		redirectHosts: cfg.Login.RedirectHosts,
 	}
 	if st.cookieName == "" {
 		st.cookieName = config.DefaultCookieName
@@ -412,14 +419,42 @@ func (s *Server) whoami(ctx *fasthttp.RequestCtx, st *settings) {
 // forwardAuth, Caddy forward_auth): 200 with the identity headers on the
 // answer, 401 otherwise. The request's own identity headers are never
 // echoed: only SetIdentity writes them.
+//
+// With ?redirect=login (Traefik, Caddy: they hand the answer to the
+// browser) a browser without a session is sent to the login page instead,
+// with rd the page it asked for, rebuilt from X-Forwarded-Proto, -Host and
+// -Uri and kept only if its host is one rd may name (SPEC §6). nginx
+// needs the plain 401: auth_request takes any other status as an error.
 func (s *Server) verify(ctx *fasthttp.RequestCtx, st *settings) {
-	u, ok := s.requireCaller(ctx, st)
-	if !ok {
+	u, err := s.caller(ctx, st)
+	if errors.Is(err, auth.ErrNoSession) && wantsHTML(ctx) &&
+		string(ctx.QueryArgs().Peek("redirect")) == "login" {
+		rd, _ := SafeRedirectTo(forwardedURL(&ctx.Request.Header), string(ctx.Host()), st.redirectHosts)
+		redirect(ctx, pathLogin+"?rd="+url.QueryEscape(rd), fasthttp.StatusFound)
+		noStore(ctx)
+		return
+	}
+	if err != nil {
+		refuse(ctx, err)
 		return
 	}
 	noStore(ctx)
 	s.d.Proxy.SetIdentity(&ctx.Response.Header, &u)
 	ctx.SetStatusCode(fasthttp.StatusOK)
+}
+
+// forwardedURL is the URL a front proxy was asked for, from its
+// X-Forwarded-Proto, -Host and -Uri; "" when it did not say.
+func forwardedURL(h *fasthttp.RequestHeader) string {
+	proto := strings.ToLower(string(h.Peek("X-Forwarded-Proto")))
+	host, uri := string(h.Peek("X-Forwarded-Host")), string(h.Peek("X-Forwarded-Uri"))
+	if host == "" || (proto != "http" && proto != "https") {
+		return uri // a path of its own, or "" (then "/")
+	}
+	if !strings.HasPrefix(uri, "/") {
+		uri = "/"
+	}
+	return proto + "://" + host + uri
 }
 
 func (s *Server) directories(ctx *fasthttp.RequestCtx) {

@@ -706,3 +706,74 @@ func TestCredentialsNotForwarded(t *testing.T) {
 		t.Fatalf("foreign Authorization changed: %v", got)
 	}
 }
+
+// TestVerifyRedirectLogin: GET /auth/v4/verify?redirect=login sends a
+// browser without a session to /login with rd rebuilt from the forwarded
+// headers, kept only for ldapgate's own host and login.redirect_hosts;
+// the form login then lands there, with the cookie on the shared domain.
+// API clients and plain verify (nginx) keep the 401.
+func TestVerifyRedirectLogin(t *testing.T) {
+	s := newStack(t, stackOpts{tweak: func(c *config.Config) {
+		c.Login.RedirectHosts = []string{"app.example.com"}
+		c.Session.CookieDomain = "example.com"
+	}})
+	if s == nil {
+		return
+	}
+	own := strings.TrimPrefix(s.url, "http://")
+	fwd := func(proto, host, uri string) []string {
+		return []string{"Accept: text/html", "X-Forwarded-Proto: " + proto, "X-Forwarded-Host: " + host, "X-Forwarded-Uri: " + uri}
+	}
+	for _, tc := range []struct {
+		name    string
+		headers []string
+		rd      string
+	}{
+		{"listed host", fwd("https", "app.example.com", "/page?x=1&y=%2F"), "https://app.example.com/page?x=1&y=%2F"},
+		{"own host", fwd("http", own, "/p"), "http://" + own + "/p"},
+		{"other host", fwd("https", "evil.example", "/p"), "/"},
+		{"userinfo", fwd("https", "app.example.com@evil.example", "/p"), "/"},
+		{"look-alike", fwd("https", "app.example.com.evil.example", "/p"), "/"},
+		{"uri without slash", fwd("https", "app.example.com", "@evil.example/"), "https://app.example.com/"},
+		{"uri scheme-relative", fwd("https", "app.example.com", "//evil.example/"), "https://app.example.com//evil.example/"}, // a path on the listed host
+		{"bad proto", fwd("javascript", "app.example.com", "/p"), "/p"},
+		{"no forwarded headers", []string{"Accept: text/html"}, "/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := s.do(t, "GET", "/auth/v4/verify?redirect=login", "", tc.headers...)
+			if want := "/login?rd=" + url.QueryEscape(tc.rd); r.status != 302 || r.header.Get("Location") != want {
+				t.Errorf("%d Location %q, want 302 %q", r.status, r.header.Get("Location"), want)
+			}
+		})
+	}
+	browser := fwd("https", "app.example.com", "/page")
+	if r := s.do(t, "GET", "/auth/v4/verify", "", browser...); r.status != 401 {
+		t.Errorf("plain verify (nginx) for a browser: %d, want 401", r.status)
+	}
+	if r := s.do(t, "GET", "/auth/v4/verify?redirect=login", "", "Accept: application/json"); r.status != 401 {
+		t.Errorf("verify?redirect=login for an API client: %d, want 401", r.status)
+	}
+	tok := s.login(t, "alice")
+	if r := s.do(t, "GET", "/auth/v4/verify?redirect=login", "", append(browser, s.cookie(tok))...); r.status != 200 ||
+		r.header.Get("X-Forwarded-User") != s.fx.Login("alice") {
+		t.Errorf("verify with a session: %d %v", r.status, r.header)
+	}
+
+	// The form login follows the same rule, and shares the cookie.
+	form := func(rd string) reply {
+		return s.do(t, "POST", "/login", url.Values{"username": {s.fx.Login("bob")}, "password": {ldaptest.Password}, "rd": {rd}}.Encode())
+	}
+	r := form("https://app.example.com/page")
+	if r.status != 303 || r.header.Get("Location") != "https://app.example.com/page" {
+		t.Errorf("form login to a listed host: %d %q", r.status, r.header.Get("Location"))
+	}
+	if c, err := http.ParseSetCookie(r.header.Get("Set-Cookie")); err != nil || c.Domain != "example.com" {
+		t.Errorf("cookie %q: want Domain=example.com", r.header.Get("Set-Cookie"))
+	}
+	if r := form("https://evil.example/page"); r.status != 303 || r.header.Get("Location") != "/" {
+		t.Errorf("form login to another host: %d %q", r.status, r.header.Get("Location"))
+	}
+	if p := s.do(t, "GET", "/login?rd="+url.QueryEscape("https://app.example.com/page"), ""); !strings.Contains(string(p.body), `name="rd" value="https://app.example.com/page"`) {
+		t.Errorf("login page dropped a listed rd:\n%s", p.body)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 
@@ -127,8 +128,8 @@ func queryUsers(ctx context.Context, q querier, sql string, args []any, fn func(
 	return rows.Err()
 }
 
-// ListUsers: see cache.Backend. Ordered by id.
-func (s *Store) ListUsers(ctx context.Context, f cache.UserFilter) ([]account.User, int, error) {
+// userFilter is the WHERE clause of f and its arguments.
+func userFilter(f cache.UserFilter) (string, []any) {
 	var (
 		conds []string
 		args  []any
@@ -155,37 +156,86 @@ func (s *Store) ListUsers(ctx context.Context, f cache.UserFilter) ([]account.Us
 		n := len(args)
 		conds = append(conds, fmt.Sprintf("(strpos(username, $%d) > 0 OR strpos(lower(email), $%d) > 0 OR strpos(lower(display_name), $%d) > 0)", n, n, n))
 	}
-	where := ""
-	if len(conds) > 0 {
-		where = "WHERE " + strings.Join(conds, " AND ")
+	if len(conds) == 0 {
+		return "", args
 	}
-	var (
-		page  = []account.User{}
-		total int
-	)
-	err := s.view(ctx, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM users `+where, args...).Scan(&total); err != nil {
-			return err
-		}
-		sql := where + " ORDER BY id"
-		pargs := slices.Clone(args)
-		if f.Limit > 0 {
-			pargs = append(pargs, f.Limit)
-			sql += fmt.Sprintf(" LIMIT $%d", len(pargs))
-		}
-		if f.Offset > 0 {
-			pargs = append(pargs, f.Offset)
-			sql += fmt.Sprintf(" OFFSET $%d", len(pargs))
-		}
-		return queryUsers(ctx, tx, sql, pargs, func(u account.User) error {
-			page = append(page, u)
-			return nil
-		})
-	})
+	return "WHERE " + strings.Join(conds, " AND "), args
+}
+
+// pageSQL adds the order and the page bounds of f.
+func pageSQL(where string, args []any, f cache.UserFilter) (string, []any) {
+	sql := where + " ORDER BY id"
+	args = slices.Clone(args)
+	if f.Limit > 0 {
+		args = append(args, f.Limit)
+		sql += fmt.Sprintf(" LIMIT $%d", len(args))
+	}
+	if f.Offset > 0 {
+		args = append(args, f.Offset)
+		sql += fmt.Sprintf(" OFFSET $%d", len(args))
+	}
+	return sql, args
+}
+
+// ListUsers: see cache.Backend. Ordered by id.
+func (s *Store) ListUsers(ctx context.Context, f cache.UserFilter) ([]account.User, int, error) {
+	l, err := s.OpenUserList(ctx, f)
 	if err != nil {
-		return nil, 0, fmt.Errorf("list users: %w", err)
+		return nil, 0, err
 	}
-	return page, total, nil
+	defer l.Close()
+	page := make([]account.User, 0, l.Len())
+	if err := l.Each(ctx, func(u *account.User) error { page = append(page, *u); return nil }); err != nil {
+		return nil, 0, err
+	}
+	return page, l.Total(), nil
+}
+
+// userList is a cache.UserCursor over a read-only snapshot transaction.
+type userList struct {
+	tx         pgx.Tx
+	sql        string
+	args       []any
+	len, total int
+	once       sync.Once
+}
+
+// OpenUserList: see cache.Backend. The snapshot stays open until Close.
+func (s *Store) OpenUserList(ctx context.Context, f cache.UserFilter) (cache.UserCursor, error) {
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, fmt.Errorf("list users: %w", unavailable(err))
+	}
+	where, args := userFilter(f)
+	l := &userList{tx: tx}
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM users `+where, args...).Scan(&l.total); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("list users: %w", unavailable(err))
+	}
+	l.len = max(0, l.total-max(f.Offset, 0))
+	if f.Limit > 0 {
+		l.len = min(l.len, f.Limit)
+	}
+	l.sql, l.args = pageSQL(where, args, f)
+	return l, nil
+}
+
+func (l *userList) Len() int   { return l.len }
+func (l *userList) Total() int { return l.total }
+
+func (l *userList) Each(ctx context.Context, fn func(*account.User) error) error {
+	if l.len == 0 {
+		return nil
+	}
+	err := queryUsers(ctx, l.tx, l.sql, l.args, func(u account.User) error { return fn(&u) })
+	if err != nil {
+		return fmt.Errorf("list users: %w", unavailable(err))
+	}
+	return nil
+}
+
+func (l *userList) Close() {
+	l.once.Do(func() { _ = l.tx.Rollback(context.Background()) })
 }
 
 // UsersOfDirectory: see cache.Backend.

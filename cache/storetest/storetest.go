@@ -410,6 +410,18 @@ func testListUsers(t *testing.T, s cache.Backend) {
 			t.Errorf("%s: %v of %d, want %v of %d", tc.name, got, total, tc.want, tc.total)
 		}
 	}
+	// The streamed listing answers as ListUsers does.
+	l, err := s.OpenUserList(ctx, cache.UserFilter{Limit: 2, Offset: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var streamed []uint64
+	err = l.Each(ctx, func(u *account.User) error { streamed = append(streamed, u.ID); return nil })
+	l.Close()
+	l.Close()
+	if err != nil || l.Len() != 2 || l.Total() != 6 || !slices.Equal(streamed, []uint64{ids[1], ids[2]}) {
+		t.Errorf("OpenUserList: len %d total %d users %v %v", l.Len(), l.Total(), streamed, err)
+	}
 	of1, err := s.UsersOfDirectory(ctx, 1)
 	if err != nil || len(of1) != 3 || of1[0].ID != ids[0] {
 		t.Errorf("UsersOfDirectory(1): %d users %v", len(of1), err)

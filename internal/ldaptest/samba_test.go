@@ -140,14 +140,20 @@ func TestSambaBigTreeNeedsPaging(t *testing.T) {
 		}
 	})
 	t.Run("samba alone does not limit", func(t *testing.T) {
-		// Why the proxy exists; logged, not asserted, so a Samba that starts
-		// enforcing AD's limits does not fail the suite.
+		// Why the limiting proxy (samba_adlimits.go) exists: straight to
+		// Samba, a non-paged search returns every user. Should a Samba
+		// start enforcing AD's MaxPageSize itself, this fails: the proxy
+		// would then be redundant, and the limit tests above would no
+		// longer show that it is the proxy that limits.
 		raw := dialT(t, sambaRawURL(t))
 		if err := raw.Bind(s.AdminDN, s.AdminPassword); err != nil {
 			t.Fatalf("bind: %v", err)
 		}
 		res, err := raw.Search(newReq(0))
-		t.Logf("non-paged search straight to Samba: %d entries, err %v", sambaCount(res), err)
+		if err != nil || sambaCount(res) != BigSambaUsers {
+			t.Fatalf("non-paged search straight to Samba: %d entries, err %v; want all %d, no error",
+				sambaCount(res), err, BigSambaUsers)
+		}
 	})
 }
 
