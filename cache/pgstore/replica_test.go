@@ -3,8 +3,6 @@ package pgstore_test
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
 	"net/url"
 	"sync"
 	"testing"
@@ -105,65 +103,6 @@ func TestChangesReachOtherReplica(t *testing.T) {
 	seen.waitFor(t, "B's end of the user's sessions", func(c cache.Change) bool { return c.UserID == u.ID })
 }
 
-// cutProxy forwards TCP to PostgreSQL until cut: then every connection
-// through it ends and new ones are refused, as when the server is gone.
-type cutProxy struct {
-	t      *testing.T
-	target string
-	addr   string
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  []net.Conn
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	p := &cutProxy{t: t, target: target}
-	p.start("127.0.0.1:0")
-	t.Cleanup(p.cut)
-	return p
-}
-
-func (p *cutProxy) start(addr string) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.mu.Lock()
-	p.ln, p.addr = ln, ln.Addr().String()
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(up, c); up.Close() }()
-			go func() { _, _ = io.Copy(c, up); c.Close() }()
-		}
-	}()
-}
-
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
 // TestFailClosedWhenCutOff: a replica cut off from PostgreSQL stops
 // answering from its cache (cache.ErrUnavailable, the 503 of SPEC §12),
 // drops it, and recovers by itself when the server is back.
@@ -174,8 +113,8 @@ func TestFailClosedWhenCutOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := newCutProxy(t, pu.Host)
-	pu.Host = proxy.addr
+	proxy := pgtest.NewCutProxy(t, pu.Host)
+	pu.Host = proxy.Addr()
 	a := open(t, pu.String())
 	seen := watch(a)
 	u, err := a.CreateUser(ctx, account.User{Username: "cut", Role: "user", State: account.StateActive, Source: account.SourceLocal})
@@ -185,7 +124,7 @@ func TestFailClosedWhenCutOff(t *testing.T) {
 	if _, err := a.UserByID(ctx, u.ID); err != nil {
 		t.Fatal(err)
 	}
-	proxy.cut()
+	proxy.Cut()
 	pollUntil(t, "the cached user to be refused", func() bool {
 		_, err := a.UserByID(ctx, u.ID)
 		return errors.Is(err, cache.ErrUnavailable)
@@ -197,7 +136,7 @@ func TestFailClosedWhenCutOff(t *testing.T) {
 	if _, err := a.CreateSession(ctx, cache.Session{TokenHash: [32]byte{7}, UserID: u.ID, ExpiresAt: time.Now().Add(time.Hour)}, 0, nil); !errors.Is(err, cache.ErrUnavailable) {
 		t.Errorf("CreateSession while cut off: %v, want ErrUnavailable", err)
 	}
-	proxy.start(proxy.addr)
+	proxy.Restore()
 	pollUntil(t, "recovery", func() bool {
 		got, err := a.UserByID(ctx, u.ID)
 		return err == nil && got.ID == u.ID
