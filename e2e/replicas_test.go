@@ -99,12 +99,16 @@ func TestTwoReplicasOnePostgres(t *testing.T) {
 		return
 	}
 
+	// A killed replica comes back on the same store.
+	a = startReplica(t, bin, "replica-a", pu.String(), fx)
+
 	// PostgreSQL out of reach: both answer 503, never 200 past a second.
 	tok = b.g.login(fx.Login("alice"), ldaptest.Password)
 	b.g.must(200, "GET", "/auth/v4/whoami", tok, nil)
+	a.g.must(200, "GET", "/auth/v4/whoami", tok, nil)
 	proxy.Cut()
 	cut := time.Now()
-	for _, r := range []*replica{b} {
+	for _, r := range []*replica{a, b} {
 		eventually(t, 10*time.Second, "503 for session checks", func() (bool, string) {
 			code := status(r, "GET", "/auth/v4/whoami", tok, nil)
 			if code == 200 && time.Since(cut) > time.Second {
@@ -117,11 +121,13 @@ func TestTwoReplicasOnePostgres(t *testing.T) {
 		}
 	}
 	proxy.Restore()
-	eventually(t, 15*time.Second, "recovery", func() (bool, string) {
-		code := status(b, "GET", "/auth/v4/whoami", tok, nil)
-		return code == 200, fmt.Sprint(code)
-	})
-	b.g.login(fx.Login("alice"), ldaptest.Password)
+	for _, r := range []*replica{a, b} {
+		eventually(t, 15*time.Second, "recovery", func() (bool, string) {
+			code := status(r, "GET", "/auth/v4/whoami", tok, nil)
+			return code == 200, fmt.Sprint(code)
+		})
+		r.g.login(fx.Login("alice"), ldaptest.Password)
+	}
 }
 
 // killMidApply: A syncs a directory of a few thousand new users in batches
