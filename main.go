@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -53,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return hashPassword(os.Stdin, stdout, stderr)
 	case "healthcheck":
 		return healthcheck(args, stderr)
+	case "migrate-store":
+		return migrateStore(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "ldapgate", buildVersion())
 		return 0
@@ -73,6 +76,8 @@ func usage(w io.Writer) {
   ldapgate demo [-listen ADDR]         embedded directory + demo upstream, no setup
   ldapgate hash-password < PASSWORD    print an argon2id hash for local_users
   ldapgate healthcheck [-url URL]      exit 0 if /healthz answers 200 (container HEALTHCHECK)
+  ldapgate migrate-store -config FILE [-from badger:DIR] [-to postgres]
+                                       copy a badger store into the config's PostgreSQL store
   ldapgate version                     print the version
   ldapgate help                        this list (also -h, --help)
 `)
@@ -101,6 +106,44 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "warning: %s\n", w.Error())
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d directories, %d local users)\n", cfg.Path, len(cfg.Directories), len(cfg.LocalUsers))
+	return 0
+}
+
+// migrateStore copies a badger store (default: the config's data_dir)
+// into the config's PostgreSQL store (SPEC §12).
+func migrateStore(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("migrate-store", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/ldapgate/config.yaml", "config file (its store.postgres is the target)")
+	from := fs.String("from", "", "badger:DIR, the store to copy (default: badger:<data_dir>)")
+	to := fs.String("to", "postgres", "postgres: the config's store.postgres")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *to != "postgres" {
+		fmt.Fprintf(stderr, "migrate-store: -to %q: only postgres (the config's store.postgres) is supported\n", *to)
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		printConfigError(stderr, *path, err)
+		return 1
+	}
+	dir := cfg.DataDir
+	if *from != "" {
+		d, ok := strings.CutPrefix(*from, "badger:")
+		if !ok || d == "" {
+			fmt.Fprintf(stderr, "migrate-store: -from %q: want badger:DIR\n", *from)
+			return 2
+		}
+		dir = d
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := app.MigrateStore(ctx, cfg, dir, stdout, slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
 	return 0
 }
 

@@ -160,3 +160,19 @@ func (s *Store) NamingOverride(ctx context.Context, dirID uint64) (string, error
 	}
 	return naming, nil
 }
+
+// DirectoryNames returns the ids DirectoryIDForName gave out, by name
+// (migrate-store copies them: users refer to their directory by id).
+func (s *Store) DirectoryNames(ctx context.Context) (map[string]uint64, error) {
+	out := map[string]uint64{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		return iterate(ctx, txn, []byte(pDirName), func(k, v []byte) error {
+			out[string(k[len(pDirName):])] = bytesID(v)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("directory names: %w", err)
+	}
+	return out, nil
+}

@@ -13,7 +13,7 @@ import (
 // --help printed "Usage of serve" and exited 2.
 func TestHelpListsEveryCommand(t *testing.T) {
 	bin := opsBinary(t)
-	commands := []string{"serve", "check-config", "demo", "hash-password", "healthcheck", "version", "help"}
+	commands := []string{"serve", "check-config", "demo", "hash-password", "healthcheck", "migrate-store", "version", "help"}
 	for _, arg := range []string{"help", "-h", "--help", "-help"} {
 		t.Run(arg, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
