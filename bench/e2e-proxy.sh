@@ -14,6 +14,9 @@
 #   ROUNDS=9 DURATION=10s bench/e2e-proxy.sh
 #   PPROF=1 bench/e2e-proxy.sh                  # + CPU profiles of ldapgate and bare
 #   BARE_STREAM=1 bench/e2e-proxy.sh            # the bare proxy streams bodies too
+#   PG_DSN=postgres://... bench/e2e-proxy.sh     # + ldapgate on store.backend: postgres
+#                                               # (a fresh database on that cluster;
+#                                               # scripts/test-pg.sh start DIR makes one)
 #
 # Prints requests/second and CPU time per request of each proxy (from
 # /proc, nginx's two workers summed), and the ratios of the same round.
@@ -36,6 +39,9 @@ cleanup() {
 		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 		kill -9 "$pid" 2>/dev/null || true
 	done
+	if [ -n "${pg_db:-}" ]; then
+		timeout 60 psql -q -d "$PG_DSN" -c "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null || true
+	fi
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -47,7 +53,10 @@ done
 free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+PG_DSN=${PG_DSN:-}
+pg_db=
 up_port=$(free_port) gate_port=$(free_port) metrics_port=$(free_port) nginx_port=$(free_port)
+pg_port=$(free_port) pg_metrics_port=$(free_port)
 bare_port=$(free_port) bare_pprof=$(free_port)
 
 echo "building..." >&2
@@ -75,6 +84,20 @@ local_users:
 YAML
 "$tmp/ldapgate" serve -config "$tmp/ldapgate.yaml" 2>"$tmp/gate.log" & pids+=($!)
 gate_pid=$!
+
+# The same ldapgate on a PostgreSQL store (SPEC §12): a session check is
+# still a memory hit there; this shows what the shared store costs.
+if [ -n "$PG_DSN" ]; then
+	pg_db=ldapgate_bench_$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
+	timeout 60 psql -q -d "$PG_DSN" -c "CREATE DATABASE $pg_db" >/dev/null
+	python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))' \
+		"$PG_DSN" "$pg_db" >"$tmp/pg_dsn"
+	sed -e "s/127.0.0.1:$gate_port/127.0.0.1:$pg_port/; s/127.0.0.1:$metrics_port/127.0.0.1:$pg_metrics_port/" \
+		"$tmp/ldapgate.yaml" >"$tmp/ldapgate-pg.yaml"
+	printf 'store: {backend: postgres, postgres: {dsn_file: "%s"}}\n' "$tmp/pg_dsn" >>"$tmp/ldapgate-pg.yaml"
+	"$tmp/ldapgate" serve -config "$tmp/ldapgate-pg.yaml" 2>"$tmp/gate-pg.log" & pids+=($!)
+	pg_pid=$!
+fi
 
 mkdir -p "$tmp/nginx"
 cat >"$tmp/nginx/nginx.conf" <<NGINX
@@ -118,7 +141,7 @@ wait_port() {
 	echo "e2e-proxy.sh: nothing answers on port $1" >&2
 	exit 1
 }
-for p in "$up_port" "$gate_port" "$nginx_port" "$bare_port"; do wait_port "$p"; done
+for p in "$up_port" "$gate_port" "$nginx_port" "$bare_port" ${PG_DSN:+"$pg_port"}; do wait_port "$p"; done
 
 session=$(curl -fsS -m 30 -X POST "http://127.0.0.1:$gate_port/auth/v4/public/token" \
 	-d '{"username":"bench@local","password":"bench-password"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
@@ -127,6 +150,11 @@ code=$(curl -s -m 30 -o /dev/null -w '%{http_code}' -H "Cookie: ldapgate_session
 # The same request to all: a browser-like cookie (the session among others)
 # so ldapgate's cookie rewrite runs, as it would in use.
 hdr="Cookie: ldapgate_session=$session; theme=dark; lang=en"
+if [ -n "$PG_DSN" ]; then
+	pg_session=$(curl -fsS -m 30 -X POST "http://127.0.0.1:$pg_port/auth/v4/public/token" \
+		-d '{"username":"bench@local","password":"bench-password"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+	pg_hdr="Cookie: ldapgate_session=$pg_session; theme=dark; lang=en"
+fi
 
 ticks() { # CPU ticks (user+system) of the given processes
 	local t=0 p f
@@ -158,6 +186,7 @@ nginx_workers=$(pgrep -P "$nginx_pid" | tr '\n' ' ')
 	DURATION=2s run "$gate_port" "$gate_pid" >/dev/null
 	DURATION=2s run "$nginx_port" $nginx_workers >/dev/null
 	DURATION=2s run "$bare_port" "$bare_pid" >/dev/null
+	if [ -n "$PG_DSN" ]; then hdr=$pg_hdr DURATION=2s run "$pg_port" "$pg_pid" >/dev/null; fi
 }
 
 if [ -n "$PPROF" ]; then
@@ -190,9 +219,19 @@ for i in $(seq "$ROUNDS"); do
 	read -r b bcpu <"$tmp/r"
 	printf 'round %d: ldapgate %6.0f req/s %5.1f us/req | nginx %6.0f req/s %5.1f us/req | bare %6.0f req/s %5.1f us/req | ldapgate/nginx %.2f, ldapgate/bare %.2f, bare/nginx %.2f\n' \
 		"$i" "$g" "$gcpu" "$n" "$ncpu" "$b" "$bcpu" "$(div "$g" "$n")" "$(div "$g" "$b")" "$(div "$b" "$n")"
+	if [ -n "$PG_DSN" ]; then
+		hdr=$pg_hdr run "$pg_port" "$pg_pid" >"$tmp/r"
+		read -r pgr pgcpu <"$tmp/r"
+		printf '         ldapgate on postgres %6.0f req/s %5.1f us/req | postgres/badger %.2f\n' "$pgr" "$pgcpu" "$(div "$pgr" "$g")"
+		ps_=$(echo "${ps_:-0} + $pgr" | bc -l) pc_=$(echo "${pc_:-0} + $pgcpu" | bc -l)
+	fi
 	gs=$(echo "$gs + $g" | bc -l) ns=$(echo "$ns + $n" | bc -l) bs=$(echo "$bs + $b" | bc -l)
 	gc=$(echo "$gc + $gcpu" | bc -l) nc=$(echo "$nc + $ncpu" | bc -l) bc_=$(echo "$bc_ + $bcpu" | bc -l)
 done
 printf 'mean:    ldapgate %6.0f req/s %5.1f us/req | nginx %6.0f req/s %5.1f us/req | bare %6.0f req/s %5.1f us/req | ldapgate/nginx %.2f, ldapgate/bare %.2f, bare/nginx %.2f\n' \
 	"$(div "$gs" "$ROUNDS")" "$(div "$gc" "$ROUNDS")" "$(div "$ns" "$ROUNDS")" "$(div "$nc" "$ROUNDS")" \
 	"$(div "$bs" "$ROUNDS")" "$(div "$bc_" "$ROUNDS")" "$(div "$gs" "$ns")" "$(div "$gs" "$bs")" "$(div "$bs" "$ns")"
+if [ -n "$PG_DSN" ]; then
+	printf 'mean:    ldapgate on postgres %6.0f req/s %5.1f us/req | postgres/badger %.2f\n' \
+		"$(div "$ps_" "$ROUNDS")" "$(div "$pc_" "$ROUNDS")" "$(div "$ps_" "$gs")"
+fi

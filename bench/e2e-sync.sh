@@ -37,6 +37,9 @@
 #               lookups instead of trusted creates (cache/names.go)
 #   nopipeline  a build whose apply commits one batch after the other
 #               (no cache/pipeline.go overlap)
+#   postgres    the plain binary on store.backend: postgres (SPEC §12), a
+#               fresh database per round on the cluster of PG_DSN (default
+#               $LDAPGATE_TEST_PG_DSN; scripts/test-pg.sh start DIR makes one)
 #
 # GOMEMLIMIT and GOGC, when set, are passed to ldapgate only. Needs: go,
 # slapd, slapadd and ldapsearch (slapd, ldap-utils), curl, awk, bc, python3.
@@ -64,6 +67,7 @@ cleanup() {
 		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 		kill -9 "$pid" 2>/dev/null || true
 	done
+	[ -z "${pg_db:-}" ] || pg_drop
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -80,7 +84,7 @@ free_port() { # a free loopback port, from the kernel
 echo "building ldapgate..." >&2
 for v in $VARIANTS; do
 	case $v in
-	plain | docker | gomemlimit=*) ;;
+	plain | docker | gomemlimit=* | postgres) ;;
 	untrusted | nopipeline) ;;
 	*) echo "e2e-sync.sh: unknown variant $v" >&2; exit 2 ;;
 	esac
@@ -95,6 +99,25 @@ for v in untrusted nopipeline; do
 		;;
 	esac
 done
+
+PG_DSN=${PG_DSN:-${LDAPGATE_TEST_PG_DSN:-}}
+case " $VARIANTS " in *" postgres "*)
+	[ -n "$PG_DSN" ] || { echo "e2e-sync.sh: variant postgres needs PG_DSN (scripts/test-pg.sh start DIR)" >&2; exit 2; }
+	command -v psql >/dev/null || { echo "e2e-sync.sh: psql not found" >&2; exit 1; }
+	;;
+esac
+pg_db= # the database of the running postgres variant
+pg_fresh() { # a new database on PG_DSN's cluster; its DSN in $tmp/pg_dsn
+	pg_db=ldapgate_bench_$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
+	timeout 60 psql -q -d "$PG_DSN" -c "CREATE DATABASE $pg_db" >/dev/null
+	python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))' \
+		"$PG_DSN" "$pg_db" >"$tmp/pg_dsn"
+}
+pg_drop() {
+	[ -n "$pg_db" ] || return 0
+	timeout 60 psql -q -d "$PG_DSN" -c "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null || true
+	pg_db=
+}
 
 # --- slapd with the bulk directory ----------------------------------------
 base=dc=example,dc=com
@@ -167,6 +190,7 @@ data_dir: "$1"
 log_level: info
 admin_token_file: "$tmp/admin_token"
 session: {secure_cookie: false}
+$(if [ "$2" = postgres ]; then printf 'store: {backend: postgres, postgres: {dsn_file: "%s"}}' "$tmp/pg_dsn"; fi)
 directories:
   - name: bulk
     type: ldap
@@ -263,6 +287,7 @@ declare -A sum_ratio sum_reratio max_peak sum_cratio sum_recratio
 for r in $(seq "$ROUNDS"); do
 for v in $VARIANTS; do
 	rm -rf "$tmp/data"
+	if [ "$v" = postgres ]; then pg_fresh; fi
 	start_gate "$tmp/data" "$v"
 	id=$(curl -fsS -m 30 "${admin[@]}" "http://127.0.0.1:$gate_port/auth/v4/ldap" |
 		sed -n 's/.*"id":\([0-9]*\),"name":"bulk".*/\1/p')
@@ -333,6 +358,7 @@ for v in $VARIANTS; do
 		done
 	fi
 	stop_gate
+	if [ "$v" = postgres ]; then pg_drop; fi
 done
 done
 

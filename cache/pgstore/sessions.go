@@ -60,6 +60,9 @@ func (s *Store) CreateSession(ctx context.Context, sess cache.Session, maxPerUse
 			if _, err := tx.exec(`DELETE FROM sessions WHERE user_id = $1 AND expires_at <= now()`, int64(sess.UserID)); err != nil {
 				return err
 			}
+			if err := tx.flushPending(); err != nil {
+				return err
+			}
 			rows, err := tx.tx.Query(tx.ctx, `DELETE FROM sessions WHERE token_hash IN (
 				SELECT token_hash FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, token_hash OFFSET $2)
 				RETURNING token_hash`, int64(sess.UserID), maxPerUser-1)

@@ -221,14 +221,18 @@ const (
 func (s *Store) Update(ctx context.Context, fn func(tx cache.Txn) error) error {
 	assigned := map[uint64]bool{}
 	conflicts, reruns := 0, 0
+	deferCreates := true
 	for {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("store update: %w", err)
 		}
-		err := s.attempt(ctx, assigned, fn)
+		err := s.attempt(ctx, assigned, deferCreates, fn)
 		switch {
 		case err == nil:
 			return nil
+		case errors.Is(err, errDeferredConflict) && conflicts < maxConflicts:
+			deferCreates = false
+			conflicts++
 		case errors.Is(err, cache.ErrRerun) || retryable(err):
 			if retryable(err) && conflicts < maxConflicts {
 				conflicts++
@@ -245,13 +249,13 @@ func (s *Store) Update(ctx context.Context, fn func(tx cache.Txn) error) error {
 	}
 }
 
-func (s *Store) attempt(ctx context.Context, assigned map[uint64]bool, fn func(tx cache.Txn) error) error {
+func (s *Store) attempt(ctx context.Context, assigned map[uint64]bool, deferCreates bool, fn func(tx cache.Txn) error) error {
 	ptx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.Serializable})
 	if err != nil {
 		return fmt.Errorf("store update: %w", err)
 	}
 	defer ptx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit: a no-op
-	tx := &Tx{ctx: ctx, tx: ptx, now: now(), assigned: assigned}
+	tx := &Tx{ctx: ctx, tx: ptx, now: now(), assigned: assigned, deferCreates: deferCreates}
 	if err := fn(tx); err != nil {
 		if tx.failed != nil {
 			// fn saw a failed statement (maybe wrapped as something

@@ -32,7 +32,18 @@ type Tx struct {
 	// notes name the users changed and sessions ended, for the NOTIFY
 	// sent with the commit (watch.go).
 	notes []string
-	last  struct {
+	// deferCreates: new users are queued and written with one COPY before
+	// the transaction's next statement or its commit (a sync's batch of
+	// 1000 creates is then one round trip, not 1000). Their names and
+	// uuids are checked against the queue only; one the store already
+	// holds fails the COPY, and the attempt reruns without deferring
+	// (errDeferredConflict), where PutUser answers ErrNameTaken itself.
+	deferCreates bool
+	pending      [][]any
+	pendingKeys  map[string]bool
+	ids          []int64 // user ids drawn ahead from users_id_seq
+	idBatch      int
+	last         struct {
 		u  account.User
 		ok bool
 	}
@@ -62,9 +73,63 @@ func (tx *Tx) fail(err error) error {
 	return err
 }
 
-func (tx *Tx) exec(sql string, args ...any) (int64, error) {
+// errDeferredConflict: a deferred create met a unique constraint.
+var errDeferredConflict = errors.New("store: a queued new user conflicts; run again without queueing")
+
+// flushPending writes the queued new users.
+func (tx *Tx) flushPending() error {
 	if tx.failed != nil {
-		return 0, tx.failed
+		return tx.failed
+	}
+	if len(tx.pending) == 0 {
+		return nil
+	}
+	rows := tx.pending
+	tx.pending, tx.pendingKeys = nil, nil
+	_, err := tx.tx.CopyFrom(tx.ctx, pgx.Identifier{"users"}, userColumnList, pgx.CopyFromRows(rows))
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23505" {
+		return tx.fail(errDeferredConflict)
+	}
+	if err != nil {
+		return tx.fail(err)
+	}
+	return nil
+}
+
+// nextUserID draws a user id, fetching them from the sequence in growing
+// blocks (1, 2, 4, ... 1024): unused ones are gaps, as on badger.
+func (tx *Tx) nextUserID() (int64, error) {
+	if len(tx.ids) == 0 {
+		tx.idBatch = min(max(tx.idBatch*2, 1), 1024)
+		if err := tx.flushPending(); err != nil {
+			return 0, err
+		}
+		rows, err := tx.tx.Query(tx.ctx, `SELECT nextval('users_id_seq') FROM generate_series(1, $1)`, tx.idBatch)
+		if err != nil {
+			return 0, tx.fail(err)
+		}
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return 0, tx.fail(err)
+			}
+			tx.ids = append(tx.ids, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return 0, tx.fail(err)
+		}
+	}
+	id := tx.ids[0]
+	tx.ids = tx.ids[1:]
+	return id, nil
+}
+
+func (tx *Tx) exec(sql string, args ...any) (int64, error) {
+	if err := tx.flushPending(); err != nil {
+		return 0, err
 	}
 	tag, err := tx.tx.Exec(tx.ctx, sql, args...)
 	if err != nil {
@@ -76,8 +141,8 @@ func (tx *Tx) exec(sql string, args ...any) (int64, error) {
 // queryRow scans one row; pgx.ErrNoRows becomes cache.ErrNotFound and
 // leaves the transaction usable.
 func (tx *Tx) queryRow(sql string, args []any, dest ...any) error {
-	if tx.failed != nil {
-		return tx.failed
+	if err := tx.flushPending(); err != nil {
+		return err
 	}
 	err := tx.tx.QueryRow(tx.ctx, sql, args...).Scan(dest...)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -91,6 +156,10 @@ func (tx *Tx) queryRow(sql string, args []any, dest ...any) error {
 
 const userColumns = `id, username, email, display_name, role, groups, state, block_reason, ldap_status,
 	source, directory_id, ldap_dn, ldap_uuid, password_hash, created_at, updated_at, last_login_at, last_synced_at`
+
+var userColumnList = []string{"id", "username", "email", "display_name", "role", "groups", "state", "block_reason",
+	"ldap_status", "source", "directory_id", "ldap_dn", "ldap_uuid", "password_hash", "created_at", "updated_at",
+	"last_login_at", "last_synced_at"}
 
 // userRow is the scan target of userColumns.
 type userRow struct {
@@ -194,8 +263,8 @@ func (tx *Tx) PutUser(u *account.User) error {
 	}
 	var old *account.User
 	if u.ID == 0 {
-		var id int64
-		if err := tx.queryRow(`SELECT nextval('users_id_seq')`, nil, &id); err != nil {
+		id, err := tx.nextUserID()
+		if err != nil {
 			return fmt.Errorf("put user %q: %w", u.Username, err)
 		}
 		u.ID = uint64(id)
@@ -236,7 +305,23 @@ func (tx *Tx) PutUser(u *account.User) error {
 	args := []any{int64(u.ID), u.Username, u.Email, u.DisplayName, u.Role, u.Groups, string(u.State),
 		string(u.BlockReason), string(u.LDAPStatus), string(u.Source), int64(u.DirectoryID), u.LDAPDN,
 		u.LDAPUUID, u.PasswordHash, u.CreatedAt, u.UpdatedAt, nullTime(u.LastLoginAt), nullTime(u.LastSyncedAt)}
-	if old == nil {
+	if old == nil && tx.deferCreates {
+		nameKey, uuidKey := "n"+u.Username, fmt.Sprintf("u%d/%s", u.DirectoryID, u.LDAPUUID)
+		switch {
+		case tx.pendingKeys[nameKey]:
+			return fmt.Errorf("put user %q: %w", u.Username, cache.ErrNameTaken)
+		case u.LDAPUUID != "" && tx.pendingKeys[uuidKey]:
+			return fmt.Errorf("put user %q: uuid %s of directory %d: %w", u.Username, u.LDAPUUID, u.DirectoryID, cache.ErrUUIDTaken)
+		}
+		if tx.pendingKeys == nil {
+			tx.pendingKeys = map[string]bool{}
+		}
+		tx.pendingKeys[nameKey] = true
+		if u.LDAPUUID != "" {
+			tx.pendingKeys[uuidKey] = true
+		}
+		tx.pending = append(tx.pending, args)
+	} else if old == nil {
 		// One statement for the common case (a sync's creates): the unique
 		// constraints are the checks, and a conflict leaves the
 		// transaction usable so the answer can say which rule refused.
@@ -354,6 +439,9 @@ func (tx *Tx) AddAudit(runID uint64, e cache.AuditEntry) error {
 }
 
 func (tx *Tx) flushAudit() error {
+	if err := tx.flushPending(); err != nil {
+		return err
+	}
 	if len(tx.audit) == 0 {
 		return nil
 	}

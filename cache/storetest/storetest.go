@@ -303,8 +303,8 @@ func testRerun(t *testing.T, s cache.Backend) {
 		}
 		return nil
 	})
-	if err != nil || calls != 2 {
-		t.Fatalf("Update: %v after %d calls, want success after 2", err, calls)
+	if err != nil || calls < 2 {
+		t.Fatalf("Update: %v after %d calls, want success after a rerun", err, calls)
 	}
 	for _, n := range []string{"r1", "r2"} {
 		if _, err := s.UserByName(ctx, n); err != nil {
