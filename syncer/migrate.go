@@ -284,8 +284,16 @@ func (s *Syncer) lockDirectory(ctx context.Context, dirID uint64) error {
 		s.mu.Lock()
 		f, ok := s.running[dirID]
 		if !ok {
-			s.running[dirID] = &flight{done: make(chan struct{}), exclusive: true}
+			f := &flight{done: make(chan struct{}), exclusive: true}
+			s.running[dirID] = f
 			s.mu.Unlock()
+			// On a shared store the other replicas' syncs are held off too.
+			release, err := s.lockShared(ctx, dirID)
+			if err != nil {
+				s.unlockDirectory(dirID)
+				return err
+			}
+			f.release = release
 			return nil
 		}
 		s.mu.Unlock()
@@ -302,5 +310,8 @@ func (s *Syncer) unlockDirectory(dirID uint64) {
 	f := s.running[dirID]
 	delete(s.running, dirID)
 	s.mu.Unlock()
+	if f.release != nil {
+		f.release()
+	}
 	close(f.done)
 }

@@ -140,3 +140,27 @@ func runError(r cache.Run) error {
 	}
 	return nil
 }
+
+// lockShared waits for the directory's cross-replica lock (a migration or
+// a directory removal must not interleave with another replica's sync).
+// Without a shared store it holds nothing.
+func (s *Syncer) lockShared(ctx context.Context, dirID uint64) (func(), error) {
+	lk, ok := s.store.(cache.Locker)
+	if !ok {
+		return func() {}, nil
+	}
+	for {
+		release, held, err := lk.TryLockDirectory(ctx, dirID)
+		if err != nil {
+			return nil, fmt.Errorf("directory %d: %w", dirID, err)
+		}
+		if held {
+			return release, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the sync of directory %d on another replica: %w", dirID, ctx.Err())
+		case <-time.After(sharedPoll):
+		}
+	}
+}

@@ -81,6 +81,8 @@ type flight struct {
 	// exclusive: a migration or directory removal holds the directory; a
 	// sync waits for it and then runs, rather than joining.
 	exclusive bool
+	// release gives back an exclusive hold's cross-replica lock.
+	release func()
 }
 
 // New returns a Syncer. roles are the platform roles, highest first. log
