@@ -27,7 +27,8 @@ import (
 // replica is one ldapgate process of the pair.
 type replica struct {
 	*proc
-	g *gate
+	g       *gate
+	metrics string // http://host:port of metrics_listen
 }
 
 func startReplica(t *testing.T, bin, name, dsn string, fx *ldaptest.Fixture) *replica {
@@ -42,7 +43,7 @@ func startReplica(t *testing.T, bin, name, dsn string, fx *ldaptest.Fixture) *re
 	path := filepath.Join(dir, "config.yaml")
 	writeConfig(t, path, c.yaml())
 	p := startBinary(t, bin, path, c.Listen)
-	return &replica{proc: p, g: &gate{t: t, base: p.base}}
+	return &replica{proc: p, g: &gate{t: t, base: p.base}, metrics: "http://" + c.Metrics}
 }
 
 // status is the answer's code, or 0 when the request failed.
@@ -68,6 +69,11 @@ func TestTwoReplicasOnePostgres(t *testing.T) {
 	dirs := a.g.must(200, "GET", "/auth/v4/ldap", "admin", nil)
 	dirID := fmt.Sprint(dirs["list"].([]any)[0].(map[string]any)["id"])
 	a.g.must(200, "POST", "/auth/v4/ldap/"+dirID+"/sync", "admin", nil)
+	// The sync metrics say which replica synced (SPEC §12).
+	if code, body := get(t, a.metrics+"/metrics"); code != 200 ||
+		!strings.Contains(string(body), `ldapgate_sync_runs_total{directory="corp",replica="replica-a",result="success"} 1`) {
+		t.Errorf("A's metrics lack its replica label on the sync run: %d", code)
+	}
 
 	// A login on A is a session on B.
 	tok := a.g.login(fx.Login("bob"), ldaptest.Password)
