@@ -35,8 +35,6 @@
 #   gomemlimit=X  the same with GOMEMLIMIT=X (e.g. gomemlimit=192MiB)
 #   untrusted   a build whose apply writes new users with PutUser's index
 #               lookups instead of trusted creates (cache/names.go)
-#   nopipeline  a build whose apply commits one batch after the other
-#               (no cache/pipeline.go overlap)
 #   postgres    the plain binary on store.backend: postgres (SPEC §12), a
 #               fresh database per round on the cluster of PG_DSN (default
 #               $LDAPGATE_TEST_PG_DSN; scripts/test-pg.sh start DIR makes one)
@@ -85,20 +83,16 @@ echo "building ldapgate..." >&2
 for v in $VARIANTS; do
 	case $v in
 	plain | docker | gomemlimit=* | postgres) ;;
-	untrusted | nopipeline) ;;
+	untrusted) ;;
 	*) echo "e2e-sync.sh: unknown variant $v" >&2; exit 2 ;;
 	esac
 done
 (cd "$root" && CGO_ENABLED=0 go build -trimpath -o "$tmp/ldapgate.plain" .)
-# The measurement builds: syncer/apply.go's bench switches.
-for v in untrusted nopipeline; do
-	case " $VARIANTS " in *" $v "*)
-		sw=benchUntrusted
-		[ "$v" = nopipeline ] && sw=benchNoPipeline
-		(cd "$root" && CGO_ENABLED=0 go build -trimpath -ldflags "-X github.com/ldapgate/ldapgate/syncer.$sw=1" -o "$tmp/ldapgate.$v" .)
-		;;
-	esac
-done
+# The measurement build: syncer/apply.go's bench switch.
+case " $VARIANTS " in *" untrusted "*)
+	(cd "$root" && CGO_ENABLED=0 go build -trimpath -ldflags "-X github.com/ldapgate/ldapgate/syncer.benchUntrusted=1" -o "$tmp/ldapgate.untrusted" .)
+	;;
+esac
 
 PG_DSN=${PG_DSN:-${LDAPGATE_TEST_PG_DSN:-}}
 case " $VARIANTS " in *" postgres "*)
@@ -212,7 +206,7 @@ YAML
 	case $2 in
 	docker) memlimit=$(sed -n 's/^ENV GOMEMLIMIT=\([^ ]*\).*/\1/p' "$root/Dockerfile") ;;
 	gomemlimit=*) memlimit=${2#gomemlimit=} ;;
-	untrusted | nopipeline) bin=$tmp/ldapgate.$2 ;;
+	untrusted) bin=$tmp/ldapgate.$2 ;;
 	esac
 	env ${memlimit:+GOMEMLIMIT=$memlimit} ${GATE_GOGC:+GOGC=$GATE_GOGC} \
 		"$bin" serve -config "$tmp/ldapgate.yaml" >>"$tmp/gate.log" 2>&1 &

@@ -22,9 +22,6 @@ import (
 type Backend interface {
 	// Update runs fn in one read-write transaction (see above).
 	Update(ctx context.Context, fn func(tx Txn) error) error
-	// NewPipeline starts a sequence of Updates a sync's apply sends one
-	// after another; a backend may overlap a commit with building the next.
-	NewPipeline() UpdatePipeline
 	// NamesToken and TrustNames let a sync that read the store's names
 	// skip PutUser's index lookups for its creates while nobody else wrote
 	// a name meanwhile (cache/names.go). A backend without the mechanism
@@ -98,16 +95,6 @@ type Txn interface {
 	TrustNames(t NamesToken) (bool, error)
 }
 
-// UpdatePipeline is a sequence of updates of one goroutine (Backend.NewPipeline).
-type UpdatePipeline interface {
-	// Update runs fn in a transaction; committed (may be nil) is called on
-	// the caller's goroutine once it is committed, possibly from a later
-	// Update or from Wait. After an error the pipeline refuses more.
-	Update(ctx context.Context, fn func(tx Txn) error, committed func()) error
-	// Wait waits for the commit in flight and returns the first error met.
-	Wait() error
-}
-
 // Backend returns s behind the store contract.
 func (s *Store) Backend() Backend { return badgerBackend{s} }
 
@@ -127,41 +114,6 @@ func (b badgerBackend) OpenUserList(ctx context.Context, f UserFilter) (UserCurs
 	}
 	return l, nil
 }
-
-func (b badgerBackend) NewPipeline() UpdatePipeline { return badgerPipeline{b.Store.NewPipeline()} }
-
-type badgerPipeline struct{ p *Pipeline }
-
-func (p badgerPipeline) Update(ctx context.Context, fn func(tx Txn) error, committed func()) error {
-	return p.p.Update(ctx, func(tx *Tx) error { return fn(tx) }, committed)
-}
-
-func (p badgerPipeline) Wait() error { return p.p.Wait() }
-
-// SerialPipeline is the UpdatePipeline of a backend that does not overlap
-// commits: each Update commits before it returns.
-func SerialPipeline(b Backend) UpdatePipeline { return &serialPipeline{b: b} }
-
-type serialPipeline struct {
-	b   Backend
-	err error
-}
-
-func (p *serialPipeline) Update(ctx context.Context, fn func(tx Txn) error, committed func()) error {
-	if p.err != nil {
-		return p.err
-	}
-	if err := p.b.Update(ctx, fn); err != nil {
-		p.err = err
-		return err
-	}
-	if committed != nil {
-		committed()
-	}
-	return nil
-}
-
-func (p *serialPipeline) Wait() error { return p.err }
 
 // ErrUnavailable: the store cannot be reached, or a shared store's change
 // feed has been silent too long to trust what is cached (SPEC §12: fail

@@ -25,7 +25,7 @@ import (
 //     "nv" and compares it with the token: one committed before it began
 //     is seen, one committed before it commits makes its commit fail with
 //     a conflict (badger's serializable isolation), and its retry sees it;
-//   - trusted writers do not write "nv" (the pipelined batches of one sync
+//   - trusted writers do not write "nv" (the batches of one sync
 //     would conflict with each other); they take turns instead (TrustNames
 //     is a TryLock) and each turn ends with a new generation, which voids
 //     every token taken before it.

@@ -21,7 +21,7 @@ const maxConflictRetries = 10
 // ErrRerun, returned (wrapped) by an Update's fn, discards its transaction
 // and runs fn again in a new one: fn has changed its own input (a sync
 // drops a change whose name another writer took) and will do less next
-// time. Update, a Pipeline's Update and their redo paths all honour it, up
+// time. Update and its redo paths all honour it, up
 // to maxReruns times.
 var ErrRerun = errors.New("store: run the update again")
 

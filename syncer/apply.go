@@ -19,12 +19,12 @@ import (
 // journal) while a 100k-user first sync commits 100 times.
 const defaultBatch = 1000
 
-// Measurement switches for bench/e2e-sync.sh (issue 12: do the pipeline
-// and the trusted creates earn their place in the end-to-end figure?),
-// set only by a build with -ldflags "-X
-// github.com/ldapgate/ldapgate/syncer.benchNoPipeline=1" (or
-// benchUntrusted=1); empty in every other build.
-var benchNoPipeline, benchUntrusted string
+// A measurement switch for bench/e2e-sync.sh (issue 12: do the trusted
+// creates earn their place in the end-to-end figure?), set only by a
+// build with -ldflags "-X
+// github.com/ldapgate/ldapgate/syncer.benchUntrusted=1"; empty in every
+// other build.
+var benchUntrusted string
 
 // testHookAfterBatch, when set (tests only), is called after each committed
 // batch with the number of changes applied so far.
@@ -43,11 +43,9 @@ type applied struct {
 // Blocking a user deletes their sessions in the same transaction (SPEC §5:
 // the next request is refused). A cancelled ctx stops between batches.
 //
-// Batches go through a cache.Pipeline: batch N+1 is built while batch N
-// commits, which on two cores took the apply of 100k creates from ~1.2 s
-// to ~0.83 s (BenchmarkApply100k). A batch whose commit fails is redone
-// by the pipeline as a plain Store.Update; a name conflict met then is
-// dropped like any other (applyBatch).
+// Batches commit one after the other. (Overlapping a batch's commit with
+// building the next, cache/pipeline.go until issue 12, showed no gain on
+// the built binary: BENCHMARKS.md, "Several replicas".)
 //
 // names, when given, is the store as the plan saw it: while it holds, new
 // users are written without PutUser's index lookups (cache/names.go),
@@ -63,11 +61,10 @@ func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes 
 		if !ok {
 			names = nil // another sync's turn: write with lookups
 		} else {
-			defer end() // on return: after p.Wait, so the turn covers every commit
+			defer end() // on return, so the turn covers every commit
 		}
 	}
 	trust := &trustState{token: names}
-	p := s.store.NewPipeline()
 	var batch []*Change
 	done := 0
 	flush := func() error {
@@ -76,10 +73,7 @@ func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes 
 		}
 		b := batch
 		batch = nil
-		if benchNoPipeline != "" {
-			defer func() { _ = p.Wait() }() // one batch at a time; an error shows at the final Wait
-		}
-		return s.applyBatch(ctx, p, runID, dirID, b, trust, &res, func() {
+		return s.applyBatch(ctx, runID, dirID, b, trust, &res, func() {
 			done += len(b)
 			// Applied changes are not looked at again: dropping their
 			// records lets the strings they hold go while the rest applies.
@@ -109,29 +103,23 @@ func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes 
 	if err == nil {
 		err = flush()
 	}
-	// The last batch's commit, and an earlier one's failure, are only
-	// known once the pipeline has drained.
-	if werr := p.Wait(); err == nil && werr != nil {
-		err = fmt.Errorf("apply batch: %w", werr)
-	}
 	return res, err
 }
 
-// applyBatch sends one batch into the pipeline; committed runs once it is
-// committed, after its counts are added to res. A batch badger finds too
+// applyBatch commits one batch; committed runs once it is committed, after
+// its counts are added to res. A batch badger finds too
 // big is committed by the store's big-transaction mode (cache.Store.Update).
 //
 // A change whose name or uuid another user took since the plan (PutUser's
 // ErrNameTaken / ErrUUIDTaken) is dropped, logged and counted as a skip,
 // and the batch runs again without it (cache.ErrRerun): PutUser may have
 // written part of its index keys, so the transaction cannot go on. fn
-// keeps the dropped changes itself, so every path that reruns it (the
-// pipeline redoing a failed commit, a conflict retry) leaves them out too.
-func (s *Syncer) applyBatch(ctx context.Context, p cache.UpdatePipeline, runID, dirID uint64, batch []*Change,
+// keeps the dropped changes itself, so every path that reruns it (a
+// conflict retry) leaves them out too.
+func (s *Syncer) applyBatch(ctx context.Context, runID, dirID uint64, batch []*Change,
 	trust *trustState, res *applied, committed func()) error {
 	var drop map[int]bool
-	// One result per run of fn: the pipeline may run it again after this
-	// call returned, and only the committed run counts.
+	// One result per run of fn: only the committed run counts.
 	got := &applied{}
 	fn := func(tx cache.Txn) error {
 		*got = applied{counts: map[Action]int{}}
@@ -164,16 +152,14 @@ func (s *Syncer) applyBatch(ctx context.Context, p cache.UpdatePipeline, runID, 
 		}
 		return nil
 	}
-	err := p.Update(ctx, fn, func() {
-		for a, n := range got.counts {
-			res.counts[a] += n
-		}
-		res.skipped += got.skipped
-		committed()
-	})
-	if err != nil {
+	if err := s.store.Update(ctx, fn); err != nil {
 		return fmt.Errorf("apply batch: %w", err)
 	}
+	for a, n := range got.counts {
+		res.counts[a] += n
+	}
+	res.skipped += got.skipped
+	committed()
 	return nil
 }
 

@@ -290,9 +290,6 @@ func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
 func pgTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
-// NewPipeline: commits are not overlapped on PostgreSQL.
-func (s *Store) NewPipeline() cache.UpdatePipeline { return cache.SerialPipeline(s) }
-
 // NamesToken: PostgreSQL's unique constraints make PutUser's checks one
 // statement already, so there is no trusted mode.
 func (s *Store) NamesToken(context.Context) (cache.NamesToken, error) { return cache.NamesToken{}, nil }

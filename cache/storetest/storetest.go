@@ -40,7 +40,6 @@ func Run(t *testing.T, open Open) {
 		{"SessionsEndWithPasswordAndUser", testSessionsEnd},
 		{"LocalUsersPrune", testPruneLocal},
 		{"Directories", testDirectories},
-		{"Pipeline", testPipeline},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
@@ -741,31 +740,5 @@ func testDirectories(t *testing.T, s cache.Backend) {
 	}
 	if ds, _ := s.Directories(ctx); len(ds) != 0 {
 		t.Errorf("Directories after delete: %+v", ds)
-	}
-}
-
-func testPipeline(t *testing.T, s cache.Backend) {
-	ctx := context.Background()
-	p := s.NewPipeline()
-	var committed []int
-	for i := range 5 {
-		err := p.Update(ctx, func(tx cache.Txn) error {
-			u := ldapUser(fmt.Sprintf("p%d", i), 1, fmt.Sprintf("up%d", i))
-			return tx.PutUser(&u)
-		}, func() { committed = append(committed, i) })
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(committed, []int{0, 1, 2, 3, 4}) {
-		t.Errorf("committed callbacks %v", committed)
-	}
-	for i := range 5 {
-		if _, err := s.UserByName(ctx, fmt.Sprintf("p%d", i)); err != nil {
-			t.Errorf("p%d: %v", i, err)
-		}
 	}
 }
