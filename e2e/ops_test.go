@@ -26,16 +26,17 @@ import (
 
 // specMetrics are SPEC §10's metrics with their label names.
 var specMetrics = map[string][]string{
-	"ldapgate_http_requests_total":                 {"code", "route"},
-	"ldapgate_http_request_duration_seconds":       {"route"},
-	"ldapgate_upstream_request_duration_seconds":   nil,
-	"ldapgate_logins_total":                        {"directory", "result"},
-	"ldapgate_ldap_operation_duration_seconds":     {"directory", "op"},
-	"ldapgate_sync_runs_total":                     {"directory", "result"},
-	"ldapgate_sync_duration_seconds":               {"directory"},
-	"ldapgate_sync_phase_duration_seconds":         {"directory", "phase"}, // ours, beyond SPEC §10
-	"ldapgate_sync_last_success_timestamp_seconds": {"directory"},
-	"ldapgate_sync_changes_total":                  {"action", "directory"},
+	"ldapgate_http_requests_total":               {"code", "route"},
+	"ldapgate_http_request_duration_seconds":     {"route"},
+	"ldapgate_upstream_request_duration_seconds": nil,
+	"ldapgate_logins_total":                      {"directory", "result"},
+	"ldapgate_ldap_operation_duration_seconds":   {"directory", "op"},
+	// The sync metrics also say which replica synced (SPEC §12).
+	"ldapgate_sync_runs_total":                     {"directory", "replica", "result"},
+	"ldapgate_sync_duration_seconds":               {"directory", "replica"},
+	"ldapgate_sync_phase_duration_seconds":         {"directory", "phase", "replica"}, // ours, beyond SPEC §10
+	"ldapgate_sync_last_success_timestamp_seconds": {"directory", "replica"},
+	"ldapgate_sync_changes_total":                  {"action", "directory", "replica"},
 	"ldapgate_users":                               {"directory", "state"},
 	"ldapgate_sessions_active":                     nil,
 	"ldapgate_cache_requests_total":                {"cache", "result"},
