@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -12,9 +13,11 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/pgstore"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
 	"github.com/ldapgate/ldapgate/internal/ldaptest"
+	"github.com/ldapgate/ldapgate/internal/pgtest"
 	"github.com/ldapgate/ldapgate/syncer"
 )
 
@@ -83,22 +86,38 @@ type syncEnv struct {
 	cfg    config.Directory
 	client *directory.LDAP
 	dirs   *directory.Set
-	store  *cache.Store
+	store  cache.Backend
 	syncer *syncer.Syncer
 }
 
 func newSyncEnv(t testing.TB, cfg config.Directory) *syncEnv {
 	t.Helper()
+	store := openStore(t)
+	client := openClient(t, cfg)
+	dirs := directory.NewSet()
+	dirs.Replace([]*directory.Entry{{Config: cfg, Client: client}})
+	return &syncEnv{cfg: cfg, client: client, dirs: dirs, store: store,
+		syncer: syncer.New(store, dirs, config.DefaultRoles(), nil, nil)}
+}
+
+// openStore is badger, or with LDAPGATE_TEST_STORE=postgres a database of
+// the test cluster: the conformance table holds on both stores (SPEC §12).
+func openStore(t testing.TB) cache.Backend {
+	t.Helper()
+	if os.Getenv("LDAPGATE_TEST_STORE") == "postgres" {
+		s, err := pgstore.Open(context.Background(), pgtest.DSN(t), pgstore.Options{})
+		if err != nil {
+			t.Fatalf("pgstore.Open: %v", err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
 	store, err := cache.Open(t.TempDir(), nil, nil)
 	if err != nil {
 		t.Fatalf("cache.Open: %v", err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	client := openClient(t, cfg)
-	dirs := directory.NewSet()
-	dirs.Replace([]*directory.Entry{{Config: cfg, Client: client}})
-	return &syncEnv{cfg: cfg, client: client, dirs: dirs, store: store,
-		syncer: syncer.New(store.Backend(), dirs, config.DefaultRoles(), nil, nil)}
+	return store.Backend()
 }
 
 // rawUUID reads the flavour's immutable id of dn straight from the server,

@@ -50,7 +50,7 @@ func TestLoginConformance(t *testing.T) {
 		// own tests.
 		conf.Login.MaxFailures = 100
 		conf.Login.MaxFailuresPerAddress = 1000
-		svc, err := auth.New(auth.Deps{Config: conf, Store: env.store.Backend(), Dirs: env.dirs, Syncer: env.syncer})
+		svc, err := auth.New(auth.Deps{Config: conf, Store: env.store, Dirs: env.dirs, Syncer: env.syncer})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -101,7 +101,7 @@ func TestAccountStates(t *testing.T) {
 		conf.ApplyDefaults()
 		conf.Login.MaxFailures = 100
 		conf.Login.MaxFailuresPerAddress = 1000
-		svc, err := auth.New(auth.Deps{Config: conf, Store: env.store.Backend(), Dirs: env.dirs, Syncer: env.syncer})
+		svc, err := auth.New(auth.Deps{Config: conf, Store: env.store, Dirs: env.dirs, Syncer: env.syncer})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,7 +229,7 @@ func TestAccountStates(t *testing.T) {
 				plain := dirConfig(f)
 				plain.URLs = []string{s.URL}
 				plainEnv := newSyncEnv(t, plain)
-				psvc, err := auth.New(auth.Deps{Config: conf, Store: plainEnv.store.Backend(), Dirs: plainEnv.dirs, Syncer: plainEnv.syncer})
+				psvc, err := auth.New(auth.Deps{Config: conf, Store: plainEnv.store, Dirs: plainEnv.dirs, Syncer: plainEnv.syncer})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -98,6 +98,13 @@ go vet ./...
 log "go test -race ./..."
 go test -race -count=1 -timeout 25m ./...
 
+# The sync rules and the directory conformance table once more on the
+# PostgreSQL store (SPEC §12: the same rules and answers on both stores).
+if [ -n "${LDAPGATE_TEST_PG_DSN:-}" ]; then
+	log "syncer and conformance on the PostgreSQL store"
+	LDAPGATE_TEST_STORE=postgres go test -race -count=1 ./syncer ./conformance
+fi
+
 # The timing-parity tests compare argon2id-bound logins; under -race
 # argon2id is ~10x slower and they skip themselves there, so they run once
 # more without it (SPEC §5: no name can be probed by timing).

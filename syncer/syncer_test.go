@@ -20,9 +20,11 @@ import (
 
 	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/pgstore"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
 	"github.com/ldapgate/ldapgate/internal/ldaptest"
+	"github.com/ldapgate/ldapgate/internal/pgtest"
 	"github.com/ldapgate/ldapgate/metrics"
 )
 
@@ -36,7 +38,7 @@ type env struct {
 	fx    *ldaptest.Fixture
 	dir   config.Directory
 	dirs  *directory.Set
-	store *cache.Store
+	store cache.Backend
 	m     *metrics.Metrics
 	s     *Syncer
 }
@@ -55,14 +57,30 @@ func newEnv(t *testing.T, opts ...envOpt) *env {
 	dir.ApplyDefaults()
 	e := &env{t: t, ctx: context.Background(), srv: srv, fx: fx, dir: dir, m: metrics.New()}
 	e.setClient(nil)
+	e.store = openTestStore(t)
+	e.s = New(e.store, e.dirs, config.DefaultRoles(), testLogger(t), e.m)
+	return e
+}
+
+// openTestStore opens the store the env's syncer writes: badger, or with
+// LDAPGATE_TEST_STORE=postgres a database of the test cluster, so the
+// sync rules run on both backends (SPEC §12: the same rules and answers).
+func openTestStore(t *testing.T) cache.Backend {
+	t.Helper()
+	if os.Getenv("LDAPGATE_TEST_STORE") == "postgres" {
+		s, err := pgstore.Open(context.Background(), pgtest.DSN(t), pgstore.Options{Log: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
 	store, err := cache.Open(t.TempDir(), testLogger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	e.store = store
-	e.s = New(store.Backend(), e.dirs, config.DefaultRoles(), testLogger(t), e.m)
-	return e
+	return store.Backend()
 }
 
 // setClient installs the directory in the set, its client optionally
@@ -131,7 +149,7 @@ type userState struct {
 	UpdatedAt, LastSynced time.Time
 }
 
-func storeState(t testing.TB, s *cache.Store) map[string]userState {
+func storeState(t testing.TB, s cache.Backend) map[string]userState {
 	t.Helper()
 	out := map[string]userState{}
 	err := s.ForEachUser(context.Background(), func(u account.User) error {
@@ -751,7 +769,7 @@ func TestSyncSetRoles(t *testing.T) {
 // lead back to that user and no two users share a name or a uuid: the
 // invariant the trusted creates of cache/names.go must keep under any
 // interleaving.
-func checkIndexes(t *testing.T, ctx context.Context, store *cache.Store) {
+func checkIndexes(t *testing.T, ctx context.Context, store cache.Backend) {
 	t.Helper()
 	all, _, err := store.ListUsers(ctx, cache.UserFilter{})
 	if err != nil {
@@ -826,11 +844,11 @@ func TestSyncTrustedCreatesRaceOtherWriters(t *testing.T) {
 		}
 		close(done)
 		wg.Wait()
-		checkIndexes(t, e.ctx, store)
+		checkIndexes(t, e.ctx, store.Backend())
 		if _, err := s.Sync(e.ctx, testDirID, Options{Force: true}); err != nil {
 			t.Fatalf("round %d, second sync: %v", round, err)
 		}
-		checkIndexes(t, e.ctx, store)
+		checkIndexes(t, e.ctx, store.Backend())
 		store.Close()
 	}
 }
@@ -904,11 +922,11 @@ func TestSyncTrustedCreatesRaceBulk(t *testing.T) {
 		if run.Counts[string(ActionSkip)] != taken || run.Counts[string(ActionCreate)] != len(names)-taken {
 			t.Errorf("round %d: the writer took %d names, the sync wrote %v", round, taken, run.Counts)
 		}
-		checkIndexes(t, ctx, store)
+		checkIndexes(t, ctx, store.Backend())
 		if _, err := s.Sync(ctx, dir.ID, Options{}); err != nil {
 			t.Fatalf("round %d, second sync: %v", round, err)
 		}
-		checkIndexes(t, ctx, store)
+		checkIndexes(t, ctx, store.Backend())
 		won += taken
 		store.Close()
 	}
