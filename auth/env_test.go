@@ -11,9 +11,11 @@ import (
 
 	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/pgstore"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
 	"github.com/ldapgate/ldapgate/internal/ldaptest"
+	"github.com/ldapgate/ldapgate/internal/pgtest"
 	"github.com/ldapgate/ldapgate/metrics"
 	"github.com/ldapgate/ldapgate/syncer"
 )
@@ -24,7 +26,7 @@ type env struct {
 	srv   *ldaptest.Server
 	fx    *ldaptest.Fixture
 	cfg   *config.Config
-	store *cache.Store
+	store cache.Backend
 	dirs  *directory.Set
 	sy    *syncer.Syncer
 	m     *metrics.Metrics
@@ -68,16 +70,12 @@ func newEnv(t testing.TB, srv *ldaptest.Server, tweak func(*config.Config)) *env
 		tweak(e.cfg)
 	}
 	var err error
-	e.store, err = cache.Open(t.TempDir(), testLog, e.m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.store.Close() })
+	e.store = openTestStore(t, e.m)
 	e.dirs = directory.NewSet()
 	e.addDir(t, e.fx.Dir, 0)
-	e.sy = syncer.New(e.store.Backend(), e.dirs, e.cfg.Roles, testLog, e.m)
+	e.sy = syncer.New(e.store, e.dirs, e.cfg.Roles, testLog, e.m)
 	e.sync(t)
-	e.svc, err = New(Deps{Config: e.cfg, Store: e.store.Backend(), Dirs: e.dirs, Syncer: e.sy, Log: testLog, Metrics: e.m})
+	e.svc, err = New(Deps{Config: e.cfg, Store: e.store, Dirs: e.dirs, Syncer: e.sy, Log: testLog, Metrics: e.m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,3 +137,24 @@ func (e *env) setState(t testing.TB, logical string, st account.State, r account
 }
 
 var ip1 = netip.MustParseAddr("192.0.2.1")
+
+// openTestStore is badger, or with LDAPGATE_TEST_STORE=postgres a database
+// of the test cluster: logins and sessions answer the same on both (SPEC
+// §12).
+func openTestStore(t testing.TB, m *metrics.Metrics) cache.Backend {
+	t.Helper()
+	if os.Getenv("LDAPGATE_TEST_STORE") == "postgres" {
+		s, err := pgstore.Open(context.Background(), pgtest.DSN(t), pgstore.Options{Log: testLog})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	s, err := cache.Open(t.TempDir(), testLog, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s.Backend()
+}

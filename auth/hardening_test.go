@@ -20,7 +20,7 @@ func withRoot(t *testing.T, e *env) account.User {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := SyncLocalUsers(context.Background(), e.store.Backend(), []config.LocalUser{
+	if err := SyncLocalUsers(context.Background(), e.store, []config.LocalUser{
 		{Username: "root@local", PasswordHash: config.Secret(h), Role: "admin"},
 	}); err != nil {
 		t.Fatal(err)
@@ -266,7 +266,7 @@ func TestPasswordChangeEndsSessions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := SyncLocalUsers(ctx, e.store.Backend(), []config.LocalUser{
+			if err := SyncLocalUsers(ctx, e.store, []config.LocalUser{
 				{Username: "root@local", PasswordHash: config.Secret(h), Role: "admin"},
 			}); err != nil {
 				t.Fatal(err)

@@ -265,10 +265,10 @@ func TestLocalUsers(t *testing.T) {
 		{Username: "Root@Local", PasswordHash: config.Secret(argon), Role: "admin"},
 		{Username: "ops@local", PasswordHash: config.Secret(bc), Role: "user", Email: "ops@example.com"},
 	}
-	if err := SyncLocalUsers(ctx, e.store.Backend(), locals); err != nil {
+	if err := SyncLocalUsers(ctx, e.store, locals); err != nil {
 		t.Fatal(err)
 	}
-	if err := SyncLocalUsers(ctx, e.store.Backend(), locals); err != nil { // idempotent
+	if err := SyncLocalUsers(ctx, e.store, locals); err != nil { // idempotent
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -299,7 +299,7 @@ func TestLocalUsers(t *testing.T) {
 		t.Fatal(err)
 	}
 	locals[0].Role = "user"
-	if err := SyncLocalUsers(ctx, e.store.Backend(), locals); err != nil {
+	if err := SyncLocalUsers(ctx, e.store, locals); err != nil {
 		t.Fatal(err)
 	}
 	root, _ = e.store.UserByName(ctx, "root@local")
@@ -309,7 +309,7 @@ func TestLocalUsers(t *testing.T) {
 	if _, err := e.svc.Login(ctx, LoginRequest{Name: "root@local", Password: "s3cret", ClientIP: ip1}); !errors.Is(err, ErrForbidden) {
 		t.Fatalf("blocked local user: %v", err)
 	}
-	if err := SyncLocalUsers(ctx, e.store.Backend(), []config.LocalUser{{Username: "x@local", PasswordHash: "plain", Role: "user"}}); !errors.Is(err, ErrBadHash) {
+	if err := SyncLocalUsers(ctx, e.store, []config.LocalUser{{Username: "x@local", PasswordHash: "plain", Role: "user"}}); !errors.Is(err, ErrBadHash) {
 		t.Fatalf("bad hash: %v", err)
 	}
 	// A user removed from the file loses their account (a failed sync
@@ -317,7 +317,7 @@ func TestLocalUsers(t *testing.T) {
 	if _, err := e.svc.Login(ctx, LoginRequest{Name: "ops@local", Password: "b-pass", ClientIP: ip1}); err != nil {
 		t.Fatalf("ops@local before removal: %v", err)
 	}
-	if err := SyncLocalUsers(ctx, e.store.Backend(), locals[:1]); err != nil {
+	if err := SyncLocalUsers(ctx, e.store, locals[:1]); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.svc.Login(ctx, LoginRequest{Name: "ops@local", Password: "b-pass", ClientIP: ip1}); !errors.Is(err, ErrBadCredentials) {
@@ -431,7 +431,7 @@ func TestPasswordChangeOfALocalUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := SyncLocalUsers(context.Background(), e.store.Backend(), []config.LocalUser{
+	if err := SyncLocalUsers(context.Background(), e.store, []config.LocalUser{
 		{Username: "root@local", PasswordHash: config.Secret(hash), Role: "admin"},
 	}); err != nil {
 		t.Fatal(err)

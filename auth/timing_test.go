@@ -41,7 +41,7 @@ func TestUnknownNameCostsAWrongPassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := SyncLocalUsers(context.Background(), e.store.Backend(), []config.LocalUser{
+	if err := SyncLocalUsers(context.Background(), e.store, []config.LocalUser{
 		{Username: "root@local", PasswordHash: config.Secret(argon), Role: "admin"},
 	}); err != nil {
 		t.Fatal(err)
@@ -123,7 +123,7 @@ func TestPasswordChangeUnknownNameCostsAWrongPassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := SyncLocalUsers(context.Background(), e.store.Backend(), []config.LocalUser{
+	if err := SyncLocalUsers(context.Background(), e.store, []config.LocalUser{
 		{Username: "root@local", PasswordHash: config.Secret(argon), Role: "admin"},
 	}); err != nil {
 		t.Fatal(err)

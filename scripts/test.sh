@@ -98,11 +98,12 @@ go vet ./...
 log "go test -race ./..."
 go test -race -count=1 -timeout 25m ./...
 
-# The sync rules and the directory conformance table once more on the
+# The sync rules, the directory conformance table, logins, sessions and the
+# pages once more on the
 # PostgreSQL store (SPEC §12: the same rules and answers on both stores).
 if [ -n "${LDAPGATE_TEST_PG_DSN:-}" ]; then
-	log "syncer and conformance on the PostgreSQL store"
-	LDAPGATE_TEST_STORE=postgres go test -race -count=1 ./syncer ./conformance
+	log "syncer, conformance, auth and web on the PostgreSQL store"
+	LDAPGATE_TEST_STORE=postgres go test -race -count=1 ./syncer ./conformance ./auth ./web
 fi
 
 # The timing-parity tests compare argon2id-bound logins; under -race

@@ -19,9 +19,11 @@ import (
 	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/auth"
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/pgstore"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
 	"github.com/ldapgate/ldapgate/internal/ldaptest"
+	"github.com/ldapgate/ldapgate/internal/pgtest"
 	"github.com/ldapgate/ldapgate/metrics"
 	"github.com/ldapgate/ldapgate/proxy"
 	"github.com/ldapgate/ldapgate/syncer"
@@ -79,7 +81,7 @@ type stack struct {
 	srv   *ldaptest.Server
 	fx    *ldaptest.Fixture
 	cfg   *config.Config
-	store *cache.Store
+	store cache.Backend
 	dirs  *directory.Set
 	sy    *syncer.Syncer
 	m     *metrics.Metrics
@@ -114,22 +116,19 @@ func newStack(t testing.TB, o stackOpts) *stack {
 	}
 	s.cfg.ApplyDefaults()
 	var err error
-	if s.store, err = cache.Open(t.TempDir(), testLog, s.m); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.store.Close() })
+	s.store = openTestStore(t, s.m)
 	s.dirs = directory.NewSet()
 	s.addDir(t, s.fx.Dir)
 	if o.extraDir {
 		s.addDir(t, srv.NewFixture(t).Dir)
 	}
-	s.sy = syncer.New(s.store.Backend(), s.dirs, s.cfg.Roles, testLog, s.m)
+	s.sy = syncer.New(s.store, s.dirs, s.cfg.Roles, testLog, s.m)
 	for _, d := range s.dirs.List() {
 		if _, err := s.sy.Sync(context.Background(), d.Config.ID, syncer.Options{Trigger: "test"}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if s.auth, err = auth.New(auth.Deps{Config: s.cfg, Store: s.store.Backend(), Dirs: s.dirs, Syncer: s.sy, Log: testLog, Metrics: s.m}); err != nil {
+	if s.auth, err = auth.New(auth.Deps{Config: s.cfg, Store: s.store, Dirs: s.dirs, Syncer: s.sy, Log: testLog, Metrics: s.m}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.auth.Close)
@@ -282,3 +281,23 @@ func (s *stack) login(t testing.TB, logical string) string {
 }
 
 func (s *stack) cookie(tok string) string { return "Cookie: " + s.cfg.Session.CookieName + "=" + tok }
+
+// openTestStore is badger, or with LDAPGATE_TEST_STORE=postgres a database
+// of the test cluster: the pages answer the same on both (SPEC §12).
+func openTestStore(t testing.TB, m *metrics.Metrics) cache.Backend {
+	t.Helper()
+	if os.Getenv("LDAPGATE_TEST_STORE") == "postgres" {
+		st, err := pgstore.Open(context.Background(), pgtest.DSN(t), pgstore.Options{Log: testLog})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		return st
+	}
+	st, err := cache.Open(t.TempDir(), testLog, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st.Backend()
+}

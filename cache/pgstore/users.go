@@ -27,7 +27,9 @@ func (s *Store) readTx(ctx context.Context, fn func(tx *Tx) error) error {
 // Served from the replica's LRU while the change feed is fresh (watch.go).
 func (s *Store) UserByID(ctx context.Context, id uint64) (account.User, error) {
 	if u, ok := s.cachedUser(id); ok {
-		return cloneUser(u), nil
+		// As on badger: Groups is shared with the cache (clipped, so an
+		// append copies); a session check allocates nothing.
+		return u, nil
 	}
 	gen0 := s.gen.Load()
 	var u account.User
@@ -35,7 +37,9 @@ func (s *Store) UserByID(ctx context.Context, id uint64) (account.User, error) {
 	if err != nil {
 		return account.User{}, err
 	}
-	s.fillUser(gen0, cloneUser(u))
+	c := cloneUser(u)
+	c.Groups = slices.Clip(c.Groups)
+	s.fillUser(gen0, c)
 	return u, nil
 }
 
