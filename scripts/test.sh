@@ -99,8 +99,8 @@ log "go test -race ./..."
 go test -race -count=1 -timeout 25m ./...
 
 # The sync rules, the directory conformance table, logins, sessions and the
-# pages once more on the
-# PostgreSQL store (SPEC §12: the same rules and answers on both stores).
+# pages once more on the PostgreSQL store (SPEC §12: the same rules and
+# answers on both stores).
 if [ -n "${LDAPGATE_TEST_PG_DSN:-}" ]; then
 	log "syncer, conformance, auth and web on the PostgreSQL store"
 	LDAPGATE_TEST_STORE=postgres go test -race -count=1 ./syncer ./conformance ./auth ./web
