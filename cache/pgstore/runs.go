@@ -37,10 +37,13 @@ func (s *Store) CreateRun(ctx context.Context, r cache.Run) (cache.Run, error) {
 	if err != nil {
 		return cache.Run{}, fmt.Errorf("create run: %w", err)
 	}
-	// Old runs go with their audit (ON DELETE CASCADE); a failure only
+	// Old runs go with their audit, in one statement; a failure only
 	// leaves them for the next run to prune.
-	if _, err := s.pool.Exec(ctx, `DELETE FROM runs WHERE directory_id = $1 AND id <= (
-		SELECT id FROM runs WHERE directory_id = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)`,
+	if _, err := s.pool.Exec(ctx, `WITH old AS (
+			DELETE FROM runs WHERE directory_id = $1 AND id <= (
+				SELECT id FROM runs WHERE directory_id = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)
+			RETURNING id)
+		DELETE FROM audit WHERE run_id IN (SELECT id FROM old)`,
 		int64(r.DirectoryID), keepRuns); err != nil {
 		s.log.Warn("pruning old sync runs failed", "directory_id", r.DirectoryID, "err", err)
 	}
