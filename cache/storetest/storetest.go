@@ -36,6 +36,7 @@ func Run(t *testing.T, open Open) {
 		{"ConcurrentUpdatesLoseNothing", testConcurrentUpdates},
 		{"ListUsers", testListUsers},
 		{"RunsAndAudit", testRunsAndAudit},
+		{"OldRunsPruned", testRunsPruned},
 		{"Sessions", testSessions},
 		{"SessionsEndWithPasswordAndUser", testSessionsEnd},
 		{"LocalUsersPrune", testPruneLocal},
@@ -740,5 +741,36 @@ func testDirectories(t *testing.T, s cache.Backend) {
 	}
 	if ds, _ := s.Directories(ctx); len(ds) != 0 {
 		t.Errorf("Directories after delete: %+v", ds)
+	}
+}
+
+// keepRuns is how many runs of a directory both stores keep.
+const keepRuns = 1000
+
+func testRunsPruned(t *testing.T, s cache.Backend) {
+	ctx := context.Background()
+	first, err := s.CreateRun(ctx, cache.Run{DirectoryID: 5, Directory: "five", Trigger: "api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(ctx, func(tx cache.Txn) error { return tx.AddAudit(first.ID, cache.AuditEntry{Action: "create", Username: "x"}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := s.CreateRun(ctx, cache.Run{DirectoryID: 6, Directory: "six", Trigger: "api"})
+	for range keepRuns {
+		if _, err := s.CreateRun(ctx, cache.Run{DirectoryID: 5, Directory: "five", Trigger: "schedule"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runs, err := s.Runs(ctx, 5, 0)
+	if err != nil || len(runs) != keepRuns {
+		t.Fatalf("runs kept: %d %v, want %d", len(runs), err, keepRuns)
+	}
+	if _, err := s.RunChanges(ctx, first.ID); !errors.Is(err, cache.ErrNotFound) {
+		t.Errorf("the pruned run's changes: %v, want ErrNotFound", err)
+	}
+	if _, err := s.Run(ctx, other.ID); err != nil {
+		t.Errorf("another directory's run was pruned: %v", err)
 	}
 }
