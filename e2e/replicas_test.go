@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -31,7 +32,7 @@ type replica struct {
 	metrics string // http://host:port of metrics_listen
 }
 
-func startReplica(t *testing.T, bin, name, dsn string, fx *ldaptest.Fixture) *replica {
+func startReplica(t *testing.T, bin, name, dsn string, fx *ldaptest.Fixture, dirExtra ...string) *replica {
 	t.Helper()
 	dir := t.TempDir()
 	dsnFile := filepath.Join(dir, "pg_dsn")
@@ -39,7 +40,7 @@ func startReplica(t *testing.T, bin, name, dsn string, fx *ldaptest.Fixture) *re
 		t.Fatal(err)
 	}
 	c := newOpsConfig(t, upstream(t), fmt.Sprintf("replica_name: %s\nstore:\n  backend: postgres\n  postgres: {dsn_file: %q}\ndirectories:\n%s",
-		name, dsnFile, dirYAML("corp", fx, "    default_role: user\n")))
+		name, dsnFile, dirYAML("corp", fx, "    default_role: user\n"+strings.Join(dirExtra, ""))))
 	path := filepath.Join(dir, "config.yaml")
 	writeConfig(t, path, c.yaml())
 	p := startBinary(t, bin, path, c.Listen)
@@ -196,5 +197,44 @@ func killMidApply(t *testing.T, a, b *replica, fx *ldaptest.Fixture, dirID, dsn 
 	}
 	if len(running) != 0 {
 		t.Errorf("runs still running after the survivor's sync: %s", strings.Join(running, ","))
+	}
+}
+
+// TestTwoReplicasScheduleOnce: a schedule fires on both replicas; each
+// firing records one run, not one per replica (SPEC §12).
+func TestTwoReplicasScheduleOnce(t *testing.T) {
+	bin := opsBinary(t)
+	dsn := pgtest.DSN(t)
+	fx := ldaptest.StartSlapd(t).NewFixture(t)
+	const period = 2 * time.Second
+	sched := fmt.Sprintf("    schedule: \"@every %s\"\n    auto_sync: true\n", period)
+	a := startReplica(t, bin, "replica-a", dsn, fx, sched)
+	startReplica(t, bin, "replica-b", dsn, fx, sched)
+	dirs := a.g.must(200, "GET", "/auth/v4/ldap", "admin", nil)
+	dirID := fmt.Sprint(dirs["list"].([]any)[0].(map[string]any)["id"])
+	var starts []time.Time
+	eventually(t, 30*time.Second, "four scheduled runs", func() (bool, string) {
+		runs := a.g.must(200, "GET", "/auth/v4/ldap/"+dirID+"/runs", "admin", nil)
+		starts = starts[:0]
+		for _, r := range runs["list"].([]any) {
+			m := r.(map[string]any)
+			if m["trigger"] != "schedule" || m["result"] == "running" {
+				continue
+			}
+			at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(m["started_at"]))
+			if err != nil {
+				t.Fatalf("started_at %v: %v", m["started_at"], err)
+			}
+			starts = append(starts, at)
+		}
+		return len(starts) >= 4, fmt.Sprint(len(starts))
+	})
+	// The two replicas' clocks fire within milliseconds of each other: a
+	// run per replica would show as two starts well inside one period.
+	slices.SortFunc(starts, time.Time.Compare)
+	for i := 1; i < len(starts); i++ {
+		if gap := starts[i].Sub(starts[i-1]); gap < period/2 {
+			t.Errorf("scheduled runs %v apart (period %v): one firing ran twice", gap, period)
+		}
 	}
 }

@@ -77,7 +77,9 @@ func (s *Syncer) rescheduleLocked() {
 			if _, ok := s.dirs.ByID(dirID); !ok {
 				return
 			}
-			if _, err := s.Sync(ctx, dirID, Options{Trigger: TriggerSchedule}); err != nil {
+			next := sch.Next(time.Now())
+			opt := Options{Trigger: TriggerSchedule, firing: min(scheduleSlack, sch.Next(next).Sub(next)/2)}
+			if _, err := s.Sync(ctx, dirID, opt); err != nil {
 				s.log.Debug("scheduled sync ended with an error", "directory", name, "err", err)
 			}
 		}))

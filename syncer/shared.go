@@ -18,7 +18,9 @@ import (
 const sharedPoll = 100 * time.Millisecond
 
 // scheduleSlack: a scheduled run another replica started this close
-// before this replica's schedule fired is the same firing (clocks differ).
+// before this replica's schedule fired is the same firing (clocks differ);
+// at most half the schedule's period (Options.firing), so a frequent
+// schedule still runs at every firing.
 const scheduleSlack = 30 * time.Second
 
 // syncShared is s.sync under the directory's cross-replica lock. Without a
@@ -71,12 +73,16 @@ func (s *Syncer) syncHeld(ctx context.Context, dirID uint64, opt Options, releas
 	}
 	s.closeInterrupted(ctx, dirID)
 	if opt.Trigger == TriggerSchedule {
+		slack := scheduleSlack
+		if opt.firing > 0 {
+			slack = opt.firing
+		}
 		runs, err := s.store.Runs(ctx, dirID, 5)
 		if err != nil {
 			return cache.Run{}, fmt.Errorf("sync of directory %d: %w", dirID, err)
 		}
 		for _, r := range runs {
-			if r.Trigger == TriggerSchedule && !r.DryRun && r.StartedAt.After(fired.Add(-scheduleSlack)) {
+			if r.Trigger == TriggerSchedule && !r.DryRun && r.StartedAt.After(fired.Add(-slack)) {
 				return r, runError(r) // another replica ran this firing
 			}
 		}

@@ -120,6 +120,10 @@ type Options struct {
 	Force bool
 	// Trigger is recorded in the run (schedule, api, start).
 	Trigger string
+	// firing is how close before a scheduled sync's start another
+	// replica's scheduled run counts as the same firing (shared.go); set
+	// by the scheduler from the schedule's period.
+	firing time.Duration
 }
 
 // Sync reads directory dirID, plans and (unless DryRun) applies. The
