@@ -753,7 +753,9 @@ func testRunsPruned(t *testing.T, s cache.Backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = s.Update(ctx, func(tx cache.Txn) error { return tx.AddAudit(first.ID, cache.AuditEntry{Action: "create", Username: "x"}) })
+	err = s.Update(ctx, func(tx cache.Txn) error {
+		return tx.AddAudit(first.ID, cache.AuditEntry{Action: "create", Username: "x"})
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
