@@ -19,7 +19,7 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, m *met
 		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		return pgstore.Open(octx, cfg.Store.Postgres.DSN.Reveal(), pgstore.Options{
-			MaxConns: cfg.Store.Postgres.MaxConns, Log: log, Replica: cfg.ReplicaName,
+			MaxConns: cfg.Store.Postgres.MaxConns, Log: log, Replica: cfg.ReplicaName, Metrics: m,
 		})
 	}
 	s, err := cache.Open(cfg.DataDir, log, m)

@@ -92,6 +92,11 @@ func TestTwoReplicasOnePostgres(t *testing.T) {
 	t.Logf("B refused %v after A's block", time.Since(blocked))
 	a.g.must(200, "POST", fmt.Sprintf("/auth/v4/user/%v/unblock", bob["id"]), "admin", nil)
 
+	// B's session checks were served from its user cache, and counted.
+	if _, body := get(t, b.metrics+"/metrics"); !strings.Contains(string(body), `ldapgate_cache_requests_total{cache="user",result="hit"}`) {
+		t.Error("B's metrics lack the user cache's hits")
+	}
+
 	// A logout on B refuses on A.
 	tok = b.g.login(fx.Login("dave"), ldaptest.Password)
 	a.g.must(200, "GET", "/auth/v4/whoami", tok, nil)

@@ -23,9 +23,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/metrics"
 )
 
 //go:embed schema/*.sql
@@ -38,6 +40,9 @@ type Options struct {
 	Log      *slog.Logger
 	// Replica names this process (logs, the sync lock's holder).
 	Replica string
+	// Metrics, when set, counts the user cache's hits and misses
+	// (ldapgate_cache_requests_total{cache="user"}), as on badger.
+	Metrics *metrics.Metrics
 }
 
 // Store is a cache.Backend on PostgreSQL.
@@ -49,9 +54,10 @@ type Store struct {
 
 	// users caches user records by id (watch.go); gen counts the changes
 	// heard, heard is when the change feed last answered (unix ns).
-	users *lru.Cache[uint64, account.User]
-	gen   atomic.Uint64
-	heard atomic.Int64
+	users        *lru.Cache[uint64, account.User]
+	hits, misses prometheus.Counter // nil without metrics
+	gen          atomic.Uint64
+	heard        atomic.Int64
 	watchState
 }
 
@@ -86,6 +92,10 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 	}
 	s := &Store{pool: pool, connCfg: cfg.ConnConfig.Copy(), log: opt.Log, replica: opt.Replica, users: users}
 	s.stop = make(chan struct{})
+	if opt.Metrics != nil {
+		s.hits = opt.Metrics.CacheRequests.WithLabelValues("user", "hit")
+		s.misses = opt.Metrics.CacheRequests.WithLabelValues("user", "miss")
+	}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, unavailable(err)

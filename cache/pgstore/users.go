@@ -29,7 +29,13 @@ func (s *Store) UserByID(ctx context.Context, id uint64) (account.User, error) {
 	if u, ok := s.cachedUser(id); ok {
 		// As on badger: Groups is shared with the cache (clipped, so an
 		// append copies); a session check allocates nothing.
+		if s.hits != nil {
+			s.hits.Inc()
+		}
 		return u, nil
+	}
+	if s.misses != nil {
+		s.misses.Inc()
 	}
 	gen0 := s.gen.Load()
 	var u account.User
