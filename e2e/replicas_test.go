@@ -131,6 +131,9 @@ func TestTwoReplicasOnePostgres(t *testing.T) {
 		if code := status(r, "POST", "/auth/v4/public/token", "", map[string]string{"username": fx.Login("alice"), "password": ldaptest.Password}); code != 503 {
 			t.Errorf("login while PostgreSQL is away: %d, want 503", code)
 		}
+		if code, body := get(t, r.metrics+"/readyz"); code == 200 {
+			t.Errorf("/readyz while PostgreSQL is away: 200 %s", body)
+		}
 	}
 	proxy.Restore()
 	for _, r := range []*replica{a, b} {
