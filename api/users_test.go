@@ -13,23 +13,40 @@ import (
 
 	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/pgstore"
 	"github.com/ldapgate/ldapgate/config"
+	"github.com/ldapgate/ldapgate/internal/pgtest"
 )
 
 // TestListUsersStreamed: GET /auth/v4/user over a real socket answers
 // chunked (written while the store is read, SPEC §7), and the JSON is the
 // listing with size and total, in id order, for the whole list (more users
 // than cache.usersByIDs reads one by one) and for filtered pages.
+// Both stores answer alike (SPEC §12).
 func TestListUsersStreamed(t *testing.T) {
+	t.Run("badger", func(t *testing.T) {
+		store, err := cache.Open(t.TempDir(), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { store.Close() })
+		testListUsersStreamed(t, store.Backend())
+	})
+	t.Run("postgres", func(t *testing.T) {
+		store, err := pgstore.Open(t.Context(), pgtest.DSN(t), pgstore.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { store.Close() })
+		testListUsersStreamed(t, store)
+	})
+}
+
+func testListUsersStreamed(t *testing.T, store cache.Backend) {
 	const n, blocked = 3000, 6
-	store, err := cache.Open(t.TempDir(), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
 	ctx := t.Context()
 	for lo := 0; lo < n; lo += 500 {
-		err := store.Update(ctx, func(tx *cache.Tx) error {
+		err := store.Update(ctx, func(tx cache.Txn) error {
 			for i := lo; i < lo+500; i++ {
 				u := account.User{Username: fmt.Sprintf("u%04d@local", i), Role: "user", State: account.StateActive,
 					Source: account.SourceLocal, Groups: []string{}}
@@ -47,7 +64,7 @@ func TestListUsersStreamed(t *testing.T) {
 		}
 	}
 	const token = "list-admin-token-0123456789"
-	a := New(Deps{Config: &config.Config{Roles: config.DefaultRoles()}, Store: store.Backend(), AdminToken: token,
+	a := New(Deps{Config: &config.Config{Roles: config.DefaultRoles()}, Store: store, AdminToken: token,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Level: new(slog.LevelVar)})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
