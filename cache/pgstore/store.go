@@ -57,7 +57,10 @@ type Store struct {
 	users        *lru.Cache[uint64, account.User]
 	hits, misses prometheus.Counter // nil without metrics
 	gen          atomic.Uint64
-	heard        atomic.Int64
+	// createsHint: how many users the last committed transaction created
+	// (the first id block of the next one).
+	createsHint atomic.Int64
+	heard       atomic.Int64
 	watchState
 }
 
@@ -265,7 +268,7 @@ func (s *Store) attempt(ctx context.Context, assigned map[uint64]bool, deferCrea
 		return fmt.Errorf("store update: %w", err)
 	}
 	defer ptx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit: a no-op
-	tx := &Tx{ctx: ctx, tx: ptx, now: now(), assigned: assigned, deferCreates: deferCreates}
+	tx := &Tx{ctx: ctx, s: s, tx: ptx, now: now(), assigned: assigned, deferCreates: deferCreates}
 	if err := fn(tx); err != nil {
 		if tx.failed != nil {
 			// fn saw a failed statement (maybe wrapped as something
@@ -286,6 +289,7 @@ func (s *Store) attempt(ctx context.Context, assigned map[uint64]bool, deferCrea
 	if err := ptx.Commit(ctx); err != nil {
 		return fmt.Errorf("store commit: %w", err)
 	}
+	s.createsHint.Store(tx.creates)
 	if len(tx.notes) > 0 {
 		// This replica's own caches need not wait for the feed.
 		s.apply(strings.Join(tx.notes, ","))

@@ -17,6 +17,7 @@ import (
 // Tx is the cache.Txn of one Update attempt. Not safe for concurrent use.
 type Tx struct {
 	ctx context.Context
+	s   *Store
 	tx  querier
 	now time.Time
 	// assigned are user ids drawn by earlier attempts of this Update: a
@@ -43,6 +44,7 @@ type Tx struct {
 	pendingKeys  map[string]bool
 	ids          []int64 // user ids drawn ahead from users_id_seq
 	idBatch      int
+	creates      int64 // ids drawn, for the next transaction's first block
 	last         struct {
 		u  account.User
 		ok bool
@@ -97,14 +99,21 @@ func (tx *Tx) flushPending() error {
 	return nil
 }
 
-// nextUserID draws a user id, fetching them from the sequence in growing
-// blocks (1, 2, 4, ... 1024): unused ones are gaps, as on badger.
+// nextUserID draws a user id, fetching them from the sequence in blocks
+// that start at the size the last transaction used (a sync's batches are
+// alike) and double, up to 1024: unused ones are gaps, as on badger. The
+// queue of new users is not flushed for it: nextval reads no user.
 func (tx *Tx) nextUserID() (int64, error) {
+	if tx.failed != nil {
+		return 0, tx.failed
+	}
 	if len(tx.ids) == 0 {
-		tx.idBatch = min(max(tx.idBatch*2, 1), 1024)
-		if err := tx.flushPending(); err != nil {
-			return 0, err
+		if tx.idBatch == 0 {
+			tx.idBatch = int(tx.s.createsHint.Load())
+		} else {
+			tx.idBatch *= 2
 		}
+		tx.idBatch = min(max(tx.idBatch, 1), 1024)
 		rows, err := tx.tx.Query(tx.ctx, `SELECT nextval('users_id_seq') FROM generate_series(1, $1)`, tx.idBatch)
 		if err != nil {
 			return 0, tx.fail(err)
@@ -124,6 +133,7 @@ func (tx *Tx) nextUserID() (int64, error) {
 	}
 	id := tx.ids[0]
 	tx.ids = tx.ids[1:]
+	tx.creates++
 	return id, nil
 }
 

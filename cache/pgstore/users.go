@@ -18,7 +18,7 @@ import (
 // readTx runs fn on a Tx over a read-only snapshot.
 func (s *Store) readTx(ctx context.Context, fn func(tx *Tx) error) error {
 	return s.view(ctx, func(ptx pgx.Tx) error {
-		tx := &Tx{ctx: ctx, tx: ptx, now: now()}
+		tx := &Tx{ctx: ctx, s: s, tx: ptx, now: now()}
 		return fn(tx)
 	})
 }
@@ -70,7 +70,7 @@ func (s *Store) oneRead(ctx context.Context, fn func(tx *Tx) error) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, readTimeout)
 	defer cancel()
-	return unavailable(fn(&Tx{ctx: ctx, tx: s.pool, now: now()}))
+	return unavailable(fn(&Tx{ctx: ctx, s: s, tx: s.pool, now: now()}))
 }
 
 // CreateUser: see cache.Backend.
