@@ -425,9 +425,15 @@ func (tx *Tx) DeleteUserSessions(userID uint64) (int, error) {
 func (tx *Tx) AddAudit(runID uint64, e cache.AuditEntry) error {
 	seq, ok := tx.auditSeq[runID]
 	if !ok {
+		// Not through queryRow: it reads no user, so the queue of new
+		// users need not be written first.
+		if tx.failed != nil {
+			return tx.failed
+		}
 		var max int64
-		if err := tx.queryRow(`SELECT coalesce(max(seq), 0) FROM audit WHERE run_id = $1`, []any{int64(runID)}, &max); err != nil {
-			return fmt.Errorf("add audit to run %d: %w", runID, err)
+		err := tx.tx.QueryRow(tx.ctx, `SELECT coalesce(max(seq), 0) FROM audit WHERE run_id = $1`, int64(runID)).Scan(&max)
+		if err != nil {
+			return fmt.Errorf("add audit to run %d: %w", runID, tx.fail(err))
 		}
 		seq = uint64(max)
 		if tx.auditSeq == nil {
