@@ -29,6 +29,9 @@ type Backend interface {
 	NamesToken(ctx context.Context) (NamesToken, error)
 	TrustNames() (end func(), ok bool)
 
+	// UserByID is the session check's read: served from memory when hot,
+	// without allocating; the returned Groups is shared with the cache
+	// (read it, or clone it before changing elements).
 	UserByID(ctx context.Context, id uint64) (account.User, error)
 	UserByName(ctx context.Context, name string) (account.User, error)
 	UserByUUID(ctx context.Context, dirID uint64, uuid string) (account.User, error)
