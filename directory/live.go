@@ -258,7 +258,54 @@ func (l *LDAP) liveBase() string {
 // gives up and asks for a full sync instead.
 const maxRefreshEvents = 50_000
 
+// matchNothing is a filter no entry matches.
+const matchNothing = "(&(objectClass=*)(!(objectClass=*)))"
+
+// primeCookie gets the server's current cookie without its content: a
+// refreshOnly search whose filter matches nothing. OpenLDAP's cookie names
+// a point in its change log whatever the filter, so the real stream then
+// starts from it with no full refresh (which would also meet the size
+// limit of an ordinary service account). A server whose cookie is tied to
+// the search (389-ds) refuses it or re-sends everything: both are handled.
+func (l *LDAP) primeCookie(ctx context.Context, c *ldap.Conn) ([]byte, error) {
+	req := ldap.NewSearchRequest(l.liveBase(), ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0,
+		timeLimitSeconds(l.s.timeout), false, matchNothing, []string{"1.1"}, nil)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r := c.Syncrepl(sctx, req, 8, ldap.SyncRequestModeRefreshOnly, nil, false)
+	var cookie []byte
+	for r.Next() {
+		for _, ctl := range r.Controls() {
+			switch x := ctl.(type) {
+			case *ldap.ControlSyncDone:
+				cookie = x.Cookie
+			case *ldap.ControlSyncInfo:
+				switch {
+				case x.NewCookie != nil:
+					cookie = x.NewCookie.Cookie
+				case x.RefreshDelete != nil && len(x.RefreshDelete.Cookie) > 0:
+					cookie = x.RefreshDelete.Cookie
+				case x.RefreshPresent != nil && len(x.RefreshPresent.Cookie) > 0:
+					cookie = x.RefreshPresent.Cookie
+				}
+			}
+		}
+	}
+	if err := r.Err(); err != nil {
+		return nil, classify(ctx, "live", "", err)
+	}
+	return cookie, nil
+}
+
 func (l *LDAP) followSyncrepl(ctx context.Context, c *ldap.Conn, cookie []byte, h LiveHandler) error {
+	primed := false
+	if len(cookie) == 0 && !l.noPrime.Load() {
+		ck, err := l.primeCookie(ctx, c)
+		if err != nil {
+			return err
+		}
+		cookie, primed = ck, len(ck) > 0
+	}
 	// The persistent search never completes: no per-request timeout.
 	c.SetTimeout(0)
 	req := ldap.NewSearchRequest(l.liveBase(), ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
@@ -268,7 +315,9 @@ func (l *LDAP) followSyncrepl(ctx context.Context, c *ldap.Conn, cookie []byte, 
 	r := c.Syncrepl(sctx, req, 64, ldap.SyncRequestModeRefreshAndPersist, cookie, false)
 
 	refreshing := true
-	resync := len(cookie) == 0
+	// A primed cookie skipped the content this process never saw: the
+	// full sync decides about it, once.
+	resync := len(cookie) == 0 || primed
 	var pending []LiveEvent
 	var last []byte
 	deliver := func(b LiveBatch) error {
@@ -386,6 +435,11 @@ func (l *LDAP) followSyncrepl(ctx context.Context, c *ldap.Conn, cookie []byte, 
 	}
 	err := r.Err()
 	if ldap.IsErrorWithCode(err, 4096) { // e-syncRefreshRequired (RFC 4533 §2.6)
+		if primed {
+			// The cookie is tied to the search here: start from the full
+			// content from now on.
+			l.noPrime.Store(true)
+		}
 		return fmt.Errorf("live stream of %s: %w", l.s.name, ErrCookieRefused)
 	}
 	if err == nil {

@@ -137,6 +137,24 @@ func StartSlapdWith(t testing.TB, opts SlapdOptions) *Server {
 		Stop:          p.stop,
 		ops:           slapdOps{},
 	}
+	var mu sync.Mutex
+	s.Restart = func(t testing.TB) {
+		t.Helper()
+		mu.Lock()
+		defer mu.Unlock()
+		p.stop()
+		np, err := startSlapdProcess(dir, p.port, p.tlsPort)
+		if err != nil {
+			t.Fatalf("ldaptest: restarting slapd: %v", err)
+		}
+		p = np
+		t.Cleanup(np.stop)
+	}
+	s.Stop = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		p.stop()
+	}
 	t.Cleanup(p.stop)
 	return s
 }
