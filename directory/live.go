@@ -319,7 +319,7 @@ func (l *LDAP) followSyncrepl(ctx context.Context, c *ldap.Conn, cookie []byte, 
 	// full sync decides about it, once.
 	resync := len(cookie) == 0 || primed
 	var pending []LiveEvent
-	var last []byte
+	last := cookie // what to keep when the refresh brings no new one
 	deliver := func(b LiveBatch) error {
 		if len(b.Cookie) > 0 {
 			last = b.Cookie
@@ -434,7 +434,10 @@ func (l *LDAP) followSyncrepl(ctx context.Context, c *ldap.Conn, cookie []byte, 
 		return err
 	}
 	err := r.Err()
-	if ldap.IsErrorWithCode(err, 4096) { // e-syncRefreshRequired (RFC 4533 §2.6)
+	// e-syncRefreshRequired (RFC 4533 §2.6); OpenLDAP answers
+	// unwillingToPerform ("consumer state is newer than provider") when it
+	// lost its last changes in a crash, before its checkpoint.
+	if ldap.IsErrorWithCode(err, 4096) || (len(cookie) > 0 && ldap.IsErrorWithCode(err, ldap.LDAPResultUnwillingToPerform)) {
 		if primed {
 			// The cookie is tied to the search here: start from the full
 			// content from now on.

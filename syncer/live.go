@@ -50,12 +50,14 @@ type stream struct {
 	interval time.Duration
 	cancel   context.CancelFunc
 	done     chan struct{}
-	// synced receives (without blocking) when a real sync of the directory
-	// succeeded: what a paused stream waits for.
-	synced chan struct{}
+	// synced receives (without blocking) the start of each real sync of
+	// the directory that succeeded: a paused stream waits for one that
+	// started after it paused.
+	synced chan time.Time
 
 	mu        sync.Mutex
 	state     string
+	connects  int // connections made, for tests and the log
 	lastEvent time.Time
 	blocks    []time.Time // live blocks of active users in the last hour
 
@@ -148,20 +150,30 @@ func (s *Syncer) refreshLive() {
 	for id, e := range want {
 		ctx, cancel := context.WithCancel(s.liveCtx)
 		st := &stream{dirID: id, client: e.Client, interval: time.Duration(e.Config.LiveInterval),
-			cancel: cancel, done: make(chan struct{}), synced: make(chan struct{}, 1), state: LiveOff}
+			cancel: cancel, done: make(chan struct{}), synced: make(chan time.Time, 1), state: LiveOff}
 		s.streams[id] = st
 		go s.runStream(ctx, st)
 	}
 }
 
-// liveSynced tells a directory's stream that a real sync of it succeeded.
-func (s *Syncer) liveSynced(dirID uint64) {
+// liveSynced tells a directory's stream that a real sync of it, started
+// at started, succeeded. Only the latest matters: an older one waiting in
+// the channel is replaced.
+func (s *Syncer) liveSynced(dirID uint64, started time.Time) {
 	s.liveMu.Lock()
 	st := s.streams[dirID]
 	s.liveMu.Unlock()
-	if st != nil {
+	if st == nil {
+		return
+	}
+	for {
 		select {
-		case st.synced <- struct{}{}:
+		case st.synced <- started:
+			return
+		default:
+		}
+		select {
+		case <-st.synced:
 		default:
 		}
 	}
@@ -210,10 +222,23 @@ func (s *Syncer) runStream(ctx context.Context, st *stream) {
 			st.setState(LivePaused)
 			s.countLive(name, "paused")
 			log.Warn("live changes paused until the next successful full sync", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-st.synced:
-				log.Info("live changes resumed after a full sync")
+			pausedAt := time.Now()
+		wait:
+			for {
+				select {
+				case <-ctx.Done():
+					break wait
+				case started := <-st.synced:
+					if started.After(pausedAt) {
+						// The full sync decided about everything the
+						// budget counted.
+						st.mu.Lock()
+						st.blocks = nil
+						st.mu.Unlock()
+						log.Info("live changes resumed after a full sync")
+						break wait
+					}
+				}
 			}
 			continue
 		case errors.Is(err, directory.ErrCookieRefused):
@@ -253,7 +278,10 @@ func (s *Syncer) follow(ctx context.Context, st *stream, f directory.Follower, c
 	}
 	return f.Follow(ctx, cookie, st.interval, directory.LiveHandler{
 		Connected: func(mode string) {
-			st.setState(mode)
+			st.mu.Lock()
+			st.state = mode
+			st.connects++
+			st.mu.Unlock()
 			s.setConnected(cfg.Name, true)
 			connected()
 			s.log.Info("live stream connected", "directory", cfg.Name, "mode", mode, "resumed", len(cookie) > 0)

@@ -187,3 +187,99 @@ func TestLiveChanges(t *testing.T) {
 	})
 }
 
+
+func (e *liveEnv) connects() int {
+	e.s.liveMu.Lock()
+	st := e.s.streams[testDirID]
+	e.s.liveMu.Unlock()
+	if st == nil {
+		return 0
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.connects
+}
+
+// TestLiveResumeAfterRestart kills slapd mid-stream and starts it again:
+// the stream reconnects from its cookie (no second full content, so no
+// second full sync), nobody is blocked by the outage, and changes flow
+// again.
+func TestLiveResumeAfterRestart(t *testing.T) {
+	srv := ldaptest.StartSlapd(t)
+	if srv == nil {
+		return
+	}
+	e := startLive(t, srv, 1)
+	name := e.fx.Dir.Name
+	resyncs := metricValue(e.m.LiveEvents.WithLabelValues(name, "resync"))
+	if resyncs != 1 {
+		t.Fatalf("first connection: %v full syncs, want 1", resyncs)
+	}
+	before := e.connects()
+	srv.Restart(t)
+	e.poll(30*time.Second, "reconnected", func() (bool, string) {
+		n := e.connects()
+		return n > before, fmt.Sprint(n, " connections")
+	})
+	if n := metricValue(e.m.LiveEvents.WithLabelValues(name, "resync")); n != resyncs {
+		t.Errorf("reconnection re-read the directory: %v full syncs, want %v", n, resyncs)
+	}
+	for _, n := range []string{"alice", "bob", "dave", "frank", "star"} {
+		u, err := e.store.UserByName(context.Background(), e.fx.Login(n))
+		if err != nil || u.State != account.StateActive {
+			t.Errorf("%s after the outage: %v %v", n, u.State, err)
+		}
+	}
+	e.fx.SetDisabled(t, "bob", true)
+	e.expect("bob", "user", account.StateBlockedInLDAP, "")
+}
+
+// TestLiveMassDeletePauses deletes more than max_block_fraction of the
+// active users at once: the stream pauses within its budget instead of
+// blocking them all, and the next forced full sync decides (and resumes
+// the stream).
+func TestLiveMassDeletePauses(t *testing.T) {
+	srv := ldaptest.StartSlapd(t)
+	if srv == nil {
+		return
+	}
+	e := startLive(t, srv, 0.5) // 5 active users: 2 live blocks an hour
+	gone := []string{"alice", "bob", "dave", "frank"}
+	for _, n := range gone {
+		e.fx.DeleteUser(t, n)
+	}
+	e.poll(liveDeadline, "paused", func() (bool, string) {
+		st := e.s.LiveStatus(testDirID)
+		return st.State == LivePaused, st.State
+	})
+	ctx := context.Background()
+	blocked := 0
+	for _, n := range gone {
+		u, err := e.store.UserByName(ctx, e.fx.Login(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !u.Active() {
+			blocked++
+		}
+	}
+	if blocked > 2 {
+		t.Errorf("%d of 4 deleted users blocked live, budget is 2", blocked)
+	}
+	if _, err := e.s.Sync(ctx, testDirID, Options{}); !errors.Is(err, ErrRefused) {
+		t.Errorf("unforced sync: %v, want refused", err)
+	}
+	if e.s.LiveStatus(testDirID).State != LivePaused {
+		t.Error("a refused sync resumed the stream")
+	}
+	if _, err := e.s.Sync(ctx, testDirID, Options{Force: true, Trigger: TriggerAPI}); err != nil {
+		t.Fatal(err)
+	}
+	role := map[string]string{"alice": "admin", "bob": "user", "dave": "user", "frank": "admin"}
+	for _, n := range gone {
+		e.expect(n, role[n], account.StateBlocked, account.ReasonDeletedInLDAP)
+	}
+	e.waitConnected(liveDeadline)
+	e.fx.SetDisabled(t, "carol", false) // an unblock spends no budget
+	e.expect("carol", "user", account.StateActive, "")
+}

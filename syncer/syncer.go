@@ -357,7 +357,7 @@ func (s *Syncer) sync(ctx context.Context, dirID uint64, opt Options) (cache.Run
 		}
 		s.observe(fctx, cfg.Name, run, start, ph)
 		if result == cache.RunSuccess {
-			s.liveSynced(dirID)
+			s.liveSynced(dirID, start)
 		}
 		attrs := []any{"run", run.ID, "result", result, "trigger", opt.Trigger, "forced", opt.Force,
 			"directory_users", run.DirectoryUsers, "counts", run.Counts, "duration", time.Since(start),

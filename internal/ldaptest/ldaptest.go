@@ -49,8 +49,9 @@ type Server struct {
 	// Stop ends a per-test server (slapd) abruptly, as a crash would; nil for
 	// shared servers. Safe to call twice.
 	Stop func()
-	// Restart kills a per-test server (slapd) as a crash would and starts
-	// it again on the same ports and data; nil for shared servers.
+	// Restart stops a per-test server (slapd) with SIGTERM, as a service
+	// restart does, and starts it again on the same ports and data; nil
+	// for shared servers.
 	Restart func(t testing.TB)
 
 	ops flavorOps

@@ -142,7 +142,7 @@ func StartSlapdWith(t testing.TB, opts SlapdOptions) *Server {
 		t.Helper()
 		mu.Lock()
 		defer mu.Unlock()
-		p.stop()
+		p.terminate()
 		np, err := startSlapdProcess(dir, p.port, p.tlsPort)
 		if err != nil {
 			t.Fatalf("ldaptest: restarting slapd: %v", err)
@@ -275,6 +275,22 @@ func (p *slapdProcess) stop() {
 		case <-p.done:
 		case <-time.After(10 * time.Second):
 		}
+	})
+}
+
+// terminate stops slapd with SIGTERM, as a service restart does: it
+// writes its state (the syncprov contextCSN checkpoint) and exits. Killed
+// if it has not exited within 10 s.
+func (p *slapdProcess) terminate() {
+	p.stopOnce.Do(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+			return
+		case <-time.After(10 * time.Second):
+		}
+		_ = p.cmd.Process.Kill()
+		<-p.done
 	})
 }
 
