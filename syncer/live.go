@@ -79,6 +79,9 @@ func (st *stream) setState(s string) {
 // LiveStatus returns the live state of a directory: off when live is off
 // for it or its server cannot follow changes.
 func (s *Syncer) LiveStatus(dirID uint64) LiveStatus {
+	if s == nil {
+		return LiveStatus{State: LiveOff}
+	}
 	s.liveMu.Lock()
 	st := s.streams[dirID]
 	s.liveMu.Unlock()

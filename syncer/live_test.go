@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
 	"github.com/ldapgate/ldapgate/config"
@@ -186,7 +185,6 @@ func TestLiveChanges(t *testing.T) {
 		}
 	})
 }
-
 
 func (e *liveEnv) connects() int {
 	e.s.liveMu.Lock()
