@@ -254,6 +254,15 @@ func (l *LDAP) liveBase() string {
 	return strings.Join(parts, ",")
 }
 
+// syncItem is one message of a syncrepl stream.
+type syncItem struct {
+	entry    *ldap.Entry
+	controls []ldap.Control
+}
+
+// maxLiveBatch bounds the changes handed over as one batch.
+const maxLiveBatch = 1000
+
 // maxRefreshEvents bounds the events a resumed refresh keeps before it
 // gives up and asks for a full sync instead.
 const maxRefreshEvents = 50_000
@@ -329,7 +338,12 @@ func (l *LDAP) followSyncrepl(ctx context.Context, c *ldap.Conn, cookie []byte, 
 		}
 		return nil
 	}
-	add := func(ev LiveEvent, ck []byte) error {
+	// In the persist phase, changes that arrived together are handed over
+	// as one batch (one run, one cookie write): a burst of 10,000 changes
+	// is then absorbed in batches instead of one store commit each.
+	var batch []LiveEvent
+	var batchCookie []byte
+	add := func(ev LiveEvent, ck []byte) {
 		if refreshing {
 			if len(ck) > 0 {
 				last = ck
@@ -340,9 +354,12 @@ func (l *LDAP) followSyncrepl(ctx context.Context, c *ldap.Conn, cookie []byte, 
 					resync, pending = true, nil
 				}
 			}
-			return nil
+			return
 		}
-		return deliver(LiveBatch{Events: []LiveEvent{ev}, Cookie: ck})
+		batch = append(batch, ev)
+		if len(ck) > 0 {
+			batchCookie = ck
+		}
 	}
 	endRefresh := func(ck []byte) error {
 		if len(ck) > 0 {
@@ -359,12 +376,11 @@ func (l *LDAP) followSyncrepl(ctx context.Context, c *ldap.Conn, cookie []byte, 
 		pending = nil
 		return deliver(b)
 	}
-	for r.Next() {
-		ctls := r.Controls()
-		if e := r.Entry(); e != nil {
-			st, ok := ldap.FindControl(ctls, ldap.ControlTypeSyncState).(*ldap.ControlSyncState)
+	handle := func(it syncItem) error {
+		if e := it.entry; e != nil {
+			st, ok := ldap.FindControl(it.controls, ldap.ControlTypeSyncState).(*ldap.ControlSyncState)
 			if !ok {
-				continue
+				return nil
 			}
 			ev := LiveEvent{DN: e.DN, UUIDs: uuidForms(st.EntryUUID)}
 			switch st.State {
@@ -374,16 +390,14 @@ func (l *LDAP) followSyncrepl(ctx context.Context, c *ldap.Conn, cookie []byte, 
 				if refreshing {
 					resync, pending = true, nil
 				}
-				continue
+				return nil
 			case ldap.SyncStateDelete:
 				ev.Deleted = true
 			}
-			if err := add(ev, st.Cookie); err != nil {
-				return err
-			}
-			continue
+			add(ev, st.Cookie)
+			return nil
 		}
-		for _, ctl := range ctls {
+		for _, ctl := range it.controls {
 			info, ok := ctl.(*ldap.ControlSyncInfo)
 			if !ok {
 				continue
@@ -392,8 +406,8 @@ func (l *LDAP) followSyncrepl(ctx context.Context, c *ldap.Conn, cookie []byte, 
 			case info.NewCookie != nil:
 				if refreshing {
 					last = info.NewCookie.Cookie
-				} else if err := deliver(LiveBatch{Cookie: info.NewCookie.Cookie}); err != nil {
-					return err
+				} else {
+					batchCookie = info.NewCookie.Cookie
 				}
 			case info.RefreshDelete != nil:
 				if info.RefreshDelete.RefreshDone && refreshing {
@@ -423,13 +437,65 @@ func (l *LDAP) followSyncrepl(ctx context.Context, c *ldap.Conn, cookie []byte, 
 					if i == len(set.SyncUUIDs)-1 {
 						ck = set.Cookie
 					}
-					if err := add(LiveEvent{Deleted: true, UUIDs: uuidForms(id)}, ck); err != nil {
-						return err
-					}
+					add(LiveEvent{Deleted: true, UUIDs: uuidForms(id)}, ck)
 				}
 			}
 		}
+		return nil
 	}
+
+	// The pump hands what the server sends to this loop, which takes
+	// whatever is already waiting as one batch.
+	items := make(chan syncItem, maxLiveBatch)
+	pumped := make(chan struct{})
+	go func() {
+		defer close(pumped)
+		defer close(items)
+		for r.Next() {
+			select {
+			case items <- syncItem{entry: r.Entry(), controls: r.Controls()}:
+			case <-sctx.Done():
+				return
+			}
+		}
+	}()
+	defer func() {
+		cancel()
+		<-pumped
+	}()
+	for {
+		it, ok := <-items
+		if !ok {
+			break
+		}
+		n := 0
+		for {
+			if err := handle(it); err != nil {
+				return err
+			}
+			n++
+			if n == maxLiveBatch {
+				break
+			}
+			select {
+			case it, ok = <-items:
+			default:
+				ok = false
+			}
+			if !ok {
+				break
+			}
+		}
+		if len(batch) > 0 || len(batchCookie) > 0 {
+			b := LiveBatch{Events: batch, Cookie: batchCookie}
+			batch, batchCookie = nil, nil
+			if err := deliver(b); err != nil {
+				return err
+			}
+		}
+	}
+	cancel()
+	<-pumped
 	if err := ctx.Err(); err != nil {
 		return err
 	}

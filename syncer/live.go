@@ -327,10 +327,63 @@ func (s *Syncer) liveBatch(ctx context.Context, st *stream, f directory.Follower
 			return err
 		}
 	}
-	for _, ev := range b.Events {
+	// Changed user entries are planned one by one and written together
+	// (one run, one commit); anything else (a delete, a group) first
+	// writes what is planned, since it may depend on it.
+	var planned []Change
+	flush := func() error {
+		if len(planned) == 0 {
+			return nil
+		}
+		c := planned
+		planned = nil
+		return s.liveWrite(ctx, cfg, c)
+	}
+	lastOf := map[string]int{}
+	for i, ev := range b.Events {
+		if !ev.Deleted {
+			lastOf[directory.NormalizeDN(ev.DN)] = i
+		}
+	}
+	for i, ev := range b.Events {
+		if !ev.Deleted {
+			if lastOf[directory.NormalizeDN(ev.DN)] != i {
+				continue // re-read once, at its last change in the batch
+			}
+			u, ok, err := f.ReadUserByDN(ctx, ev.DN)
+			if err != nil {
+				return err
+			}
+			if ok {
+				c, err := s.planEntry(ctx, cfg, u, st.groups)
+				if err != nil {
+					return err
+				}
+				if !c.Action.Writes() {
+					s.countLive(cfg.Name, string(c.Action))
+					continue
+				}
+				if c.Action == ActionBlock && c.Before != nil && c.Before.State == account.StateActive {
+					if err := s.takeBlock(ctx, st, cfg); err != nil {
+						if ferr := flush(); ferr != nil {
+							return ferr
+						}
+						return err
+					}
+				}
+				planned = append(planned, c)
+				continue
+			}
+		}
+		if err := flush(); err != nil {
+			return err
+		}
 		if err := s.liveEvent(ctx, st, f, cfg, ev); err != nil {
 			return err
 		}
+	}
+	if err := flush(); err != nil {
+		return err
 	}
 	if len(b.Events) > 0 {
 		st.mu.Lock()
@@ -438,15 +491,22 @@ func (s *Syncer) liveApply(ctx context.Context, st *stream, cfg config.Directory
 			return err
 		}
 	}
-	res, err := s.applyEntry(ctx, cfg, c, TriggerLive)
+	return s.liveWrite(ctx, cfg, []Change{c})
+}
+
+// liveWrite applies planned live changes as one run (trigger live).
+func (s *Syncer) liveWrite(ctx context.Context, cfg config.Directory, changes []Change) error {
+	res, err := s.applyEntries(ctx, cfg, changes, TriggerLive)
 	if err != nil {
 		return err
 	}
-	for a := range res.counts {
-		s.countLive(cfg.Name, string(a))
-	}
-	if res.skipped > 0 {
-		s.countLive(cfg.Name, string(ActionSkip))
+	if s.m != nil {
+		for a, n := range res.counts {
+			s.m.LiveEvents.WithLabelValues(cfg.Name, string(a)).Add(float64(n))
+		}
+		if res.skipped > 0 {
+			s.m.LiveEvents.WithLabelValues(cfg.Name, string(ActionSkip)).Add(float64(res.skipped))
+		}
 	}
 	return nil
 }

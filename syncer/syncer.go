@@ -588,12 +588,17 @@ func (s *Syncer) planEntry(ctx context.Context, cfg config.Directory, u director
 // applyEntry writes one planned change as a run of its own (trigger
 // login or live), so the audit says who changed the user and why.
 func (s *Syncer) applyEntry(ctx context.Context, cfg config.Directory, c Change, trigger string) (applied, error) {
+	return s.applyEntries(ctx, cfg, []Change{c}, trigger)
+}
+
+// applyEntries writes changes planned one entry at a time as one run.
+func (s *Syncer) applyEntries(ctx context.Context, cfg config.Directory, changes []Change, trigger string) (applied, error) {
 	run, err := s.store.CreateRun(ctx, cache.Run{DirectoryID: cfg.ID, Directory: cfg.Name, Trigger: trigger,
-		StartedAt: time.Now().UTC(), DirectoryUsers: 1, Counts: map[string]int{}})
+		StartedAt: time.Now().UTC(), DirectoryUsers: len(changes), Counts: map[string]int{}})
 	if err != nil {
 		return applied{}, err
 	}
-	res, err := s.apply(ctx, run.ID, cfg.ID, []Change{c}, nil)
+	res, err := s.apply(ctx, run.ID, cfg.ID, changes, nil)
 	for a, n := range res.counts {
 		run.Counts[string(a)] = n
 	}
