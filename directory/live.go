@@ -1,6 +1,7 @@
 package directory
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -537,6 +538,7 @@ func (l *LDAP) followDirSync(ctx context.Context, c *ldap.Conn, cookie []byte, i
 	c.SetTimeout(l.s.timeout)
 	resync := len(cookie) == 0
 	connected := false
+	kept := cookie
 	for {
 		var events []LiveEvent
 		for {
@@ -590,7 +592,9 @@ func (l *LDAP) followDirSync(ctx context.Context, c *ldap.Conn, cookie []byte, i
 		if resync {
 			b.Events = nil
 		}
-		if len(b.Events) > 0 || b.Resync || len(b.Cookie) > 0 {
+		// An unchanged cookie (nothing happened) is not written again.
+		if len(b.Events) > 0 || b.Resync || !bytes.Equal(cookie, kept) {
+			kept = cookie
 			if err := h.Batch(ctx, b); err != nil {
 				return fmt.Errorf("live stream of %s: %w", l.s.name, err)
 			}

@@ -50,9 +50,9 @@ type Server struct {
 	// shared servers. Safe to call twice.
 	Stop func()
 	// Restart stops a per-test server (slapd) with SIGTERM, as a service
-	// restart does, and starts it again on the same ports and data; nil
-	// for shared servers.
-	Restart func(t testing.TB)
+	// restart does, or with SIGKILL when crash, and starts it again on the
+	// same ports and data; nil for shared servers.
+	Restart func(t testing.TB, crash bool)
 
 	ops flavorOps
 }

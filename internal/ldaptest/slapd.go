@@ -138,11 +138,15 @@ func StartSlapdWith(t testing.TB, opts SlapdOptions) *Server {
 		ops:           slapdOps{},
 	}
 	var mu sync.Mutex
-	s.Restart = func(t testing.TB) {
+	s.Restart = func(t testing.TB, crash bool) {
 		t.Helper()
 		mu.Lock()
 		defer mu.Unlock()
-		p.terminate()
+		if crash {
+			p.stop()
+		} else {
+			p.terminate()
+		}
 		np, err := startSlapdProcess(dir, p.port, p.tlsPort)
 		if err != nil {
 			t.Fatalf("ldaptest: restarting slapd: %v", err)
