@@ -298,3 +298,32 @@ func TestLiveMassDeletePauses(t *testing.T) {
 	e.fx.SetDisabled(t, "carol", false) // an unblock spends no budget
 	e.expect("carol", "user", account.StateActive, "")
 }
+
+// TestLiveFollowsReload: a reload (SIGHUP or an API edit: Reschedule with
+// a new directory set) that turns live off stops the stream, and turning
+// it on again starts one, which resumes from the stored cookie.
+func TestLiveFollowsReload(t *testing.T) {
+	srv := ldaptest.StartSlapd(t)
+	if srv == nil {
+		return
+	}
+	e := startLive(t, srv, 1)
+	entry, _ := e.s.dirs.ByID(testDirID)
+	off := entry.Config.Clone()
+	no := false
+	off.Live = &no
+	e.s.dirs.Replace([]*directory.Entry{{Config: off, Client: entry.Client}})
+	e.s.Reschedule()
+	if st := e.s.LiveStatus(testDirID).State; st != LiveOff {
+		t.Fatalf("live: false: state %s", st)
+	}
+	e.fx.SetDisabled(t, "bob", true)
+	e.s.dirs.Replace([]*directory.Entry{entry})
+	e.s.Reschedule()
+	e.waitConnected(liveDeadline)
+	// The change made while the stream was off comes from the cookie.
+	e.expect("bob", "user", account.StateBlockedInLDAP, "")
+	if n := metricValue(e.m.LiveEvents.WithLabelValues(e.fx.Dir.Name, "resync")); n != 1 {
+		t.Errorf("%v full syncs, want 1 (the first connection's)", n)
+	}
+}
