@@ -316,15 +316,25 @@ func (s *Syncer) liveBatch(ctx context.Context, st *stream, f directory.Follower
 		return err
 	}
 	if b.Resync {
-		// The server re-sent everything (no cookie yet, or one it no
-		// longer knows): a full sync, with its own safety checks, decides.
-		s.countLive(cfg.Name, "resync")
-		s.log.Info("live stream: full content sent; running a full sync", "directory", cfg.Name)
-		if _, err := s.Sync(ctx, st.dirID, Options{Trigger: TriggerLive}); err != nil && !errors.Is(err, ErrRefused) {
+		// The stream starts from the server's present state (no cookie
+		// yet, or one it no longer knows): what changed before is not
+		// known. When the store holds users of this directory, a full
+		// sync, with its own safety checks, catches up on it; a directory
+		// nobody has synced yet waits for its first sync (the console's
+		// "Start synchronization", the schedule), as without live.
+		counts, err := s.store.CountUsers(ctx)
+		if err != nil {
 			return err
 		}
-		if err := s.readStreamGroups(ctx, st); err != nil {
-			return err
+		if len(counts[st.dirID]) > 0 {
+			s.countLive(cfg.Name, "resync")
+			s.log.Info("live stream: changes since the last one unknown; running a full sync", "directory", cfg.Name)
+			if _, err := s.Sync(ctx, st.dirID, Options{Trigger: TriggerLive}); err != nil && !errors.Is(err, ErrRefused) {
+				return err
+			}
+			if err := s.readStreamGroups(ctx, st); err != nil {
+				return err
+			}
 		}
 	}
 	// Changed user entries are planned one by one and written together
