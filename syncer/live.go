@@ -118,17 +118,14 @@ func (s *Syncer) stopLive() {
 // client or live settings changed gets a new stream, a removed one loses
 // its own. A no-op when Run is not running.
 func (s *Syncer) refreshLive() {
-	var stopped []*stream
-	// Stopped streams are waited for outside the lock: one may be in a
-	// sync whose end calls liveSynced.
-	defer func() {
-		for _, st := range stopped {
-			<-st.done
-		}
-	}()
+	// One refresh at a time; it waits for the streams it stops before it
+	// starts their replacements (one stream per directory, ever), without
+	// liveMu: a stopping stream may be in a sync whose end takes it.
+	s.liveRefresh.Lock()
+	defer s.liveRefresh.Unlock()
 	s.liveMu.Lock()
-	defer s.liveMu.Unlock()
 	if s.liveCtx == nil {
+		s.liveMu.Unlock()
 		return
 	}
 	want := map[uint64]*directory.Entry{}
@@ -137,6 +134,7 @@ func (s *Syncer) refreshLive() {
 			want[e.Config.ID] = e
 		}
 	}
+	var stopped []*stream
 	for id, st := range s.streams {
 		e, ok := want[id]
 		if ok && e.Client == st.client && time.Duration(e.Config.LiveInterval) == st.interval {
@@ -146,6 +144,16 @@ func (s *Syncer) refreshLive() {
 		st.cancel()
 		stopped = append(stopped, st)
 		delete(s.streams, id)
+	}
+	s.liveMu.Unlock()
+	for _, st := range stopped {
+		<-st.done
+	}
+
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	if s.liveCtx == nil {
+		return // stopLive ran meanwhile
 	}
 	if s.streams == nil {
 		s.streams = map[uint64]*stream{}
@@ -209,13 +217,18 @@ func (s *Syncer) runStream(ctx context.Context, st *stream) {
 	var name string
 	for ctx.Err() == nil {
 		_, cfg, err := s.effective(ctx, st.dirID)
-		if err != nil {
+		if errors.Is(err, ErrUnknownDirectory) {
 			return // removed; refreshLive stops us too
 		}
-		name = cfg.Name
-		log := s.log.With("directory", cfg.Name, "directory_id", st.dirID)
-		err = s.follow(ctx, st, f, cfg, func() { backoff = max(st.interval, time.Second) })
-		s.setConnected(name, false)
+		log := s.log.With("directory_id", st.dirID)
+		if err == nil {
+			name = cfg.Name
+			log = log.With("directory", cfg.Name)
+			err = s.follow(ctx, st, f, cfg, func() { backoff = max(st.interval, time.Second) })
+		}
+		if name != "" {
+			s.setConnected(name, false)
+		}
 		if ctx.Err() != nil {
 			break
 		}
@@ -265,8 +278,10 @@ func (s *Syncer) runStream(ctx context.Context, st *stream) {
 		}
 	}
 	st.setState(LiveOff)
-	if name != "" {
-		s.setConnected(name, false)
+	if name != "" && s.m != nil {
+		// Stopped (live off, directory removed or changed, shutdown): no
+		// series left behind for the stream-down alert to fire on.
+		s.m.LiveConnected.DeleteLabelValues(name)
 	}
 }
 

@@ -66,9 +66,10 @@ type Syncer struct {
 	live    map[uint64]bool    // ids of the runs this process is running
 
 	// Live-change streams (live.go): liveCtx is Run's while it runs.
-	liveMu  sync.Mutex
-	liveCtx context.Context
-	streams map[uint64]*stream
+	liveMu      sync.Mutex
+	liveRefresh sync.Mutex // serialises refreshLive
+	liveCtx     context.Context
+	streams     map[uint64]*stream
 
 	sched struct {
 		sync.Mutex
