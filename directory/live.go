@@ -29,6 +29,11 @@ const (
 // (RFC 4533 e-syncRefreshRequired); the caller drops it and starts over.
 var ErrCookieRefused = errors.New("directory refused the live-change cookie")
 
+// ErrPrimeRefused: the server ties its cookies to the search, so the
+// stream's first start (no cookie of its own yet) begins from the full
+// content; reconnect at once, nothing was missed.
+var ErrPrimeRefused = errors.New("directory refused a primed live-change cookie")
+
 // LiveEvent is one changed entry. The stream does not interpret it: the
 // syncer re-reads the entry (and the groups, when it is no user) with the
 // same code a full sync uses.
@@ -509,6 +514,7 @@ func (l *LDAP) followSyncrepl(ctx context.Context, c *ldap.Conn, cookie []byte, 
 			// The cookie is tied to the search here: start from the full
 			// content from now on.
 			l.noPrime.Store(true)
+			return fmt.Errorf("live stream of %s: %w", l.s.name, ErrPrimeRefused)
 		}
 		return fmt.Errorf("live stream of %s: %w", l.s.name, ErrCookieRefused)
 	}

@@ -61,7 +61,10 @@ type stream struct {
 	lastEvent time.Time
 	blocks    []time.Time // live blocks of active users in the last hour
 
-	groups []directory.Group // the groups as the stream last read them (stream goroutine only)
+	// Stream goroutine only: the groups as the stream last read them, and
+	// whether its cookie was refused (the next full content needs a sync).
+	groups []directory.Group
+	lost   bool
 }
 
 func (st *stream) status() LiveStatus {
@@ -257,7 +260,10 @@ func (s *Syncer) runStream(ctx context.Context, st *stream) {
 				}
 			}
 			continue
+		case errors.Is(err, directory.ErrPrimeRefused):
+			wait = 0
 		case errors.Is(err, directory.ErrCookieRefused):
+			st.lost = true
 			log.Info("live stream: the server cannot resume from the stored cookie; starting over")
 			if err := s.store.SetLiveCookie(ctx, st.dirID, nil); err != nil {
 				log.Warn("live stream: dropping the cookie failed", "err", err)
@@ -305,6 +311,9 @@ func (s *Syncer) follow(ctx context.Context, st *stream, f directory.Follower, c
 			s.log.Info("live stream connected", "directory", cfg.Name, "mode", mode, "resumed", len(cookie) > 0)
 		},
 		Batch: func(ctx context.Context, b directory.LiveBatch) error {
+			if b.Resync && len(cookie) > 0 {
+				st.lost = true // the whole content, in answer to our cookie
+			}
 			return s.liveBatch(ctx, st, f, b)
 		},
 	})
@@ -330,13 +339,13 @@ func (s *Syncer) liveBatch(ctx context.Context, st *stream, f directory.Follower
 	if err != nil {
 		return err
 	}
-	if b.Resync {
-		// The stream starts from the server's present state (no cookie
-		// yet, or one it no longer knows): what changed before is not
-		// known. When the store holds users of this directory, a full
-		// sync, with its own safety checks, catches up on it; a directory
-		// nobody has synced yet waits for its first sync (the console's
-		// "Start synchronization", the schedule), as without live.
+	if b.Resync && st.lost {
+		// The stream had a cookie the server no longer knows (it lost
+		// its change state, or forgot ours): the changes since are not
+		// known, so a full sync, with its own safety checks, catches up
+		// on them. A stream's very first start needs none: until then
+		// the schedule alone kept the store, as it still does.
+		st.lost = false
 		counts, err := s.store.CountUsers(ctx)
 		if err != nil {
 			return err
