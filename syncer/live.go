@@ -361,6 +361,27 @@ func (s *Syncer) liveBatch(ctx context.Context, st *stream, f directory.Follower
 			}
 		}
 	}
+	// Deletes that arrive together are judged together: a burst past the
+	// budget pauses the stream before any of it is applied, rather than
+	// blocking the first few.
+	gone := 0
+	for _, ev := range b.Events {
+		if !ev.Deleted {
+			continue
+		}
+		u, err := s.storedUser(ctx, cfg.ID, f, ev)
+		if err != nil {
+			return err
+		}
+		if u != nil && u.State == account.StateActive {
+			gone++
+		}
+	}
+	if gone > 1 {
+		if err := s.checkBudget(ctx, st, cfg, gone); err != nil {
+			return err
+		}
+	}
 	// Changed user entries are planned one by one and written together
 	// (one run, one commit); anything else (a delete, a group) first
 	// writes what is planned, since it may depend on it.
@@ -549,6 +570,15 @@ func (s *Syncer) liveWrite(ctx context.Context, cfg config.Directory, changes []
 // hour's budget: max_block_fraction of the directory's active users, the
 // same bound a full sync's plan has.
 func (s *Syncer) takeBlock(ctx context.Context, st *stream, cfg config.Directory) error {
+	return s.budget(ctx, st, cfg, 1, true)
+}
+
+// checkBudget reports whether n more blocks fit the budget, taking none.
+func (s *Syncer) checkBudget(ctx context.Context, st *stream, cfg config.Directory, n int) error {
+	return s.budget(ctx, st, cfg, n, false)
+}
+
+func (s *Syncer) budget(ctx context.Context, st *stream, cfg config.Directory, n int, take bool) error {
 	counts, err := s.store.CountUsers(ctx)
 	if err != nil {
 		return err
@@ -558,11 +588,13 @@ func (s *Syncer) takeBlock(ctx context.Context, st *stream, cfg config.Directory
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.blocks = slices.DeleteFunc(st.blocks, func(t time.Time) bool { return now.Sub(t) >= time.Hour })
-	if float64(len(st.blocks)+1) > cfg.BlockFraction()*float64(active) {
+	if float64(len(st.blocks)+n) > cfg.BlockFraction()*float64(active) {
 		return fmt.Errorf("%w: %d blocks in the last hour, %d active users (max_block_fraction %g)",
-			ErrLivePaused, len(st.blocks)+1, active, cfg.BlockFraction())
+			ErrLivePaused, len(st.blocks)+n, active, cfg.BlockFraction())
 	}
-	st.blocks = append(st.blocks, now)
+	if take {
+		st.blocks = append(st.blocks, now)
+	}
 	return nil
 }
 
