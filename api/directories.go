@@ -24,11 +24,14 @@ import (
 type directoryView struct {
 	config.Directory
 	Domain string `json:"domain"`
+	// Live is the live-change state (SPEC §13). It shadows the config's
+	// boolean "live" in answers: "off" says live is off (or down).
+	Live syncer.LiveStatus `json:"live"`
 }
 
-func viewOf(dc config.Directory) directoryView {
+func (a *API) viewOf(dc config.Directory) directoryView {
 	dc.BindPassword = "" // Secret marshals to "" anyway; empty omits the key
-	return directoryView{Directory: dc, Domain: dc.DomainName()}
+	return directoryView{Directory: dc, Domain: dc.DomainName(), Live: a.d.Syncer.LiveStatus(dc.ID)}
 }
 
 // routeLDAP dispatches /auth/v4/ldap[/{id}[/action[/{run}]]].
@@ -63,7 +66,7 @@ func (a *API) routeLDAP(c context.Context, ctx *fasthttp.RequestCtx, parts []str
 	method := string(ctx.Method())
 	switch {
 	case action == "" && method == fasthttp.MethodGet:
-		respond.OK(ctx, viewOf(e.Config))
+		respond.OK(ctx, a.viewOf(e.Config))
 	case action == "" && method == fasthttp.MethodPatch:
 		a.patchDirectory(c, ctx, id)
 	case action == "" && method == fasthttp.MethodDelete:
@@ -134,7 +137,7 @@ func (a *API) listDirectories(c context.Context, ctx *fasthttp.RequestCtx) {
 	}
 	out := []directoryItem{}
 	for _, e := range a.d.Dirs.Set().List() {
-		it := directoryItem{directoryView: viewOf(e.Config), Users: counts[e.Config.ID]}
+		it := directoryItem{directoryView: a.viewOf(e.Config), Users: counts[e.Config.ID]}
 		if it.Users == nil {
 			it.Users = map[account.State]int{}
 		}
@@ -169,7 +172,7 @@ func (a *API) createDirectory(c context.Context, ctx *fasthttp.RequestCtx) {
 		return
 	}
 	a.d.Log.Info("directory created", "directory", saved.Name, "id", saved.ID, "users", res.Users)
-	respond.OK(ctx, viewOf(saved))
+	respond.OK(ctx, a.viewOf(saved))
 }
 
 // patchDirectory merges the given keys onto the directory: keys not sent
@@ -200,7 +203,7 @@ func (a *API) patchDirectory(c context.Context, ctx *fasthttp.RequestCtx, id uin
 		a.dirError(ctx, err)
 		return
 	}
-	respond.OK(ctx, viewOf(saved))
+	respond.OK(ctx, a.viewOf(saved))
 }
 
 func (a *API) sync(c context.Context, ctx *fasthttp.RequestCtx, id uint64) {

@@ -54,6 +54,11 @@ type Backend interface {
 	SetNamingOverride(ctx context.Context, dirID uint64, naming string) error
 	NamingOverride(ctx context.Context, dirID uint64) (string, error)
 
+	// LiveCookie and SetLiveCookie keep a directory's live-change cookie
+	// (SPEC §13): nil when none; nil or empty removes it.
+	LiveCookie(ctx context.Context, dirID uint64) ([]byte, error)
+	SetLiveCookie(ctx context.Context, dirID uint64, cookie []byte) error
+
 	CreateRun(ctx context.Context, r Run) (Run, error)
 	FinishRun(ctx context.Context, r Run) error
 	Run(ctx context.Context, runID uint64) (Run, error)

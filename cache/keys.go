@@ -25,6 +25,7 @@ import "encoding/binary"
 //	seq/...                badger Sequences (user, dir and run ids)
 //	nv                     names version (names.go)
 //	lc                     the config file's local user names (localusers.go)
+//	lv/<dir>               live-change cookie of a directory (live.go)
 //	meta/layout            layout version, decimal (layout.go)
 const (
 	pUser        = "u/"

@@ -306,6 +306,7 @@ directories:
     page_size: -3
     pool_size: -1
     timeout: -1s
+    live_interval: 500ms
 `,
 			want: []string{
 				`directories[0].name: "42" must not be a number (a number is read as a directory id) (line 3)`,
@@ -327,6 +328,7 @@ directories:
 				`directories[0].page_size: must be between 1 and 10000 (0 = default 500), got -3 (line 19)`,
 				`directories[0].pool_size: must be between 1 and 256 (0 = default 4), got -1 (line 20)`,
 				`directories[0].timeout: must be positive, got -1s (line 21)`,
+				`directories[0].live_interval: must be at least 1s, got 500ms (line 22)`,
 			},
 		},
 		{

@@ -41,6 +41,8 @@ const (
 	DefaultTimeout          = 30 * time.Second
 	DefaultPoolSize         = 4
 	DefaultMaxBlockFraction = 0.2
+	// DefaultLiveInterval: how often DirSync is polled (SPEC §13).
+	DefaultLiveInterval = 10 * time.Second
 	// MaxPageSizeAD is Active Directory's MaxPageSize policy default: the
 	// server silently returns at most this many entries per page, so asking
 	// for more only hides how the read is really paced.
@@ -200,6 +202,7 @@ func (d *Directory) ApplyDefaults() {
 	}
 	setDur(&d.ConnectTimeout, DefaultConnectTimeout)
 	setDur(&d.Timeout, DefaultTimeout)
+	setDur(&d.LiveInterval, DefaultLiveInterval)
 	if d.PoolSize == 0 {
 		d.PoolSize = DefaultPoolSize
 	}
@@ -269,6 +272,10 @@ func (d *Directory) AutoSyncEnabled() bool {
 	}
 	return d.AutoSync == nil || *d.AutoSync
 }
+
+// LiveEnabled reports whether the directory's changes are followed as
+// they happen: live is not false.
+func (d *Directory) LiveEnabled() bool { return d.Live == nil || *d.Live }
 
 // BlockFraction is max_block_fraction, or its default when unset.
 func (d *Directory) BlockFraction() float64 {

@@ -89,6 +89,10 @@ func (d Directory) Clone() Directory {
 		v := *d.MaxBlockFraction
 		d.MaxBlockFraction = &v
 	}
+	if d.Live != nil {
+		v := *d.Live
+		d.Live = &v
+	}
 	return d
 }
 

@@ -290,6 +290,15 @@ type Directory struct {
 	// MaxBlockFraction: a plan blocking more than this share of the
 	// directory's active users is refused unless forced. Default 0.2.
 	MaxBlockFraction *float64 `yaml:"max_block_fraction" json:"max_block_fraction"`
+	// Live follows the directory's changes as they happen (SPEC §13):
+	// RFC 4533 refreshAndPersist on OpenLDAP (syncprov) and 389-ds/FreeIPA
+	// (content synchronization plugin), DirSync on Active Directory.
+	// Default true; scheduled syncs carry on either way.
+	Live *bool `yaml:"live" json:"live"`
+	// LiveInterval is how often Active Directory is asked for its changes
+	// (DirSync is polled), and the first back-off after a broken stream.
+	// Default 10s.
+	LiveInterval Duration `yaml:"live_interval" json:"live_interval"`
 	// Note is free text for operators.
 	Note string `yaml:"note" json:"note"`
 	// PageSize of paged searches (RFC 2696). Default 500; AD caps it at 1000.

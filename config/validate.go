@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 	"golang.org/x/crypto/bcrypt"
@@ -413,6 +414,10 @@ func (d *Directory) validate(col *collector, p string, roles []string) {
 	}
 	if d.Timeout < 0 {
 		col.add(key("timeout"), "must be positive, got %s", d.Timeout)
+	}
+	// Below a second, DirSync polling would keep a domain controller busy.
+	if d.LiveInterval != 0 && time.Duration(d.LiveInterval) < time.Second {
+		col.add(key("live_interval"), "must be at least 1s, got %s", d.LiveInterval)
 	}
 	if d.PoolSize < 0 || d.PoolSize > 256 {
 		col.add(key("pool_size"), "must be between 1 and 256 (0 = default %d), got %d", DefaultPoolSize, d.PoolSize)

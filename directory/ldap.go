@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -28,6 +29,9 @@ type LDAP struct {
 	// noSuchDN is bound as when a login name is not found: under the
 	// users' base, named by a random value no entry has.
 	noSuchDN string
+	// noPrime: this server refused a primed live-change cookie
+	// (live.go), so streams start from its full content.
+	noPrime atomic.Bool
 }
 
 var _ Client = (*LDAP)(nil)

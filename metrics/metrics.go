@@ -26,6 +26,8 @@ type Metrics struct {
 	SyncPhaseDuration   *prometheus.HistogramVec // directory, phase (read, plan, apply)
 	SyncLastSuccess     *prometheus.GaugeVec     // directory
 	SyncChanges         *prometheus.CounterVec   // directory, action
+	LiveEvents          *prometheus.CounterVec   // directory, action
+	LiveConnected       *prometheus.GaugeVec     // directory
 	Users               *prometheus.GaugeVec     // directory, state
 	SessionsActive      prometheus.Gauge
 	CacheRequests       *prometheus.CounterVec // cache, result
@@ -94,6 +96,14 @@ func NewReplica(replica string) *Metrics {
 			Namespace: namespace, Name: "sync_changes_total", ConstLabels: syncLabels,
 			Help: "Applied sync changes by directory and action.",
 		}, []string{"directory", "action"}),
+		LiveEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "live_events_total",
+			Help: "Live directory changes handled, by directory and action (the change applied, or skip, paused, resync).",
+		}, []string{"directory", "action"}),
+		LiveConnected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "live_connected",
+			Help: "1 while the directory's live-change stream is connected, else 0.",
+		}, []string{"directory"}),
 		Users: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "users",
 			Help: "Users in the store by directory (\"local\" for local users) and state.",
@@ -126,7 +136,7 @@ func NewReplica(replica string) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.HTTPRequests, m.HTTPRequestDuration, m.UpstreamDuration, m.Logins,
 		m.LDAPOpDuration, m.SyncRuns, m.SyncDuration, m.SyncPhaseDuration, m.SyncLastSuccess,
-		m.SyncChanges, m.Users, m.SessionsActive, m.CacheRequests,
+		m.SyncChanges, m.LiveEvents, m.LiveConnected, m.Users, m.SessionsActive, m.CacheRequests,
 		m.ListenerAcceptErrors, m.ListenerLimited, m.ListenerConnections,
 	)
 	return m

@@ -32,7 +32,9 @@ func (s *Syncer) Run(ctx context.Context) error {
 	s.sched.Unlock()
 
 	c.Start()
+	s.startLive(ctx)
 	<-ctx.Done()
+	s.stopLive()
 
 	s.sched.Lock()
 	s.sched.cron, s.sched.ctx, s.sched.entries = nil, nil, nil
@@ -42,13 +44,15 @@ func (s *Syncer) Run(ctx context.Context) error {
 }
 
 // Reschedule re-reads the directory set (after a reload or an API change)
-// and replaces the scheduled jobs. A no-op when Run is not running.
+// and replaces the scheduled jobs and the live-change streams whose
+// directory changed. A no-op when Run is not running.
 func (s *Syncer) Reschedule() {
 	s.sched.Lock()
-	defer s.sched.Unlock()
 	if s.sched.cron != nil {
 		s.rescheduleLocked()
 	}
+	s.sched.Unlock()
+	s.refreshLive()
 }
 
 func (s *Syncer) rescheduleLocked() {

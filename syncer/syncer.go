@@ -65,6 +65,12 @@ type Syncer struct {
 	running map[uint64]*flight // real (non-dry) syncs in progress, by directory
 	live    map[uint64]bool    // ids of the runs this process is running
 
+	// Live-change streams (live.go): liveCtx is Run's while it runs.
+	liveMu      sync.Mutex
+	liveRefresh sync.Mutex // serialises refreshLive
+	liveCtx     context.Context
+	streams     map[uint64]*stream
+
 	sched struct {
 		sync.Mutex
 		cron    *cron.Cron
@@ -365,6 +371,9 @@ func (s *Syncer) sync(ctx context.Context, dirID uint64, opt Options) (cache.Run
 			log.Error("sync: recording the run failed", "run", run.ID, "err", err)
 		}
 		s.observe(fctx, cfg.Name, run, start, ph)
+		if result == cache.RunSuccess {
+			s.liveSynced(dirID, start)
+		}
 		attrs := []any{"run", run.ID, "result", result, "trigger", opt.Trigger, "forced", opt.Force,
 			"directory_users", run.DirectoryUsers, "counts", run.Counts, "duration", time.Since(start),
 			"read", ph.read, "plan", ph.plan, "apply", ph.apply}
@@ -532,14 +541,47 @@ func (s *Syncer) SyncOne(ctx context.Context, dirID uint64, u directory.User) (a
 	}); err != nil {
 		return account.User{}, fmt.Errorf("sync of %s on login: read groups: %w", cfg.Name, err)
 	}
+	c, err := s.planEntry(ctx, cfg, u, groups)
+	if err != nil {
+		return account.User{}, fmt.Errorf("sync of %s on login: %w", cfg.Name, err)
+	}
+	switch {
+	case c.Action == ActionSkip:
+		return account.User{}, fmt.Errorf("%w: %s", ErrSkipped, c.Reason)
+	case c.Action == ActionUnchanged:
+		return *c.Before, nil
+	}
+	res, err := s.applyEntry(ctx, cfg, c, TriggerLogin)
+	if err != nil {
+		return account.User{}, fmt.Errorf("sync of %s on login: %w", cfg.Name, err)
+	}
+	if res.skipped > 0 {
+		// The store changed between the plan and the write (a concurrent
+		// sync created them, or the name was taken): read what is there.
+		if x, err := s.store.UserByUUID(ctx, dirID, u.UUID); err == nil {
+			return x, nil
+		}
+		return account.User{}, fmt.Errorf("%w: %s", ErrSkipped, SkipNameTaken)
+	}
+	out, err := s.store.UserByName(ctx, c.Username)
+	if err != nil {
+		return account.User{}, fmt.Errorf("sync of %s on login: %w", cfg.Name, err)
+	}
+	return out, nil
+}
+
+// planEntry plans one directory entry against the store, with the groups
+// given: the same rules as a full sync, for that entry only (Partial:
+// nobody else is blocked or touched).
+func (s *Syncer) planEntry(ctx context.Context, cfg config.Directory, u directory.User, groups []directory.Group) (Change, error) {
 	var current []account.User
 	if u.UUID != "" {
-		cur, err := s.store.UserByUUID(ctx, dirID, u.UUID)
+		cur, err := s.store.UserByUUID(ctx, cfg.ID, u.UUID)
 		switch {
 		case err == nil:
 			current = append(current, cur)
 		case !errors.Is(err, cache.ErrNotFound):
-			return account.User{}, fmt.Errorf("sync of %s on login: %w", cfg.Name, err)
+			return Change{}, err
 		}
 	}
 	var lookupErr error
@@ -553,56 +595,50 @@ func (s *Syncer) SyncOne(ctx context.Context, dirID uint64, u directory.User) (a
 			return x, err == nil
 		}})
 	if lookupErr != nil {
-		return account.User{}, fmt.Errorf("sync of %s on login: %w", cfg.Name, lookupErr)
+		return Change{}, lookupErr
 	}
 	if len(p.Changes) != 1 {
-		return account.User{}, fmt.Errorf("sync of %s on login: plan has %d changes for one entry", cfg.Name, len(p.Changes))
+		return Change{}, fmt.Errorf("plan has %d changes for one entry", len(p.Changes))
 	}
-	c := p.Changes[0]
-	switch {
-	case c.Action == ActionSkip:
-		return account.User{}, fmt.Errorf("%w: %s", ErrSkipped, c.Reason)
-	case c.Action == ActionUnchanged:
-		return *c.Before, nil
-	}
+	return p.Changes[0], nil
+}
 
-	run, err := s.store.CreateRun(ctx, cache.Run{DirectoryID: dirID, Directory: cfg.Name, Trigger: TriggerLogin,
-		StartedAt: time.Now().UTC(), DirectoryUsers: 1, Counts: map[string]int{}})
+// applyEntry writes one planned change as a run of its own (trigger
+// login or live), so the audit says who changed the user and why.
+func (s *Syncer) applyEntry(ctx context.Context, cfg config.Directory, c Change, trigger string) (applied, error) {
+	return s.applyEntries(ctx, cfg, []Change{c}, trigger)
+}
+
+// applyEntries writes changes planned one entry at a time as one run.
+func (s *Syncer) applyEntries(ctx context.Context, cfg config.Directory, changes []Change, trigger string) (applied, error) {
+	run, err := s.store.CreateRun(ctx, cache.Run{DirectoryID: cfg.ID, Directory: cfg.Name, Trigger: trigger,
+		StartedAt: time.Now().UTC(), DirectoryUsers: len(changes), Counts: map[string]int{}})
 	if err != nil {
-		return account.User{}, fmt.Errorf("sync of %s on login: %w", cfg.Name, err)
+		return applied{}, err
 	}
-	res, err := s.apply(ctx, run.ID, dirID, p.Changes, nil)
+	res, err := s.apply(ctx, run.ID, cfg.ID, changes, nil)
 	for a, n := range res.counts {
 		run.Counts[string(a)] = n
+	}
+	if res.skipped > 0 {
+		run.Counts[string(ActionSkip)] += res.skipped
 	}
 	run.Result, run.FinishedAt = cache.RunSuccess, time.Now().UTC()
 	if err != nil {
 		run.Result, run.Error = cache.RunFailed, err.Error()
 	}
 	if ferr := s.store.FinishRun(context.WithoutCancel(ctx), run); ferr != nil {
-		s.log.Error("recording the login sync failed", "run", run.ID, "err", ferr)
+		s.log.Error("recording a one-entry sync failed", "run", run.ID, "trigger", trigger, "err", ferr)
 	}
 	if err != nil {
-		return account.User{}, fmt.Errorf("sync of %s on login: %w", cfg.Name, err)
-	}
-	if res.skipped > 0 {
-		// The store changed between the plan and the write (a concurrent
-		// sync created them, or the name was taken): read what is there.
-		if x, err := s.store.UserByUUID(ctx, dirID, u.UUID); err == nil {
-			return x, nil
-		}
-		return account.User{}, fmt.Errorf("%w: %s", ErrSkipped, SkipNameTaken)
+		return res, err
 	}
 	if s.m != nil {
 		for a, n := range res.counts {
 			s.m.SyncChanges.WithLabelValues(cfg.Name, string(a)).Add(float64(n))
 		}
 	}
-	out, err := s.store.UserByName(ctx, c.Username)
-	if err != nil {
-		return account.User{}, fmt.Errorf("sync of %s on login: %w", cfg.Name, err)
-	}
-	return out, nil
+	return res, nil
 }
 
 func (s *Syncer) setLive(runID uint64, on bool) {

@@ -141,3 +141,37 @@ func (s *Store) NamingOverride(ctx context.Context, dirID uint64) (string, error
 	}
 	return naming, nil
 }
+
+// LiveCookie: see cache.Backend (nil when none).
+func (s *Store) LiveCookie(ctx context.Context, dirID uint64) ([]byte, error) {
+	var v []byte
+	err := s.oneRead(ctx, func(tx *Tx) error {
+		return tx.queryRow(`SELECT cookie FROM live_cookies WHERE id = $1`, []any{int64(dirID)}, &v)
+	})
+	if errors.Is(err, cache.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("live cookie of directory %d: %w", dirID, err)
+	}
+	return v, nil
+}
+
+// SetLiveCookie: see cache.Backend.
+func (s *Store) SetLiveCookie(ctx context.Context, dirID uint64, cookie []byte) error {
+	err := s.Update(ctx, func(t cache.Txn) error {
+		tx := t.(*Tx)
+		var err error
+		if len(cookie) == 0 {
+			_, err = tx.exec(`DELETE FROM live_cookies WHERE id = $1`, int64(dirID))
+		} else {
+			_, err = tx.exec(`INSERT INTO live_cookies (id, cookie) VALUES ($1, $2)
+				ON CONFLICT (id) DO UPDATE SET cookie = excluded.cookie`, int64(dirID), cookie)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("set live cookie of directory %d: %w", dirID, err)
+	}
+	return nil
+}

@@ -41,6 +41,7 @@ func Run(t *testing.T, open Open) {
 		{"SessionsEndWithPasswordAndUser", testSessionsEnd},
 		{"LocalUsersPrune", testPruneLocal},
 		{"Directories", testDirectories},
+		{"LiveCookies", testLiveCookies},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
@@ -774,5 +775,29 @@ func testRunsPruned(t *testing.T, s cache.Backend) {
 	}
 	if _, err := s.Run(ctx, other.ID); err != nil {
 		t.Errorf("another directory's run was pruned: %v", err)
+	}
+}
+
+func testLiveCookies(t *testing.T, s cache.Backend) {
+	ctx := context.Background()
+	if c, err := s.LiveCookie(ctx, 3); err != nil || c != nil {
+		t.Fatalf("no cookie yet: %q %v", c, err)
+	}
+	for _, want := range [][]byte{[]byte("rid=001,csn=1\x00"), []byte("second")} {
+		if err := s.SetLiveCookie(ctx, 3, want); err != nil {
+			t.Fatal(err)
+		}
+		if c, err := s.LiveCookie(ctx, 3); err != nil || string(c) != string(want) {
+			t.Fatalf("cookie %q %v, want %q", c, err, want)
+		}
+	}
+	if c, _ := s.LiveCookie(ctx, 4); c != nil {
+		t.Errorf("another directory's cookie: %q", c)
+	}
+	if err := s.SetLiveCookie(ctx, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := s.LiveCookie(ctx, 3); err != nil || c != nil {
+		t.Errorf("removed cookie: %q %v", c, err)
 	}
 }

@@ -49,6 +49,10 @@ type Server struct {
 	// Stop ends a per-test server (slapd) abruptly, as a crash would; nil for
 	// shared servers. Safe to call twice.
 	Stop func()
+	// Restart stops a per-test server (slapd) with SIGTERM, as a service
+	// restart does, or with SIGKILL when crash, and starts it again on the
+	// same ports and data; nil for shared servers.
+	Restart func(t testing.TB, crash bool)
 
 	ops flavorOps
 }

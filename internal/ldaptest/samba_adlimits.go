@@ -257,6 +257,12 @@ func (s *sambaADSession) limitSearch(id int64, pkt *ber.Packet) {
 	op := pkt.Children[1]
 	if len(pkt.Children) > 2 {
 		for _, ctrl := range pkt.Children[2].Children {
+			if len(ctrl.Children) > 0 && string(ctrl.Children[0].Data.Bytes()) == ldap.ControlTypeDirSync {
+				// AD hands DirSync results out in batches flagged "more
+				// data", never as sizeLimitExceeded; Samba sends all of
+				// them at once, which a client reads the same way.
+				return
+			}
 			if len(ctrl.Children) == 0 || string(ctrl.Children[0].Data.Bytes()) != ldap.ControlTypePaging {
 				continue
 			}

@@ -137,6 +137,28 @@ func StartSlapdWith(t testing.TB, opts SlapdOptions) *Server {
 		Stop:          p.stop,
 		ops:           slapdOps{},
 	}
+	var mu sync.Mutex
+	s.Restart = func(t testing.TB, crash bool) {
+		t.Helper()
+		mu.Lock()
+		defer mu.Unlock()
+		if crash {
+			p.stop()
+		} else {
+			p.terminate()
+		}
+		np, err := startSlapdProcess(dir, p.port, p.tlsPort)
+		if err != nil {
+			t.Fatalf("ldaptest: restarting slapd: %v", err)
+		}
+		p = np
+		t.Cleanup(np.stop)
+	}
+	s.Stop = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		p.stop()
+	}
 	t.Cleanup(p.stop)
 	return s
 }
@@ -257,6 +279,22 @@ func (p *slapdProcess) stop() {
 		case <-p.done:
 		case <-time.After(10 * time.Second):
 		}
+	})
+}
+
+// terminate stops slapd with SIGTERM, as a service restart does: it
+// writes its state (the syncprov contextCSN checkpoint) and exits. Killed
+// if it has not exited within 10 s.
+func (p *slapdProcess) terminate() {
+	p.stopOnce.Do(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+			return
+		case <-time.After(10 * time.Second):
+		}
+		_ = p.cmd.Process.Kill()
+		<-p.done
 	})
 }
 

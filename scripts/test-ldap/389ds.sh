@@ -293,6 +293,24 @@ EOF
 	fi
 }
 
+# enable_live_plugins turns on the Retro Changelog and Content
+# Synchronization plugins (RFC 4533 refreshAndPersist, for ldapgate's live
+# mode) and prints "changed" when it did: a plugin takes effect only after
+# a restart.
+enable_live_plugins() {
+	local cn changed=
+	for cn in 'Retro Changelog Plugin' 'Content Synchronization'; do
+		if ldapsearch -LLL -x -H "ldap://$HOST:$PORT" -D "$ADMIN_DN" -w "$ADMIN_PW" \
+			-b "cn=$cn,cn=plugins,cn=config" -s base nsslapd-pluginEnabled | grep -qi '^nsslapd-pluginEnabled: on'; then
+			continue
+		fi
+		printf 'dn: cn=%s,cn=plugins,cn=config\nchangetype: modify\nreplace: nsslapd-pluginEnabled\nnsslapd-pluginEnabled: on\n' "$cn" |
+			ldapmodify -x -H "ldap://$HOST:$PORT" -D "$ADMIN_DN" -w "$ADMIN_PW" >/dev/null
+		changed=1
+	done
+	[ -z "$changed" ] || echo changed
+}
+
 start() {
 	need dscreate ns-slapd certutil unshare ip ldapsearch ldapadd awk
 	[ "$(id -u)" -eq 0 ] || die "must run as root (dscreate, unshare -n, ns-slapd dropping to dirsrv)"
@@ -312,6 +330,12 @@ start() {
 	# ns-slapd daemonizes itself; -i is where it writes its pid.
 	ns-slapd -D "$CONF_DIR" -i "$PID_FILE" >"$STATE/ns-slapd.out" 2>&1 || { show_errors; die "ns-slapd failed to start"; }
 	wait_ready
+	if [ "$(enable_live_plugins)" = changed ]; then
+		log "restarting ns-slapd: live-change plugins enabled"
+		stop_server
+		ns-slapd -D "$CONF_DIR" -i "$PID_FILE" >"$STATE/ns-slapd.out" 2>&1 || { show_errors; die "ns-slapd failed to start"; }
+		wait_ready
+	fi
 	seed_tree
 	log "started on ldap://$HOST:$PORT and ldaps://$HOST:$LDAPS_PORT in $(elapsed "$t0")"
 

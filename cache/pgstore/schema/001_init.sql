@@ -54,6 +54,12 @@ CREATE TABLE directory_naming (
 	naming text NOT NULL
 );
 
+-- The live-change cookie of a directory (SPEC §13): where its stream resumes.
+CREATE TABLE live_cookies (
+	id     bigint PRIMARY KEY,
+	cookie bytea NOT NULL
+);
+
 CREATE TABLE runs (
 	id           bigserial PRIMARY KEY,
 	directory_id bigint NOT NULL,
