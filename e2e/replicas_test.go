@@ -32,6 +32,8 @@ type replica struct {
 	metrics string // http://host:port of metrics_listen
 }
 
+// startReplica runs one replica on dsn. Its directory syncs in batches
+// only (live: false): these tests are about batch syncs across replicas.
 func startReplica(t *testing.T, bin, name, dsn string, fx *ldaptest.Fixture, dirExtra ...string) *replica {
 	t.Helper()
 	dir := t.TempDir()
@@ -40,7 +42,7 @@ func startReplica(t *testing.T, bin, name, dsn string, fx *ldaptest.Fixture, dir
 		t.Fatal(err)
 	}
 	c := newOpsConfig(t, upstream(t), fmt.Sprintf("replica_name: %s\nstore:\n  backend: postgres\n  postgres: {dsn_file: %q}\ndirectories:\n%s",
-		name, dsnFile, dirYAML("corp", fx, "    default_role: user\n"+strings.Join(dirExtra, ""))))
+		name, dsnFile, dirYAML("corp", fx, "    default_role: user\n    live: false\n"+strings.Join(dirExtra, ""))))
 	path := filepath.Join(dir, "config.yaml")
 	writeConfig(t, path, c.yaml())
 	p := startBinary(t, bin, path, c.Listen)

@@ -35,7 +35,8 @@ var ErrNotEmpty = errors.New("the PostgreSQL store is not empty")
 // Import copies src (a one-box badger store) into this empty store in one
 // transaction, all or nothing: users with their ids, states, roles and
 // reasons; API directories with their bind passwords; the ids of
-// config-file directories; naming overrides; runs and their audit.
+// config-file directories; naming overrides; live-change cookies; runs and
+// their audit.
 // Sessions are not copied.
 func (s *Store) Import(ctx context.Context, src ImportSource) (ImportReport, error) {
 	var rep ImportReport
@@ -96,6 +97,15 @@ func (s *Store) Import(ctx context.Context, src ImportSource) (ImportReport, err
 	}
 	rep.Directories = len(dirs)
 	for _, id := range slices.Sorted(maps.Keys(dirIDs)) {
+		cookie, err := src.LiveCookie(ctx, id)
+		if err != nil {
+			return rep, err
+		}
+		if len(cookie) > 0 {
+			if _, err := tx.Exec(ctx, `INSERT INTO live_cookies (id, cookie) VALUES ($1, $2)`, int64(id), cookie); err != nil {
+				return rep, fmt.Errorf("write live cookie of directory %d: %w", id, err)
+			}
+		}
 		n, err := src.NamingOverride(ctx, id)
 		if err != nil {
 			return rep, err
