@@ -156,4 +156,7 @@ type Locker interface {
 	// ends with the process that holds it (a replica killed mid-sync
 	// leaves no stuck lock).
 	TryLockDirectory(ctx context.Context, dirID uint64) (release func(), ok bool, err error)
+	// TryLockStream is the same for following the directory's live
+	// changes: one replica streams them, the others stand by.
+	TryLockStream(ctx context.Context, dirID uint64) (release func(), ok bool, err error)
 }

@@ -215,6 +215,12 @@ func (s *Syncer) countLive(name, action string) {
 // when the stream breaks, and wait for a full sync when paused.
 func (s *Syncer) runStream(ctx context.Context, st *stream) {
 	defer close(st.done)
+	release, ok := s.holdStream(ctx, st)
+	if !ok {
+		st.setState(LiveOff)
+		return
+	}
+	defer release()
 	f := st.client.(directory.Follower)
 	backoff := max(st.interval, time.Second)
 	var name string

@@ -170,3 +170,40 @@ func (s *Syncer) lockShared(ctx context.Context, dirID uint64) (func(), error) {
 		}
 	}
 }
+
+// streamStandby is how often a replica standing by for a directory's live
+// stream tries to take it over.
+const streamStandby = 2 * time.Second
+
+// holdStream waits until this replica may follow the directory's live
+// changes: on a shared store one replica streams them (the holder of the
+// directory's stream lock) and the others stand by, state "off", taking
+// over when it goes; every replica applying every event would write each
+// change twice. false when ctx ended first.
+func (s *Syncer) holdStream(ctx context.Context, st *stream) (func(), bool) {
+	lk, ok := s.store.(cache.Locker)
+	if !ok {
+		return func() {}, true
+	}
+	logged := false
+	for {
+		release, held, err := lk.TryLockStream(ctx, st.dirID)
+		if err == nil && held {
+			if logged {
+				s.log.Info("live stream: taking over the directory's changes", "directory_id", st.dirID)
+			}
+			return release, true
+		}
+		if err == nil && !logged {
+			s.log.Info("live stream: another replica follows this directory; standing by", "directory_id", st.dirID)
+			logged = true
+		}
+		t := time.NewTimer(streamStandby)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, false
+		case <-t.C:
+		}
+	}
+}

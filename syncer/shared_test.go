@@ -4,10 +4,12 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ldapgate/ldapgate/cache"
 	"github.com/ldapgate/ldapgate/cache/pgstore"
 	"github.com/ldapgate/ldapgate/config"
+	"github.com/ldapgate/ldapgate/directory"
 	"github.com/ldapgate/ldapgate/internal/pgtest"
 )
 
@@ -73,5 +75,67 @@ func TestSharedStoreSingleFlight(t *testing.T) {
 	}
 	if runs, _ := storeA.Runs(context.Background(), testDirID, 0); len(runs) != 2 {
 		t.Errorf("runs after a schedule fired on both: %d, want 2", len(runs))
+	}
+}
+
+// TestSharedStoreOneStream: on a shared store one replica follows a
+// directory's live changes; the other stands by and takes over when the
+// first stops (SPEC §12: a change is applied once, not once per replica).
+func TestSharedStoreOneStream(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	e := newEnv(t)
+	open := func() *pgstore.Store {
+		s, err := pgstore.Open(context.Background(), dsn, pgstore.Options{Log: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	syncers := []*Syncer{
+		New(open(), e.dirs, config.DefaultRoles(), testLogger(t), nil),
+		New(open(), e.dirs, config.DefaultRoles(), testLogger(t), nil),
+	}
+	if _, err := syncers[0].Sync(context.Background(), testDirID, Options{}); err != nil {
+		t.Fatal(err) // live waits for a directory's first sync
+	}
+	stops := make([]func(), 2)
+	for i, s := range syncers {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = s.Run(ctx) }()
+		stops[i] = func() { cancel(); <-done }
+		t.Cleanup(stops[i])
+	}
+	connected := func(s *Syncer) bool {
+		st := s.LiveStatus(testDirID).State
+		return st == directory.LiveStreaming || st == directory.LivePolling
+	}
+	holder := -1
+	pollFor(t, "one replica streaming", func() bool {
+		for i, s := range syncers {
+			if connected(s) {
+				holder = i
+				return true
+			}
+		}
+		return false
+	})
+	other := 1 - holder
+	if connected(syncers[other]) {
+		t.Fatal("both replicas follow the directory's changes")
+	}
+	stops[holder]()
+	pollFor(t, "the other replica taking the stream over", func() bool { return connected(syncers[other]) })
+}
+
+func pollFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 30s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -8,9 +8,12 @@ import (
 	"github.com/ldapgate/ldapgate/cache"
 )
 
-// syncLockClass is the first key of the directories' sync advisory locks
-// (the second is the directory id): "lg".
-const syncLockClass = 0x6c67
+// The first keys of the directories' advisory locks (the second is the
+// directory id): syncs ("lg") and live streams ("ls").
+const (
+	syncLockClass   = 0x6c67
+	streamLockClass = 0x6c73
+)
 
 var _ cache.Locker = (*Store)(nil)
 
@@ -18,12 +21,21 @@ var _ cache.Locker = (*Store)(nil)
 // held from the pool until release: PostgreSQL ends it with that session,
 // so a replica killed mid-sync (its connection gone) leaves no stuck lock.
 func (s *Store) TryLockDirectory(ctx context.Context, dirID uint64) (func(), bool, error) {
+	return s.tryLock(ctx, syncLockClass, dirID)
+}
+
+// TryLockStream: see cache.Locker; as TryLockDirectory.
+func (s *Store) TryLockStream(ctx context.Context, dirID uint64) (func(), bool, error) {
+	return s.tryLock(ctx, streamLockClass, dirID)
+}
+
+func (s *Store) tryLock(ctx context.Context, class int, dirID uint64) (func(), bool, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, false, unavailable(fmt.Errorf("sync lock: %w", err))
 	}
 	var ok bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1::int, $2::int)`, syncLockClass, int32(dirID)).Scan(&ok); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1::int, $2::int)`, class, int32(dirID)).Scan(&ok); err != nil {
 		conn.Release()
 		return nil, false, unavailable(fmt.Errorf("sync lock: %w", err))
 	}
@@ -36,7 +48,7 @@ func (s *Store) TryLockDirectory(ctx context.Context, dirID uint64) (func(), boo
 		// the connection is not reused in that case.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1::int, $2::int)`, syncLockClass, int32(dirID)); err != nil {
+		if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1::int, $2::int)`, class, int32(dirID)); err != nil {
 			conn.Conn().Close(ctx) //nolint:errcheck // broken anyway
 		}
 		conn.Release()
