@@ -16,6 +16,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/ldapgate/ldapgate/internal/ldaptest"
+	"github.com/ldapgate/ldapgate/internal/pgtest"
 )
 
 // releaseCommit is the main of the first tranche (eeaaaf9): the first
@@ -130,15 +131,25 @@ func sameFields(was, is map[string]any, keys ...string) string {
 	return ""
 }
 
-// TestUpgradeFromFirstRelease (SPEC §12, issue 15): the first release
-// writes a store as `serve` against slapd (synced directory users, blocked
-// three ways, an admin-created local user, an API-created directory with
-// its bind password, sessions, runs); the current binary, started on the
-// same data_dir, migrates it once and keeps all of it working. A store
-// stamped with a layout above the current one is refused at start.
-func TestUpgradeFromFirstRelease(t *testing.T) {
+// releaseStore is a store the first release wrote as `serve` against
+// slapd, stopped, with what the test expects an upgrade to keep.
+type releaseStore struct {
+	c        opsConfig
+	path     string // the config file (badger, data_dir c.DataDir)
+	fx       *ldaptest.Fixture
+	corpID   string // the config file's directory
+	apiID    string // the API-created directory
+	apiLogin func(name string) string
+	tokens   map[string]string // username → session token
+	before   storeState
+}
+
+// writeReleaseStore runs the first release as `serve` against slapd:
+// synced directory users, blocked three ways, an admin-created local user,
+// an API-created directory with its bind password, sessions, runs.
+func writeReleaseStore(t *testing.T) *releaseStore {
+	t.Helper()
 	release := releaseBinary(t)
-	current := opsBinary(t)
 	srv := ldaptest.StartSlapd(t)
 	fx := srv.NewFixture(t)    // the config file's directory
 	fxAPI := srv.NewFixture(t) // the API-created directory
@@ -148,7 +159,6 @@ func TestUpgradeFromFirstRelease(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	writeConfig(t, path, c.yaml())
 
-	// The release writes the store.
 	p := startBinary(t, release, path, c.Listen)
 	g := &gate{t: t, base: p.base}
 	corpID := directoryID(t, g, "corp")
@@ -165,7 +175,7 @@ func TestUpgradeFromFirstRelease(t *testing.T) {
 	apiLogin := func(name string) string { return fxAPI.Users[name] + "@api.example.com" }
 	apiID := id(g.must(200, "POST", "/auth/v4/ldap", "admin", body)["id"])
 	g.must(200, "POST", "/auth/v4/ldap/"+apiID+"/sync", "admin", nil)
-	tokens := map[string]string{} // username → session token
+	tokens := map[string]string{}
 	for _, name := range []string{fx.Login("alice"), fx.Login("frank"), apiLogin("bob")} {
 		tokens[name] = g.login(name, ldaptest.Password)
 	}
@@ -185,13 +195,24 @@ func TestUpgradeFromFirstRelease(t *testing.T) {
 		t.Fatalf("release's runs: %v", before.runs)
 	}
 	stopBinary(t, p)
+	return &releaseStore{c: c, path: path, fx: fx, corpID: corpID, apiID: apiID, apiLogin: apiLogin, tokens: tokens, before: before}
+}
 
-	// The current binary on the same data_dir.
-	p = startBinary(t, current, path, c.Listen)
-	line := waitLog(t, p.stderr, 10*time.Second, `"msg":"store layout migrated"`, `"from":1,"to":2`)
-	t.Logf("migration: %s", line)
-	g = &gate{t: t, base: p.base}
-	after := readState(t, g, corpID, apiID)
+// checkKept compares what the current binary g shows with what the
+// release wrote: users, runs and their changes, field by field; the local
+// user's password hash and the API directory's bind password still work.
+// micro: the store may keep times to the microsecond only (PostgreSQL's
+// timestamptz), so both sides are compared at that precision.
+func (rs *releaseStore) checkKept(t *testing.T, g *gate, micro bool) {
+	t.Helper()
+	before := rs.before
+	after := readState(t, g, rs.corpID, rs.apiID)
+	same := sameFields
+	if micro {
+		same = func(was, is map[string]any, keys ...string) string {
+			return sameFields(microTimes(was).(map[string]any), microTimes(is).(map[string]any), keys...)
+		}
+	}
 	if len(after.users) != len(before.users) {
 		t.Errorf("%d users after the upgrade, %d before", len(after.users), len(before.users))
 	}
@@ -201,7 +222,7 @@ func TestUpgradeFromFirstRelease(t *testing.T) {
 			t.Errorf("user %s lost in the upgrade", name)
 			continue
 		}
-		if d := sameFields(was, is, "id", "state", "block_reason", "role", "source", "directory_id",
+		if d := same(was, is, "id", "state", "block_reason", "role", "source", "directory_id",
 			"email", "display_name", "groups", "ldap_dn", "ldap_uuid", "created_at"); d != "" {
 			t.Errorf("user %s changed in the upgrade: %s", name, d)
 		}
@@ -212,7 +233,7 @@ func TestUpgradeFromFirstRelease(t *testing.T) {
 			continue
 		}
 		for i, was := range runs {
-			if d := sameFields(was, after.runs[dir][i], "id", "result", "trigger", "counts", "started_at", "directory_users"); d != "" {
+			if d := same(was, after.runs[dir][i], "id", "result", "trigger", "counts", "started_at", "directory_users"); d != "" {
 				t.Errorf("run %v changed: %s", was["id"], d)
 			}
 			runID := id(was["id"])
@@ -222,31 +243,74 @@ func TestUpgradeFromFirstRelease(t *testing.T) {
 				continue
 			}
 			for j := range wasC {
-				if d := sameFields(wasC[j].(map[string]any), isC[j].(map[string]any), "seq", "action", "user_id", "username", "reason", "fields"); d != "" {
+				if d := same(wasC[j].(map[string]any), isC[j].(map[string]any), "seq", "action", "user_id", "username", "reason", "fields"); d != "" {
 					t.Errorf("run %s change %d: %s", runID, j, d)
 				}
 			}
 		}
 	}
+	// The local user's password hash, the API directory's bind password.
+	g.login("ops@local", "Local-Pass-1")
+	if run := g.must(200, "POST", "/auth/v4/ldap/"+rs.apiID+"/sync", "admin", nil); run["result"] != "success" {
+		t.Fatalf("the API directory's sync after the upgrade: %v", run)
+	}
+	g.login(rs.apiLogin("alice"), ldaptest.Password)
+	g.must(403, "POST", "/auth/v4/public/token", "", map[string]string{"username": rs.fx.Login("bob"), "password": ldaptest.Password})
+}
+
+// microTimes returns v with every RFC 3339 time in it cut to the
+// microsecond, as PostgreSQL's timestamptz keeps it.
+func microTimes(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		m := make(map[string]any, len(v))
+		for k, e := range v {
+			m[k] = microTimes(e)
+		}
+		return m
+	case []any:
+		l := make([]any, len(v))
+		for i, e := range v {
+			l[i] = microTimes(e)
+		}
+		return l
+	case string:
+		if ts, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			return ts.Truncate(time.Microsecond).Format(time.RFC3339Nano)
+		}
+	}
+	return v
+}
+
+// TestUpgradeFromFirstRelease (SPEC §12, issue 15): the first release
+// writes a store as `serve` against slapd (synced directory users, blocked
+// three ways, an admin-created local user, an API-created directory with
+// its bind password, sessions, runs); the current binary, started on the
+// same data_dir, migrates it once and keeps all of it working. A store
+// stamped with a layout above the current one is refused at start.
+func TestUpgradeFromFirstRelease(t *testing.T) {
+	rs := writeReleaseStore(t)
+	current := opsBinary(t)
+	c, path := rs.c, rs.path
+
+	// The current binary on the same data_dir.
+	p := startBinary(t, current, path, c.Listen)
+	line := waitLog(t, p.stderr, 10*time.Second, `"msg":"store layout migrated"`, `"from":1,"to":2`)
+	t.Logf("migration: %s", line)
+	g := &gate{t: t, base: p.base}
 	// Sessions the release handed out still hold, for the same user.
-	for name, token := range tokens {
-		if u := g.must(200, "GET", "/auth/v4/whoami", token, nil); id(u["id"]) != id(before.users[name]["id"]) {
+	for name, token := range rs.tokens {
+		if u := g.must(200, "GET", "/auth/v4/whoami", token, nil); id(u["id"]) != id(rs.before.users[name]["id"]) {
 			t.Errorf("%s's old session is now user %v", name, u["id"])
 		}
 	}
-	// The local user's password hash, the API directory's bind password.
-	g.login("ops@local", "Local-Pass-1")
-	if run := g.must(200, "POST", "/auth/v4/ldap/"+apiID+"/sync", "admin", nil); run["result"] != "success" {
-		t.Fatalf("the API directory's sync after the upgrade: %v", run)
-	}
-	g.login(apiLogin("alice"), ldaptest.Password)
-	g.must(403, "POST", "/auth/v4/public/token", "", map[string]string{"username": fx.Login("bob"), "password": ldaptest.Password})
+	rs.checkKept(t, g, false)
 	stopBinary(t, p)
 
 	// Once: the next start migrates nothing.
 	p = startBinary(t, current, path, c.Listen)
 	g = &gate{t: t, base: p.base}
-	g.must(200, "GET", "/auth/v4/whoami", tokens[fx.Login("alice")], nil)
+	g.must(200, "GET", "/auth/v4/whoami", rs.tokens[rs.fx.Login("alice")], nil)
 	stopBinary(t, p)
 	if strings.Contains(p.stderr.String(), "store layout migrated") {
 		t.Fatalf("the second start migrated again:\n%s", p.stderr.String())
@@ -267,6 +331,56 @@ func TestUpgradeFromFirstRelease(t *testing.T) {
 			t.Fatalf("refusal lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// TestUpgradeFromFirstReleaseToPostgres (SPEC §12, issue 15): what an
+// operator moving from the first release to PostgreSQL does: stop the
+// release, run the current binary's migrate-store on its data_dir (the old
+// layout, never opened by the current `serve`), start the current binary
+// with store.backend: postgres. Everything is kept as in the badger
+// upgrade but the sessions, which migrate-store drops and counts (README
+// "Several replicas"): their users log in again.
+func TestUpgradeFromFirstReleaseToPostgres(t *testing.T) {
+	dsn := pgtest.DSN(t) // before the release's build: skips early without PostgreSQL
+	rs := writeReleaseStore(t)
+	current := opsBinary(t)
+
+	dsnFile := filepath.Join(t.TempDir(), "pg_dsn")
+	if err := os.WriteFile(dsnFile, []byte(dsn), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pc := rs.c // same addresses, admin token and data_dir
+	pc.Extra = fmt.Sprintf("store:\n  backend: postgres\n  postgres: {dsn_file: %q}\n", dsnFile) + rs.c.Extra
+	pgPath := filepath.Join(t.TempDir(), "pg.yaml")
+	writeConfig(t, pgPath, pc.yaml())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, current, "migrate-store", "-config", pgPath, "-from", "badger:"+rs.c.DataDir, "-to", "postgres").CombinedOutput()
+	if err != nil {
+		t.Fatalf("migrate-store on the release's store: %v\n%s", err, out)
+	}
+	t.Logf("migrate-store: %s", out)
+	runs := 0
+	for _, r := range rs.before.runs {
+		runs += len(r)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("copied %d users, 1 API directories, %d runs", len(rs.before.users), runs),
+		fmt.Sprintf("%d sessions were not copied: their users log in again", len(rs.tokens)),
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("migrate-store's report lacks %q:\n%s", want, out)
+		}
+	}
+
+	p := startBinary(t, current, pgPath, pc.Listen)
+	g := &gate{t: t, base: p.base}
+	// The sessions were dropped, as migrate-store said.
+	for _, token := range rs.tokens {
+		g.must(401, "GET", "/auth/v4/whoami", token, nil)
+	}
+	rs.checkKept(t, g, true)
+	stopBinary(t, p)
 }
 
 // setLayout writes the store's layout version as a newer ldapgate would.
