@@ -138,11 +138,13 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 		key := ipKey(c.RemoteAddr())
 		if !l.admit(key) {
-			_ = c.Close()
-			l.releaseSlot()
+			// Counted and logged before the close, so that whoever sees
+			// the connection end also finds the refusal recorded.
 			l.limited.WithLabelValues("max_conns_per_ip").Inc()
 			l.note("connection refused: too many from one address", "max_conns_per_ip",
 				"client", key.String(), "max_conns_per_ip", l.lim.MaxConnsPerIP)
+			_ = c.Close()
+			l.releaseSlot()
 			continue
 		}
 		l.open.Inc()
