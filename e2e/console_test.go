@@ -53,6 +53,17 @@ func labelled(text string) chromedp.Search {
 	return chromedp.Search(fmt.Sprintf(`//label[normalize-space()=%q]`, text))
 }
 
+// confirm answers the page's confirmation dialog with its button labelled
+// words, from the keyboard (focus and Enter, as an operator without a mouse
+// would; a mouse click into the just-opened modal once missed on a loaded
+// CI machine), and waits until the dialog has closed.
+func (c *consoleUI) confirm(words string) {
+	c.t.Helper()
+	c.do(chromedp.WaitVisible(chromedp.ID("confirm-dialog")),
+		chromedp.SendKeys(chromedp.Search(fmt.Sprintf(`//dialog[@id='confirm-dialog']//button[normalize-space()=%q]`, words)), "\r"),
+		chromedp.WaitNotVisible(chromedp.ID("confirm-dialog")))
+}
+
 func (c *consoleUI) do(steps ...chromedp.Action[chromedp.Void]) {
 	c.t.Helper()
 	if err := chromedp.Do(c.ctx, steps...); err != nil {
@@ -436,14 +447,15 @@ func TestConsoleStory(t *testing.T) {
 	if disabled, _ := chromedp.Run(c.ctx, chromedp.Evaluate[bool](`document.querySelector('#f-base-dn').matches(':disabled')`)); !disabled {
 		t.Fatal("a config-file connection's settings are editable")
 	}
-	c.do(chromedp.Click(button("Migrate to username@domain")), chromedp.WaitVisible(chromedp.ID("confirm-dialog")), chromedp.Click(button("Migrate")))
+	c.do(chromedp.Click(button("Migrate to username@domain")))
+	c.confirm("Migrate")
 	c.waitText("#migrate-conflicts", legacy.Login("alice"))
 
 	// Delete the connection from its row menu, confirmed: its users are blocked.
 	c.do(chromedp.Navigate(c.base+"/admin"), chromedp.WaitVisible(chromedp.CSS(row)))
 	c.do(chromedp.Click(chromedp.Search(`//summary[@aria-label='Actions for corp']`)),
-		chromedp.Click(chromedp.Search(`//tr[@data-id='`+dirID+`']//button[normalize-space()='Delete']`)),
-		chromedp.WaitVisible(chromedp.ID("confirm-dialog")), chromedp.Click(chromedp.Search(`//dialog//button[normalize-space()='Delete']`)))
+		chromedp.Click(chromedp.Search(`//tr[@data-id='`+dirID+`']//button[normalize-space()='Delete']`)))
+	c.confirm("Delete")
 	c.waitText("#status", "users blocked")
 	blocked := users(g.must(200, "GET", "/auth/v4/user?state=blocked", "admin", nil))
 	for _, n := range []string{"alice", "bob"} {
@@ -587,13 +599,13 @@ func TestConsoleRefusedSync(t *testing.T) {
 		t.Fatal("a refused run blocked alice")
 	}
 	// Cancelling the confirmation runs nothing.
-	c.do(chromedp.Click(button("Force synchronization…")), chromedp.WaitVisible(chromedp.ID("confirm-dialog")),
-		chromedp.Click(chromedp.Search(`//dialog//button[normalize-space()='Cancel']`)), chromedp.WaitNotVisible(chromedp.ID("confirm-dialog")))
+	c.do(chromedp.Click(button("Force synchronization…")))
+	c.confirm("Cancel")
 	if runs := g.must(200, "GET", "/auth/v4/ldap/"+dirID+"/runs", "admin", nil); runs["size"].(float64) != 3 {
 		t.Fatalf("a cancelled confirmation started a run: %v", runs)
 	}
-	c.do(chromedp.Click(button("Force synchronization…")), chromedp.WaitVisible(chromedp.ID("confirm-dialog")),
-		chromedp.Click(chromedp.Search(`//dialog//button[normalize-space()='Force synchronization']`)))
+	c.do(chromedp.Click(button("Force synchronization…")))
+	c.confirm("Force synchronization")
 	c.waitText("#sync-result", "success")
 	if u := users(g.must(200, "GET", "/auth/v4/user?state=blocked", "admin", nil))[fx.Login("alice")]; u == nil || u["block_reason"] != "deleted_in_ldap" {
 		t.Fatalf("alice after the forced run: %v", u)
