@@ -27,6 +27,10 @@ var (
 	// says it has expired or must be changed first (SPEC §13, 403
 	// password_change_required); POST /auth/v4/public/password changes it.
 	ErrPasswordChangeRequired = errors.New("the password has expired or must be changed")
+	// ErrAccountLocked: the directory holds the account in a temporary
+	// lockout (ppolicy pwdAccountLockedTime, AD lockoutTime / data 775):
+	// 403 account_locked, the store state unchanged (SPEC §13).
+	ErrAccountLocked = errors.New("the account is temporarily locked in the directory")
 	// ErrPasswordRefused: the directory refused the new password; a
 	// *PasswordRefusedError carries its reason (422).
 	ErrPasswordRefused = errors.New("the directory refused the new password")

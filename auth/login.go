@@ -164,6 +164,13 @@ func (s *Service) check(ctx context.Context, a *attempt, withSession bool) (Logi
 		s.limits.fail(ln.Canonical, req.ClientIP, time.Now(), st)
 		s.log.Info("login refused", "username", ln.Canonical, "directory", a.dirLabel, "client", req.ClientIP, "err", err)
 		return LoginResult{}, ErrForbidden
+	case errors.Is(err, ErrAccountLocked):
+		// Counted: the password may well have been wrong.
+		result = resultForbidden
+		s.limits.fail(ln.Canonical, req.ClientIP, time.Now(), st)
+		s.log.Info("login refused: account locked in the directory", "username", ln.Canonical, "directory", a.dirLabel,
+			"client", req.ClientIP, "err", err)
+		return LoginResult{}, ErrAccountLocked
 	case errors.Is(err, ErrPasswordChangeRequired):
 		// The password was right: not a failure to count, and the
 		// answer may say what to do next (SPEC §13).
@@ -290,9 +297,10 @@ func (s *Service) resolveLDAP(ctx context.Context, ln *LoginName, pw string) (ac
 	case errors.Is(err, directory.ErrAccountDisabled):
 		return account.User{}, refused("disabled in directory")
 	case errors.Is(err, directory.ErrAccountLocked):
-		// slapd and AD report a lockout whatever the password: a 403
-		// here would tell anyone that the name exists (SPEC §5, §11).
-		return account.User{}, refused("locked in directory")
+		// SPEC §13: 403 account_locked. slapd and AD report a lockout
+		// whatever the password, so this tells that a locked name exists;
+		// the contract takes that for the user's sake (SECURITY.md).
+		return account.User{}, fmt.Errorf("%w: %w", ErrAccountLocked, err)
 	case errors.Is(err, directory.ErrBadCredentials), errors.Is(err, directory.ErrUserNotFound):
 		return account.User{}, refused("directory refused the bind")
 	default:

@@ -20,6 +20,8 @@ func stateStatus(err error) (int, string) {
 	switch {
 	case errors.Is(err, auth.ErrPasswordChangeRequired):
 		return http.StatusForbidden, "password_change_required"
+	case errors.Is(err, auth.ErrAccountLocked):
+		return http.StatusForbidden, "account_locked"
 	case errors.As(err, &refused):
 		return http.StatusUnprocessableEntity, refused.Reason
 	case errors.Is(err, auth.ErrTLSRequired):
@@ -35,9 +37,9 @@ func stateStatus(err error) (int, string) {
 //
 // Where the table has "—" (no account expiry on OpenLDAP, no lockout on
 // 389-ds, AD password expiry which needs the shared domain's maxPwdAge)
-// the row is left out. A temporary lockout answers 401, not 403: slapd and
-// AD report it whatever the password, so a 403 would tell anyone that the
-// name exists (SPEC §5, §11).
+// the row is left out. A temporary lockout answers 403 account_locked as
+// the table says, whatever the password: slapd and AD report the lock
+// before checking it (SECURITY.md).
 func TestAccountStates(t *testing.T) {
 	ldaptest.Each(t, func(t *testing.T, s *ldaptest.Server) {
 		t.Parallel()
@@ -125,8 +127,10 @@ func TestAccountStates(t *testing.T) {
 			{"account expired, wrong password", hasExpiry, "expired", "Wrong-Pass1", 401, ""},
 			{"expires later", hasExpiry, "later", ldaptest.Password, 200, ""},
 			{"disabled and expired", hasExpiry, "both", ldaptest.Password, 401, ""},
-			{"locked out, right password", hasLockout, "locked", ldaptest.Password, 401, ""},
-			{"locked out, wrong password", hasLockout, "locked", "Wrong-Pass1", 401, ""},
+			// SPEC §13: 403 account_locked; the directories report the
+			// lock whatever the password.
+			{"locked out, right password", hasLockout, "locked", ldaptest.Password, 403, "account_locked"},
+			{"locked out, wrong password", hasLockout, "locked", "Wrong-Pass1", 403, "account_locked"},
 		} {
 			if !tc.on {
 				continue

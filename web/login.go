@@ -144,6 +144,9 @@ func loginStatus(err error) (status int, code, msg string) {
 		return fasthttp.StatusUnauthorized, "bad_credentials", msgBadCredentials
 	case errors.Is(err, auth.ErrPasswordChangeRequired):
 		return fasthttp.StatusForbidden, "password_change_required", msgChangeRequired
+	case errors.Is(err, auth.ErrAccountLocked):
+		return fasthttp.StatusForbidden, "account_locked",
+			"This account is temporarily locked in the directory. Try again later or contact your administrator."
 	case errors.As(err, &refused):
 		// The directory's reason, in its words (SPEC §13); it never holds
 		// a password.
