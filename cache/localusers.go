@@ -24,14 +24,7 @@ const keyConfigLocalUsers = "lc"
 // longer does. It returns the names deleted. A name that is now a
 // directory user (sync rule 4 converted it) is left alone.
 func (s *Store) PruneConfigLocalUsers(ctx context.Context, names []string) ([]string, error) {
-	now := make([]string, 0, len(names))
-	for _, n := range names {
-		if n = account.NormalizeName(n); n != "" {
-			now = append(now, n)
-		}
-	}
-	slices.Sort(now)
-	now = slices.Compact(now)
+	now := ConfigLocalNames(names)
 	var deleted []string
 	err := s.Update(ctx, func(tx *Tx) error {
 		deleted = nil
@@ -47,23 +40,9 @@ func (s *Store) PruneConfigLocalUsers(ctx context.Context, names []string) ([]st
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return fmt.Errorf("config local users: %w", err)
 		}
-		for _, n := range before {
-			if _, still := slices.BinarySearch(now, n); still {
-				continue
-			}
-			u, err := tx.UserByName(n)
-			switch {
-			case errors.Is(err, ErrNotFound):
-				continue
-			case err != nil:
-				return err
-			case u.Source != account.SourceLocal:
-				continue
-			}
-			if err := tx.DeleteUser(u.ID); err != nil {
-				return err
-			}
-			deleted = append(deleted, n)
+		var err2 error
+		if deleted, err2 = DeleteDroppedLocalUsers(tx, before, now); err2 != nil {
+			return err2
 		}
 		b, err := json.Marshal(now)
 		if err != nil {
@@ -75,4 +54,62 @@ func (s *Store) PruneConfigLocalUsers(ctx context.Context, names []string) ([]st
 		return nil, fmt.Errorf("prune config local users: %w", err)
 	}
 	return deleted, nil
+}
+
+// ConfigLocalNames normalises, sorts and dedups the config file's local
+// user names, as every backend's PruneConfigLocalUsers records them.
+func ConfigLocalNames(names []string) []string {
+	now := make([]string, 0, len(names))
+	for _, n := range names {
+		if n = account.NormalizeName(n); n != "" {
+			now = append(now, n)
+		}
+	}
+	slices.Sort(now)
+	return slices.Compact(now)
+}
+
+// DeleteDroppedLocalUsers deletes, in tx, the local users named in before
+// (last time's list) but not in now (sorted); a name that became a
+// directory user or is gone is skipped. It returns the names deleted. The
+// one body of every backend's PruneConfigLocalUsers.
+func DeleteDroppedLocalUsers(tx Txn, before, now []string) ([]string, error) {
+	var deleted []string
+	for _, n := range before {
+		if _, still := slices.BinarySearch(now, n); still {
+			continue
+		}
+		u, err := tx.UserByName(n)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			continue
+		case err != nil:
+			return nil, err
+		case u.Source != account.SourceLocal:
+			continue
+		}
+		if err := tx.DeleteUser(u.ID); err != nil {
+			return nil, err
+		}
+		deleted = append(deleted, n)
+	}
+	return deleted, nil
+}
+
+// UpdateUserTx is every backend's UpdateUser inside its transaction: read
+// user id, let fn change it, write it back (ErrNotFound, ErrNameTaken on a
+// rename clash, or fn's error).
+func UpdateUserTx(tx Txn, id uint64, fn func(*account.User) error) (account.User, error) {
+	u, err := tx.UserByID(id)
+	if err != nil {
+		return account.User{}, err
+	}
+	if err := fn(&u); err != nil {
+		return account.User{}, err
+	}
+	u.ID = id
+	if err := tx.PutUser(&u); err != nil {
+		return account.User{}, err
+	}
+	return u, nil
 }

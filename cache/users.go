@@ -194,19 +194,9 @@ func (s *Store) CreateUser(ctx context.Context, u account.User) (account.User, e
 func (s *Store) UpdateUser(ctx context.Context, id uint64, fn func(*account.User) error) (account.User, error) {
 	var out account.User
 	err := s.Update(ctx, func(tx *Tx) error {
-		u, err := tx.UserByID(id)
-		if err != nil {
-			return err
-		}
-		if err := fn(&u); err != nil {
-			return err
-		}
-		u.ID = id
-		if err := tx.PutUser(&u); err != nil {
-			return err
-		}
-		out = u
-		return nil
+		var err error
+		out, err = UpdateUserTx(tx, id, fn)
+		return err
 	})
 	if err != nil {
 		return account.User{}, fmt.Errorf("update user %d: %w", id, err)

@@ -91,19 +91,9 @@ func (s *Store) CreateUser(ctx context.Context, u account.User) (account.User, e
 func (s *Store) UpdateUser(ctx context.Context, id uint64, fn func(*account.User) error) (account.User, error) {
 	var out account.User
 	err := s.Update(ctx, func(tx cache.Txn) error {
-		u, err := tx.UserByID(id)
-		if err != nil {
-			return err
-		}
-		if err := fn(&u); err != nil {
-			return err
-		}
-		u.ID = id
-		if err := tx.PutUser(&u); err != nil {
-			return err
-		}
-		out = u
-		return nil
+		var err error
+		out, err = cache.UpdateUserTx(tx, id, fn)
+		return err
 	})
 	if err != nil {
 		return account.User{}, fmt.Errorf("update user %d: %w", id, err)
@@ -300,14 +290,7 @@ const keyConfigLocalUsers = "config_local_users"
 
 // PruneConfigLocalUsers: see cache.Store.PruneConfigLocalUsers.
 func (s *Store) PruneConfigLocalUsers(ctx context.Context, names []string) ([]string, error) {
-	now := make([]string, 0, len(names))
-	for _, n := range names {
-		if n = account.NormalizeName(n); n != "" {
-			now = append(now, n)
-		}
-	}
-	slices.Sort(now)
-	now = slices.Compact(now)
+	now := cache.ConfigLocalNames(names)
 	var deleted []string
 	err := s.Update(ctx, func(t cache.Txn) error {
 		tx := t.(*Tx)
@@ -323,23 +306,9 @@ func (s *Store) PruneConfigLocalUsers(ctx context.Context, names []string) ([]st
 		case !errors.Is(err, cache.ErrNotFound):
 			return fmt.Errorf("config local users: %w", err)
 		}
-		for _, n := range before {
-			if _, still := slices.BinarySearch(now, n); still {
-				continue
-			}
-			u, err := tx.UserByName(n)
-			switch {
-			case errors.Is(err, cache.ErrNotFound):
-				continue
-			case err != nil:
-				return err
-			case u.Source != account.SourceLocal:
-				continue
-			}
-			if err := tx.DeleteUser(u.ID); err != nil {
-				return err
-			}
-			deleted = append(deleted, n)
+		var err2 error
+		if deleted, err2 = cache.DeleteDroppedLocalUsers(tx, before, now); err2 != nil {
+			return err2
 		}
 		b, err := json.Marshal(now)
 		if err != nil {
