@@ -100,7 +100,15 @@ function confirmDialog(title, text, okLabel, danger) {
   ok.className = danger ? 'danger' : '';
   d.returnValue = '';
   return new Promise(resolve => {
-    d.addEventListener('close', () => resolve(d.returnValue === 'ok'), {once: true});
+    const onClose = () => {
+      // The close event of an earlier answer is queued, and can arrive
+      // after this call has shown the dialog again: only a closed dialog
+      // answers (otherwise a quick second confirmation is lost).
+      if (d.open) return;
+      d.removeEventListener('close', onClose);
+      resolve(d.returnValue === 'ok');
+    };
+    d.addEventListener('close', onClose);
     d.showModal();
     $('#confirm-cancel').focus();
   });
