@@ -25,6 +25,10 @@ const scheduleSlack = 30 * time.Second
 
 // syncShared is s.sync under the directory's cross-replica lock. Without a
 // shared store it is s.sync.
+// testHookJoinForeign, when set (tests only), is called when a request
+// starts waiting for another replica's run.
+var testHookJoinForeign func(run uint64)
+
 func (s *Syncer) syncShared(ctx context.Context, dirID uint64, opt Options) (cache.Run, error) {
 	lk, ok := s.store.(cache.Locker)
 	if !ok {
@@ -44,6 +48,9 @@ func (s *Syncer) syncShared(ctx context.Context, dirID uint64, opt Options) (cac
 			if r, ok := s.foreignRunning(ctx, dirID); ok {
 				joined = r.ID
 				s.log.Info("joining the sync running on another replica", "directory_id", dirID, "run", r.ID)
+				if testHookJoinForeign != nil {
+					testHookJoinForeign(r.ID)
+				}
 			}
 		}
 		if joined != 0 {

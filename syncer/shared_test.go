@@ -49,11 +49,22 @@ func TestSharedStoreSingleFlight(t *testing.T) {
 		}()
 		return ch
 	}
+	joinedForeign := make(chan uint64, 1)
+	testHookJoinForeign = func(run uint64) { joinedForeign <- run }
+	t.Cleanup(func() { testHookJoinForeign = nil })
 	resA := sync(a, TriggerAPI)
 	<-paused
 	b.RecoverRuns(context.Background()) // a replica starting while A syncs
 	resB := sync(b, TriggerAPI)
-	// B can only answer once A's run has finished; let A go.
+	// Let A go only once B waits for its run: resumed earlier, A could end
+	// before B looked, and B would rightly start a run of its own (the CI
+	// failure "B answered run 2, A ran 1").
+	select {
+	case <-joinedForeign:
+	case <-time.After(10 * time.Second):
+		t.Fatal("B never started waiting for A's run")
+	}
+	testHookJoinForeign = nil
 	close(resume)
 	ra, rb := <-resA, <-resB
 	if ra.err != nil || rb.err != nil {
