@@ -99,7 +99,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		Config: cfg, Store: store, Dirs: dirs, Syncer: sync_, Auth: authSvc, Log: log, Level: level,
 		AdminToken: cfg.AdminToken, Context: work,
 	})
-	fr := &frontend{auth: authSvc, dirs: dirs.Set(), admin: admin.Handler(), log: log, m: m}
+	fr := &frontend{auth: authSvc, dirs: dirs.Set(), admin: admin.Handler(), log: log, m: m, work: work}
 	if err := fr.apply(cfg); err != nil {
 		return err
 	}
@@ -304,6 +304,7 @@ type frontend struct {
 	admin fasthttp.RequestHandler
 	log   *slog.Logger
 	m     *metrics.Metrics
+	work  context.Context // the parent of requests' store and directory calls
 
 	cur atomic.Pointer[web.Server]
 
@@ -335,7 +336,7 @@ func (f *frontend) apply(cfg *config.Config) error {
 		return err
 	}
 	front, err := web.New(web.Deps{
-		Config: cfg, Auth: f.auth, Proxy: px, Dirs: f.dirs, Log: f.log, Metrics: f.m, Admin: f.admin,
+		Config: cfg, Auth: f.auth, Proxy: px, Dirs: f.dirs, Log: f.log, Metrics: f.m, Admin: f.admin, Context: f.work,
 	})
 	if err != nil {
 		px.Close()

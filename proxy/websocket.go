@@ -68,7 +68,10 @@ func (p *Proxy) forwardWebSocket(ctx *fasthttp.RequestCtx, u *account.User) {
 	}
 
 	start := time.Now()
-	conn, br, head, err := p.upgrade(ctx, h.Header())
+	// Not ctx: fasthttp recycles the RequestCtx when the handler returns,
+	// and the dial's context watcher may run later. The dial has its own
+	// timeout.
+	conn, br, head, err := p.upgrade(context.Background(), h.Header())
 	if p.m != nil {
 		p.m.UpstreamDuration.Observe(time.Since(start).Seconds())
 	}

@@ -97,6 +97,9 @@ type stackOpts struct {
 	tweak    func(*config.Config)
 	upstream string // default: the echo server
 	extraDir bool   // a second fixture with the same domain
+	// wrapStore wraps the store auth uses; ctx is Deps.Context.
+	wrapStore func(cache.Backend) cache.Backend
+	ctx       context.Context
 }
 
 func newStack(t testing.TB, o stackOpts) *stack {
@@ -128,7 +131,11 @@ func newStack(t testing.TB, o stackOpts) *stack {
 			t.Fatal(err)
 		}
 	}
-	if s.auth, err = auth.New(auth.Deps{Config: s.cfg, Store: s.store, Dirs: s.dirs, Syncer: s.sy, Log: testLog, Metrics: s.m}); err != nil {
+	authStore := s.store
+	if o.wrapStore != nil {
+		authStore = o.wrapStore(s.store)
+	}
+	if s.auth, err = auth.New(auth.Deps{Config: s.cfg, Store: authStore, Dirs: s.dirs, Syncer: s.sy, Log: testLog, Metrics: s.m}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.auth.Close)
@@ -151,7 +158,7 @@ func newStack(t testing.TB, o stackOpts) *stack {
 		ctx.SetStatusCode(fasthttp.StatusOK)
 		ctx.SetBodyString("{}")
 	}
-	if s.web, err = New(Deps{Config: s.cfg, Auth: s.auth, Proxy: px, Dirs: s.dirs, Log: testLog, Metrics: s.m, Admin: admin}); err != nil {
+	if s.web, err = New(Deps{Config: s.cfg, Auth: s.auth, Proxy: px, Dirs: s.dirs, Log: testLog, Metrics: s.m, Admin: admin, Context: o.ctx}); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

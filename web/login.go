@@ -91,7 +91,7 @@ func (s *Server) tokenLogin(ctx *fasthttp.RequestCtx, st *settings) {
 	if !readJSON(ctx, &in, "the body is not a valid login request") {
 		return
 	}
-	res, err := s.d.Auth.Login(ctx, auth.LoginRequest{
+	res, err := s.d.Auth.Login(s.parent(), auth.LoginRequest{
 		Name: cmp.Or(in.Email, in.Username), Password: in.Password, Directory: string(in.Directory),
 		ClientIP: s.clientIP(ctx, st),
 	})
@@ -214,9 +214,9 @@ func clearSessionCookie(ctx *fasthttp.RequestCtx, st *settings) {
 // logout ends the request's session (POST /auth/v4/logout, POST /logout).
 // Without a valid session it still clears the cookie: logout is idempotent.
 func (s *Server) logout(ctx *fasthttp.RequestCtx, st *settings, page bool) {
-	_, tok, err := s.d.Auth.RequestSession(ctx, &ctx.Request.Header, st.cookieName)
+	_, tok, err := s.d.Auth.RequestSession(s.parent(), &ctx.Request.Header, st.cookieName)
 	if err == nil {
-		if err := s.d.Auth.Logout(ctx, string(tok)); err != nil {
+		if err := s.d.Auth.Logout(s.parent(), string(tok)); err != nil {
 			s.log.Error("logout", "err", err)
 			respond.Error(ctx, fasthttp.StatusInternalServerError, "internal", "Internal error.", nil)
 			return
@@ -238,7 +238,7 @@ func (s *Server) deleteToken(ctx *fasthttp.RequestCtx, tok string) {
 		respond.Error(ctx, fasthttp.StatusNotFound, "token_not_found", "no such token", nil)
 		return
 	}
-	if err := s.d.Auth.Logout(ctx, tok); err != nil {
+	if err := s.d.Auth.Logout(s.parent(), tok); err != nil {
 		s.log.Error("delete token", "err", err)
 		respond.Error(ctx, fasthttp.StatusInternalServerError, "internal", "Internal error.", nil)
 		return

@@ -119,12 +119,12 @@ func (s *Server) loginForm(ctx *fasthttp.RequestCtx, st *settings) {
 			again(fasthttp.StatusUnprocessableEntity, "The new passwords do not match.", true)
 			return
 		}
-		res, err = s.d.Auth.ChangePassword(ctx, auth.ChangeRequest{
+		res, err = s.d.Auth.ChangePassword(s.parent(), auth.ChangeRequest{
 			Name: username, Directory: dir, OldPassword: string(args.Peek("old_password")),
 			NewPassword: string(args.Peek("new_password")), ClientIP: s.clientIP(ctx, st),
 		})
 	} else {
-		res, err = s.d.Auth.Login(ctx, auth.LoginRequest{
+		res, err = s.d.Auth.Login(s.parent(), auth.LoginRequest{
 			Name: username, Password: string(args.Peek("password")), Directory: dir, ClientIP: s.clientIP(ctx, st),
 		})
 	}

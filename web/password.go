@@ -23,7 +23,7 @@ func (s *Server) passwordChange(ctx *fasthttp.RequestCtx, st *settings) {
 	if !readJSON(ctx, &in, "the body is not a valid password change request") {
 		return
 	}
-	res, err := s.d.Auth.ChangePassword(ctx, auth.ChangeRequest{
+	res, err := s.d.Auth.ChangePassword(s.parent(), auth.ChangeRequest{
 		Name: cmp.Or(in.Email, in.Username), Directory: string(in.Directory),
 		OldPassword: in.OldPassword, NewPassword: in.NewPassword, ClientIP: s.clientIP(ctx, st),
 	})

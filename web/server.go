@@ -6,6 +6,7 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"html/template"
 	"log/slog"
@@ -40,6 +41,12 @@ type Deps struct {
 	// the caller's user, if any, is recorded with auth.SetCaller first.
 	// Nil: those paths answer 404.
 	Admin fasthttp.RequestHandler
+	// Context is the parent of the store and directory calls a request
+	// makes (nil: context.Background()); the app cancels it once requests
+	// have drained. Never the *fasthttp.RequestCtx: fasthttp reuses that
+	// once the handler returns, and a library may watch a call's context
+	// from a goroutine of its own (pgx does) that outlives the handler.
+	Context context.Context
 }
 
 // settings are the parts of the config a SIGHUP may change; requests read
@@ -141,6 +148,15 @@ const (
 
 // adminPrefixes are mounted on Deps.Admin.
 var adminPrefixes = []string{"/auth/v4/ldap", "/auth/v4/user", "/auth/v4/internal"}
+
+// parent is the context of a request's store and directory calls (see
+// Deps.Context).
+func (s *Server) parent() context.Context {
+	if s.d.Context != nil {
+		return s.d.Context
+	}
+	return context.Background()
+}
 
 func (s *Server) serve(ctx *fasthttp.RequestCtx) {
 	// The server's request time: it reads the clock only once a handler
@@ -325,7 +341,7 @@ func isBasic(authz []byte) bool {
 // it on their stack: a pointer here would cost every proxied request a
 // heap allocation of the whole User.
 func (s *Server) caller(ctx *fasthttp.RequestCtx, st *settings) (account.User, error) {
-	u, _, err := s.d.Auth.RequestSession(ctx, &ctx.Request.Header, st.cookieName)
+	u, _, err := s.d.Auth.RequestSession(s.parent(), &ctx.Request.Header, st.cookieName)
 	if err == nil {
 		return u, nil
 	}
@@ -341,7 +357,7 @@ func (s *Server) caller(ctx *fasthttp.RequestCtx, st *settings) (account.User, e
 		if !ok {
 			return account.User{}, auth.ErrBadCredentials
 		}
-		return s.d.Auth.Basic(ctx, name, pw, s.clientIP(ctx, st))
+		return s.d.Auth.Basic(s.parent(), name, pw, s.clientIP(ctx, st))
 	}
 	return account.User{}, auth.ErrNoSession
 }
