@@ -134,15 +134,15 @@ func (s *Store) Import(ctx context.Context, src ImportSource) (ImportReport, err
 		if err != nil {
 			return rep, err
 		}
-		audit := make([][]any, 0, len(es))
+		audit := make([]auditRow, 0, len(es))
 		for _, e := range es {
 			eb, err := json.Marshal(e)
 			if err != nil {
 				return rep, err
 			}
-			audit = append(audit, []any{int64(r.ID), int64(e.Seq), eb})
+			audit = append(audit, auditRow{r.ID, e.Seq, eb})
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit"}, []string{"run_id", "seq", "record"}, pgx.CopyFromRows(audit)); err != nil {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit"}, []string{"run_id", "seq", "record"}, pgx.CopyFromRows(auditChunks(audit))); err != nil {
 			return rep, fmt.Errorf("write audit of run %d: %w", r.ID, err)
 		}
 		rep.AuditEntries += len(es)

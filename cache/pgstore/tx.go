@@ -461,16 +461,49 @@ func (tx *Tx) flushAudit() error {
 	if len(tx.audit) == 0 {
 		return nil
 	}
-	rows := tx.audit
-	_, err := tx.tx.CopyFrom(tx.ctx, pgx.Identifier{"audit"}, []string{"run_id", "seq", "record"},
-		pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
-			return []any{int64(rows[i].run), int64(rows[i].seq), rows[i].rec}, nil
-		}))
+	rows := auditChunks(tx.audit)
+	_, err := tx.tx.CopyFrom(tx.ctx, pgx.Identifier{"audit"}, []string{"run_id", "seq", "record"}, pgx.CopyFromRows(rows))
 	if err != nil {
 		return fmt.Errorf("add audit: %w", err)
 	}
 	tx.audit = nil
 	return nil
+}
+
+// auditChunk is how many consecutive entries of a run one audit row holds,
+// as on badger (cache/audit.go): a first sync of 100k users then inserts
+// 400 rows into the audit's primary key, not 100k.
+const auditChunk = 256
+
+// auditChunks packs consecutive entries of one run into rows of a JSON
+// array each, keyed by their last seq: max(seq) stays the run's last
+// entry, and ORDER BY seq the entries' order. A row holding one object
+// (written before chunks, or by migrate-store) reads the same way.
+func auditChunks(entries []auditRow) [][]any {
+	var rows [][]any
+	for start := 0; start < len(entries); {
+		end := start + 1
+		for end < len(entries) && end-start < auditChunk && entries[end].run == entries[start].run &&
+			entries[end].seq == entries[end-1].seq+1 {
+			end++
+		}
+		n := 2
+		for _, e := range entries[start:end] {
+			n += len(e.rec) + 1
+		}
+		b := make([]byte, 0, n)
+		b = append(b, '[')
+		for i, e := range entries[start:end] {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, e.rec...)
+		}
+		b = append(b, ']')
+		rows = append(rows, []any{int64(entries[start].run), int64(entries[end-1].seq), b})
+		start = end
+	}
+	return rows
 }
 
 // SetNamingOverride records directory dirID's naming in this transaction.
