@@ -17,12 +17,12 @@ func encodeAudit(e *AuditEntry) ([]byte, error) {
 	for k, v := range e.Fields {
 		n += 10 + len(k) + len(v[0]) + len(v[1])
 	}
-	return appendAudit(make([]byte, 0, n), e)
+	return AppendAudit(make([]byte, 0, n), e)
 }
 
-// appendAudit appends e's encoding to b (nil and the error when e cannot
-// be encoded).
-func appendAudit(b []byte, e *AuditEntry) ([]byte, error) {
+// AppendAudit appends e's encoding to b (nil and the error when e cannot
+// be encoded): the stores' one audit encoder.
+func AppendAudit(b []byte, e *AuditEntry) ([]byte, error) {
 	b = append(b, `{"seq":`...)
 	b = strconv.AppendUint(b, e.Seq, 10)
 	b = append(b, `,"at":`...)

@@ -148,6 +148,12 @@ type Watcher interface {
 	Watch(fn func(Change))
 }
 
+// SyncBatcher is a Backend whose sync batches (one transaction each)
+// should hold another number of changes than the syncer's default.
+type SyncBatcher interface {
+	SyncBatch() int
+}
+
 // Locker is a Backend shared with other processes: the syncs of one
 // directory are single-flight across all of them (SPEC §12).
 type Locker interface {

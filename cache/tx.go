@@ -474,7 +474,7 @@ func (tx *Tx) AddAudit(runID uint64, e AuditEntry) error {
 	// Encoded into a buffer the transaction reuses, and chunks start at the
 	// size the last one reached: a first sync of 100k users allocated
 	// ~120 MB growing these, for ~15 MB of entries.
-	b, err := appendAudit(tx.scratch[:0], &e)
+	b, err := AppendAudit(tx.scratch[:0], &e)
 	if err != nil {
 		return fmt.Errorf("add audit to run %d: %w", runID, err)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ldapgate/ldapgate/cache/pgstore"
 	"github.com/ldapgate/ldapgate/internal/ldaptest"
 	"github.com/ldapgate/ldapgate/internal/pgtest"
 )
@@ -147,14 +148,17 @@ func TestTwoReplicasOnePostgres(t *testing.T) {
 	}
 }
 
-// killMidApply: A syncs a directory of a few thousand new users in batches
-// of 1000 and is killed with SIGKILL between batches; the store holds
+// killMidApply: A syncs a directory of thousands of new users in several
+// batches and is killed with SIGKILL between batches; the store holds
 // whole batches only, A's lock is gone, and B's sync completes the work.
 func killMidApply(t *testing.T, a, b *replica, fx *ldaptest.Fixture, dirID, dsn string) {
-	const extra = 4000
-	for i := range extra {
-		fx.AddUser(t, fmt.Sprintf("bulk%05d", i))
+	batch := (*pgstore.Store)(nil).SyncBatch()
+	extra := 3 * batch
+	names := make([]string, extra)
+	for i := range names {
+		names[i] = fmt.Sprintf("bulk%05d", i)
 	}
+	fx.AddUsers(t, names...)
 	conn, err := pgx.Connect(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -182,8 +186,8 @@ func killMidApply(t *testing.T, a, b *replica, fx *ldaptest.Fixture, dirID, dsn 
 	a.signal(syscall.SIGKILL)
 	<-a.done
 	after := count()
-	if after%1000 != 0 {
-		t.Fatalf("%d bulk users after the kill: not whole batches of 1000", after)
+	if after%batch != 0 {
+		t.Fatalf("%d bulk users after the kill: not whole batches of %d", after, batch)
 	}
 	if after == extra {
 		t.Logf("the sync finished before the kill landed (%d seen): consistency holds, the mid-apply case was not hit", seen)

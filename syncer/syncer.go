@@ -99,6 +99,9 @@ func New(store cache.Backend, dirs *directory.Set, roles []string, log *slog.Log
 	}
 	s := &Syncer{store: store, dirs: dirs, log: log.With("component", "syncer"), m: m,
 		batch: defaultBatch, running: map[uint64]*flight{}, live: map[uint64]bool{}}
+	if b, ok := store.(cache.SyncBatcher); ok && b.SyncBatch() > 0 {
+		s.batch = b.SyncBatch()
+	}
 	s.SetRoles(roles)
 	return s
 }

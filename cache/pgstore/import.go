@@ -134,15 +134,13 @@ func (s *Store) Import(ctx context.Context, src ImportSource) (ImportReport, err
 		if err != nil {
 			return rep, err
 		}
-		audit := make([]auditRow, 0, len(es))
-		for _, e := range es {
-			eb, err := json.Marshal(e)
-			if err != nil {
+		var audit []auditChunk
+		for i := range es {
+			if audit, err = appendAuditEntry(audit, r.ID, &es[i]); err != nil {
 				return rep, err
 			}
-			audit = append(audit, auditRow{r.ID, e.Seq, eb})
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit"}, []string{"run_id", "seq", "record"}, pgx.CopyFromRows(auditChunks(audit))); err != nil {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit"}, []string{"run_id", "seq", "record"}, auditRows(audit)); err != nil {
 			return rep, fmt.Errorf("write audit of run %d: %w", r.ID, err)
 		}
 		rep.AuditEntries += len(es)

@@ -2,7 +2,6 @@ package pgstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -28,7 +27,7 @@ type Tx struct {
 	failed error
 	// audit entries buffered until commit (one COPY), and the last seq
 	// given out per run.
-	audit    []auditRow
+	audit    []auditChunk
 	auditSeq map[uint64]uint64
 	// notes name the users changed and sessions ended, for the NOTIFY
 	// sent with the commit (watch.go).
@@ -51,9 +50,12 @@ type Tx struct {
 	}
 }
 
-type auditRow struct {
-	run, seq uint64
-	rec      []byte
+// auditChunk is one audit row being built: consecutive entries of one
+// run as a JSON array, keyed by the last entry's seq.
+type auditChunk struct {
+	run, last uint64
+	n         int
+	b         []byte
 }
 
 var _ cache.Txn = (*Tx)(nil)
@@ -446,11 +448,11 @@ func (tx *Tx) AddAudit(runID uint64, e cache.AuditEntry) error {
 	if e.At.IsZero() {
 		e.At = tx.now
 	}
-	b, err := json.Marshal(e)
+	chunks, err := appendAuditEntry(tx.audit, runID, &e)
 	if err != nil {
 		return fmt.Errorf("add audit to run %d: %w", runID, err)
 	}
-	tx.audit = append(tx.audit, auditRow{runID, seq, b})
+	tx.audit = chunks
 	return nil
 }
 
@@ -461,8 +463,7 @@ func (tx *Tx) flushAudit() error {
 	if len(tx.audit) == 0 {
 		return nil
 	}
-	rows := auditChunks(tx.audit)
-	_, err := tx.tx.CopyFrom(tx.ctx, pgx.Identifier{"audit"}, []string{"run_id", "seq", "record"}, pgx.CopyFromRows(rows))
+	_, err := tx.tx.CopyFrom(tx.ctx, pgx.Identifier{"audit"}, []string{"run_id", "seq", "record"}, auditRows(tx.audit))
 	if err != nil {
 		return fmt.Errorf("add audit: %w", err)
 	}
@@ -470,40 +471,40 @@ func (tx *Tx) flushAudit() error {
 	return nil
 }
 
-// auditChunk is how many consecutive entries of a run one audit row holds,
-// as on badger (cache/audit.go): a first sync of 100k users then inserts
-// 400 rows into the audit's primary key, not 100k.
-const auditChunk = 256
+// auditPerRow is how many consecutive entries of a run one audit row
+// holds, as on badger (cache/audit.go): a first sync of 100k users then
+// inserts 400 rows into the audit's primary key, not 100k.
+const auditPerRow = 256
 
-// auditChunks packs consecutive entries of one run into rows of a JSON
-// array each, keyed by their last seq: max(seq) stays the run's last
-// entry, and ORDER BY seq the entries' order. A row holding one object
-// (written before chunks, or by migrate-store) reads the same way.
-func auditChunks(entries []auditRow) [][]any {
-	var rows [][]any
-	for start := 0; start < len(entries); {
-		end := start + 1
-		for end < len(entries) && end-start < auditChunk && entries[end].run == entries[start].run &&
-			entries[end].seq == entries[end-1].seq+1 {
-			end++
-		}
-		n := 2
-		for _, e := range entries[start:end] {
-			n += len(e.rec) + 1
-		}
-		b := make([]byte, 0, n)
-		b = append(b, '[')
-		for i, e := range entries[start:end] {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, e.rec...)
-		}
-		b = append(b, ']')
-		rows = append(rows, []any{int64(entries[start].run), int64(entries[end-1].seq), b})
-		start = end
+// appendAuditEntry adds e (its Seq set) to the last chunk when it
+// continues it, else starts one. max(seq) stays a run's last entry and
+// ORDER BY seq the entries' order; a row holding one object (written
+// before chunks) reads the same way (RunChanges).
+func appendAuditEntry(chunks []auditChunk, run uint64, e *cache.AuditEntry) ([]auditChunk, error) {
+	var c *auditChunk
+	if n := len(chunks); n > 0 && chunks[n-1].run == run && chunks[n-1].last+1 == e.Seq && chunks[n-1].n < auditPerRow {
+		c = &chunks[n-1]
+		c.b = append(c.b, ',')
+	} else {
+		chunks = append(chunks, auditChunk{run: run, b: make([]byte, 0, 4<<10)})
+		c = &chunks[len(chunks)-1]
+		c.b = append(c.b, '[')
 	}
-	return rows
+	b, err := cache.AppendAudit(c.b, e)
+	if err != nil {
+		return nil, err
+	}
+	c.b, c.last = b, e.Seq
+	c.n++
+	return chunks, nil
+}
+
+// auditRows is the COPY source of chunks, each closed with its ']'.
+func auditRows(chunks []auditChunk) pgx.CopyFromSource {
+	return pgx.CopyFromSlice(len(chunks), func(i int) ([]any, error) {
+		c := chunks[i]
+		return []any{int64(c.run), int64(c.last), append(c.b, ']')}, nil
+	})
 }
 
 // SetNamingOverride records directory dirID's naming in this transaction.

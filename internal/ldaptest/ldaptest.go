@@ -145,6 +145,23 @@ func (f *Fixture) AddUser(t testing.TB, name string, groups ...string) {
 	})
 }
 
+// AddUsers creates many users (in no group) over one connection.
+func (f *Fixture) AddUsers(t testing.TB, names ...string) {
+	t.Helper()
+	ops := f.Server.ops
+	for _, name := range names {
+		f.Users[name] = ops.layout().login(f.Prefix, name)
+	}
+	ops.admin(t, f.Server, func(c *ldap.Conn) error {
+		for _, name := range names {
+			if err := ops.addUserEntry(c, f, name, false); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // DeleteUser removes the user's entry.
 func (f *Fixture) DeleteUser(t testing.TB, name string) {
 	t.Helper()
