@@ -277,6 +277,9 @@ func (s *Store) attempt(ctx context.Context, assigned map[uint64]bool, deferCrea
 	}
 	defer ptx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit: a no-op
 	tx := &Tx{ctx: ctx, s: s, tx: ptx, now: now(), assigned: assigned, deferCreates: deferCreates}
+	// Before the rollback (defers run last first): a COPY still running
+	// holds the connection.
+	defer tx.flushPending() //nolint:errcheck // the attempt's answer is decided below
 	if err := fn(tx); err != nil {
 		if tx.failed != nil {
 			// fn saw a failed statement (maybe wrapped as something

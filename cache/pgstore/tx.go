@@ -32,14 +32,16 @@ type Tx struct {
 	// notes name the users changed and sessions ended, for the NOTIFY
 	// sent with the commit (watch.go).
 	notes []string
-	// deferCreates: new users are queued and written with one COPY before
-	// the transaction's next statement or its commit (a sync's batch of
-	// 1000 creates is then one round trip, not 1000). Their names and
-	// uuids are checked against the queue only; one the store already
+	// deferCreates: new users are streamed to PostgreSQL by one COPY
+	// (stream) that runs while fn goes on, and ends before the
+	// transaction's next statement or its commit: a sync's batch of
+	// creates is then one round trip, not one per user, and PostgreSQL
+	// inserts while the next users are prepared. Their names and uuids
+	// are checked against the stream's own only; one the store already
 	// holds fails the COPY, and the attempt reruns without deferring
 	// (errDeferredConflict), where PutUser answers ErrNameTaken itself.
 	deferCreates bool
-	pending      [][]any
+	stream       *userStream
 	pendingKeys  map[string]bool
 	ids          []int64 // user ids drawn ahead from users_id_seq
 	idBatch      int
@@ -80,42 +82,94 @@ func (tx *Tx) fail(err error) error {
 // errDeferredConflict: a deferred create met a unique constraint.
 var errDeferredConflict = errors.New("store: a queued new user conflicts; run again without queueing")
 
-// flushPending writes the queued new users.
-func (tx *Tx) flushPending() error {
+// userStream is a COPY of new users in progress: its source is rows,
+// stopped closes when the COPY has returned, with err.
+type userStream struct {
+	rows    chan []any
+	stopped chan struct{}
+	err     error
+}
+
+// chanSource is a pgx.CopyFromSource reading rows until the channel closes.
+type chanSource struct {
+	rows <-chan []any
+	row  []any
+}
+
+func (c *chanSource) Next() bool {
+	r, ok := <-c.rows
+	c.row = r
+	return ok
+}
+func (c *chanSource) Values() ([]any, error) { return c.row, nil }
+func (c *chanSource) Err() error             { return nil }
+
+// streamUser hands a new user's row to the running COPY, starting one if
+// none runs. The COPY owns the connection until flushPending.
+func (tx *Tx) streamUser(row []any) error {
 	if tx.failed != nil {
 		return tx.failed
 	}
-	if len(tx.pending) == 0 {
-		return nil
+	if tx.stream == nil {
+		st := &userStream{rows: make(chan []any, 256), stopped: make(chan struct{})}
+		tx.stream = st
+		go func() {
+			defer close(st.stopped)
+			_, st.err = tx.tx.CopyFrom(tx.ctx, pgx.Identifier{"users"}, userColumnList, &chanSource{rows: st.rows})
+		}()
 	}
-	rows := tx.pending
-	tx.pending, tx.pendingKeys = nil, nil
-	_, err := tx.tx.CopyFrom(tx.ctx, pgx.Identifier{"users"}, userColumnList, pgx.CopyFromRows(rows))
+	select {
+	case tx.stream.rows <- row:
+		return nil
+	case <-tx.stream.stopped: // the COPY failed early: its error decides
+		return tx.flushPending()
+	}
+}
+
+// flushPending ends the COPY of new users, if one runs, and returns its
+// result; the connection is free for the next statement afterwards.
+func (tx *Tx) flushPending() error {
+	st := tx.stream
+	if st == nil {
+		return tx.failed
+	}
+	tx.stream, tx.pendingKeys = nil, nil
+	close(st.rows)
+	<-st.stopped
+	if tx.failed != nil {
+		return tx.failed
+	}
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "23505" {
+	if errors.As(st.err, &pe) && pe.Code == "23505" {
 		return tx.fail(errDeferredConflict)
 	}
-	if err != nil {
-		return tx.fail(err)
+	if st.err != nil {
+		return tx.fail(st.err)
 	}
 	return nil
 }
 
+// maxIDBlock bounds the ids one query draws: a sync batch's (SyncBatch),
+// so that its COPY of new users is not cut to draw more.
+const maxIDBlock = 8192
+
 // nextUserID draws a user id, fetching them from the sequence in blocks
 // that start at the size the last transaction used (a sync's batches are
-// alike) and double, up to 1024: unused ones are gaps, as on badger. The
-// queue of new users is not flushed for it: nextval reads no user.
+// alike) and double, up to maxIDBlock: unused ones are gaps, as on badger.
 func (tx *Tx) nextUserID() (int64, error) {
 	if tx.failed != nil {
 		return 0, tx.failed
 	}
 	if len(tx.ids) == 0 {
+		if err := tx.flushPending(); err != nil {
+			return 0, err
+		}
 		if tx.idBatch == 0 {
 			tx.idBatch = int(tx.s.createsHint.Load())
 		} else {
 			tx.idBatch *= 2
 		}
-		tx.idBatch = min(max(tx.idBatch, 1), 1024)
+		tx.idBatch = min(max(tx.idBatch, 1), maxIDBlock)
 		rows, err := tx.tx.Query(tx.ctx, `SELECT nextval('users_id_seq') FROM generate_series(1, $1)`, tx.idBatch)
 		if err != nil {
 			return 0, tx.fail(err)
@@ -332,7 +386,9 @@ func (tx *Tx) PutUser(u *account.User) error {
 		if u.LDAPUUID != "" {
 			tx.pendingKeys[uuidKey] = true
 		}
-		tx.pending = append(tx.pending, args)
+		if err := tx.streamUser(args); err != nil {
+			return err
+		}
 	} else if old == nil {
 		// One statement for the common case (a sync's creates): the unique
 		// constraints are the checks, and a conflict leaves the
@@ -427,10 +483,8 @@ func (tx *Tx) DeleteUserSessions(userID uint64) (int, error) {
 func (tx *Tx) AddAudit(runID uint64, e cache.AuditEntry) error {
 	seq, ok := tx.auditSeq[runID]
 	if !ok {
-		// Not through queryRow: it reads no user, so the queue of new
-		// users need not be written first.
-		if tx.failed != nil {
-			return tx.failed
+		if err := tx.flushPending(); err != nil { // the COPY holds the connection
+			return err
 		}
 		var max int64
 		err := tx.tx.QueryRow(tx.ctx, `SELECT coalesce(max(seq), 0) FROM audit WHERE run_id = $1`, int64(runID)).Scan(&max)
