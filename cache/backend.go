@@ -158,11 +158,21 @@ type SyncBatcher interface {
 // directory are single-flight across all of them (SPEC §12).
 type Locker interface {
 	// TryLockDirectory takes directory dirID's sync lock unless another
-	// process holds it (ok false). release gives it back; the lock also
-	// ends with the process that holds it (a replica killed mid-sync
-	// leaves no stuck lock).
-	TryLockDirectory(ctx context.Context, dirID uint64) (release func(), ok bool, err error)
+	// process holds it (ok false). The lock also ends with the process
+	// that holds it (a replica killed mid-sync leaves no stuck lock).
+	TryLockDirectory(ctx context.Context, dirID uint64) (l Lock, ok bool, err error)
 	// TryLockStream is the same for following the directory's live
 	// changes: one replica streams them, the others stand by.
-	TryLockStream(ctx context.Context, dirID uint64) (release func(), ok bool, err error)
+	TryLockStream(ctx context.Context, dirID uint64) (l Lock, ok bool, err error)
+}
+
+// Lock is a cross-process lock this process holds.
+type Lock struct {
+	// Release gives it back.
+	Release func()
+	// Lost is closed when the lock may have ended without Release (its
+	// holder's connection broke: the database restarted, the network cut
+	// it), so another process may hold it now: the work done under it
+	// must stop. Nil: never lost.
+	Lost <-chan struct{}
 }

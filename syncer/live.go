@@ -215,12 +215,27 @@ func (s *Syncer) countLive(name, action string) {
 // when the stream breaks, and wait for a full sync when paused.
 func (s *Syncer) runStream(ctx context.Context, st *stream) {
 	defer close(st.done)
-	release, ok := s.holdStream(ctx, st)
-	if !ok {
-		st.setState(LiveOff)
-		return
+	for {
+		lock, ok := s.holdStream(ctx, st)
+		if !ok {
+			st.setState(LiveOff)
+			return
+		}
+		lctx, stop := underLock(ctx, lock)
+		s.followHeld(lctx, st)
+		lost := errors.Is(context.Cause(lctx), ErrLockLost)
+		stop()
+		lock.Release()
+		if !lost || ctx.Err() != nil {
+			return
+		}
+		// Another replica may follow the directory now: stand by again.
+		s.log.Warn("live stream: the cross-replica lock was lost with its connection; standing by", "directory_id", st.dirID)
 	}
-	defer release()
+}
+
+// followHeld is runStream's work while this replica holds the stream.
+func (s *Syncer) followHeld(ctx context.Context, st *stream) {
 	f := st.client.(directory.Follower)
 	backoff := max(st.interval, time.Second)
 	var name string

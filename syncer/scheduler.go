@@ -123,12 +123,12 @@ func (s *Syncer) RecoverRuns(ctx context.Context) {
 		if lk, ok := s.store.(cache.Locker); ok {
 			// A shared store: a "running" run may be another replica's,
 			// alive; it is interrupted only if nobody holds the lock.
-			release, held, err := lk.TryLockDirectory(ctx, e.Config.ID)
+			lock, held, err := lk.TryLockDirectory(ctx, e.Config.ID)
 			if err != nil || !held {
 				continue
 			}
 			s.closeInterrupted(ctx, e.Config.ID)
-			release()
+			lock.Release()
 			continue
 		}
 		runs, err := s.store.Runs(ctx, e.Config.ID, 20)

@@ -37,12 +37,18 @@ func (s *Syncer) syncShared(ctx context.Context, dirID uint64, opt Options) (cac
 	fired := time.Now()
 	var joined uint64 // the other replica's run this request waits for
 	for {
-		release, held, err := lk.TryLockDirectory(ctx, dirID)
+		lock, held, err := lk.TryLockDirectory(ctx, dirID)
 		if err != nil {
 			return cache.Run{}, fmt.Errorf("sync of directory %d: %w", dirID, err)
 		}
 		if held {
-			return s.syncHeld(ctx, dirID, opt, release, fired, joined)
+			lctx, stop := underLock(ctx, lock)
+			defer stop()
+			run, err := s.syncHeld(lctx, dirID, opt, lock.Release, fired, joined)
+			if err != nil && errors.Is(context.Cause(lctx), ErrLockLost) {
+				err = fmt.Errorf("sync of directory %d stopped: %w (%w)", dirID, ErrLockLost, err)
+			}
+			return run, err
 		}
 		if joined == 0 {
 			if r, ok := s.foreignRunning(ctx, dirID); ok {
@@ -163,12 +169,12 @@ func (s *Syncer) lockShared(ctx context.Context, dirID uint64) (func(), error) {
 		return func() {}, nil
 	}
 	for {
-		release, held, err := lk.TryLockDirectory(ctx, dirID)
+		lock, held, err := lk.TryLockDirectory(ctx, dirID)
 		if err != nil {
 			return nil, fmt.Errorf("directory %d: %w", dirID, err)
 		}
 		if held {
-			return release, nil
+			return lock.Release, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -187,19 +193,19 @@ const streamStandby = 2 * time.Second
 // directory's stream lock) and the others stand by, state "off", taking
 // over when it goes; every replica applying every event would write each
 // change twice. false when ctx ended first.
-func (s *Syncer) holdStream(ctx context.Context, st *stream) (func(), bool) {
+func (s *Syncer) holdStream(ctx context.Context, st *stream) (cache.Lock, bool) {
 	lk, ok := s.store.(cache.Locker)
 	if !ok {
-		return func() {}, true
+		return cache.Lock{Release: func() {}}, true
 	}
 	logged := false
 	for {
-		release, held, err := lk.TryLockStream(ctx, st.dirID)
+		lock, held, err := lk.TryLockStream(ctx, st.dirID)
 		if err == nil && held {
 			if logged {
 				s.log.Info("live stream: taking over the directory's changes", "directory_id", st.dirID)
 			}
-			return release, true
+			return lock, true
 		}
 		if err == nil && !logged {
 			s.log.Info("live stream: another replica follows this directory; standing by", "directory_id", st.dirID)
@@ -209,8 +215,36 @@ func (s *Syncer) holdStream(ctx context.Context, st *stream) (func(), bool) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, false
+			return cache.Lock{}, false
 		case <-t.C:
 		}
+	}
+}
+
+// ErrLockLost: the cross-replica lock a sync or a live stream held ended
+// without its release (its database connection broke), so another
+// replica may run the same work now; this one stops.
+var ErrLockLost = errors.New("the cross-replica lock was lost")
+
+// underLock returns ctx, cancelled with cause ErrLockLost when l is lost.
+// stop ends the watch (call it before releasing l).
+func underLock(ctx context.Context, l cache.Lock) (context.Context, func()) {
+	if l.Lost == nil {
+		return ctx, func() {}
+	}
+	lctx, cancel := context.WithCancelCause(ctx)
+	done, watched := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-l.Lost:
+			cancel(ErrLockLost)
+		case <-done:
+		}
+	}()
+	return lctx, func() {
+		close(done)
+		<-watched
+		cancel(nil)
 	}
 }

@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -148,5 +149,65 @@ func pollFor(t *testing.T, what string, ok func() bool) {
 			t.Fatalf("%s: not within 30s", what)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestSharedStoreLockLostStopsTheSync: the connection holding A's sync
+// lock breaks mid-apply (PostgreSQL restarted, an operator ended the
+// backend), so another replica may take the lock and sync too. A stops
+// before its next batch, with ErrLockLost, and B's sync completes the
+// work.
+func TestSharedStoreLockLostStopsTheSync(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	e := newEnv(t)
+	open := func() *pgstore.Store {
+		s, err := pgstore.Open(context.Background(), dsn, pgstore.Options{Log: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	storeA, storeB := open(), open()
+	a := New(storeA, e.dirs, config.DefaultRoles(), testLogger(t), nil)
+	a.batch = 1
+	b := New(storeB, e.dirs, config.DefaultRoles(), testLogger(t), nil)
+
+	paused, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	testHookAfterBatch = func(int) { once.Do(func() { close(paused); <-resume }) }
+	t.Cleanup(func() { testHookAfterBatch = nil })
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Sync(context.Background(), testDirID, Options{Trigger: TriggerAPI})
+		done <- err
+	}()
+	<-paused
+	var ended bool
+	if err := storeB.Pool().QueryRow(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_locks
+		WHERE locktype = 'advisory' AND objid = $1 AND granted`, testDirID).Scan(&ended); err != nil || !ended {
+		t.Fatalf("ending A's lock connection: %v %v", ended, err)
+	}
+	time.Sleep(3 * time.Second) // A's watch pings its lock every second
+	close(resume)
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("A's sync went on without its lock")
+	}
+	if !errors.Is(err, ErrLockLost) {
+		t.Fatalf("A's sync: %v, want ErrLockLost", err)
+	}
+	var n int
+	if err := storeB.Pool().QueryRow(context.Background(), `SELECT count(*) FROM users`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if want := len(e.fx.Users); n >= want {
+		t.Fatalf("A wrote %d users after losing its lock (of %d)", n, want)
+	}
+	run, err := b.Sync(context.Background(), testDirID, Options{Trigger: TriggerAPI})
+	if err != nil || run.Result != cache.RunSuccess {
+		t.Fatalf("B's sync: %+v %v", run, err)
 	}
 }
