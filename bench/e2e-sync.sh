@@ -31,8 +31,9 @@
 # VARIANTS (default "plain"), each run in every round, in order:
 #   plain       the binary as built by the Dockerfile, GOMEMLIMIT/GOGC from
 #               the environment (none by default)
-#   docker      the same with the Dockerfile's GOMEMLIMIT (read from it)
+#   docker      the same with the Dockerfile's GOMEMLIMIT and GOGC (read from it)
 #   gomemlimit=X  the same with GOMEMLIMIT=X (e.g. gomemlimit=192MiB)
+#   gogc=X      the Dockerfile's settings with GOGC=X (a candidate for them)
 #   untrusted   a build whose apply writes new users with PutUser's index
 #               lookups instead of trusted creates (cache/names.go)
 #   postgres    the plain binary on store.backend: postgres (SPEC §12), a
@@ -82,7 +83,7 @@ free_port() { # a free loopback port, from the kernel
 echo "building ldapgate..." >&2
 for v in $VARIANTS; do
 	case $v in
-	plain | docker | gomemlimit=* | postgres) ;;
+	plain | docker | gomemlimit=* | gogc=* | postgres) ;;
 	untrusted) ;;
 	*) echo "e2e-sync.sh: unknown variant $v" >&2; exit 2 ;;
 	esac
@@ -202,13 +203,17 @@ directories:
     page_size: $PAGE
     timeout: 5m
 YAML
-	local bin=$tmp/ldapgate.plain memlimit=$GATE_GOMEMLIMIT
+	local bin=$tmp/ldapgate.plain memlimit=$GATE_GOMEMLIMIT gogc=$GATE_GOGC
 	case $2 in
-	docker) memlimit=$(sed -n 's/^ENV GOMEMLIMIT=\([^ ]*\).*/\1/p' "$root/Dockerfile") ;;
+	docker | gogc=*)
+		memlimit=$(sed -n 's/^ENV GOMEMLIMIT=\([^ ]*\).*/\1/p' "$root/Dockerfile")
+		gogc=$(sed -n 's/^ENV GOGC=\([^ ]*\).*/\1/p' "$root/Dockerfile")
+		case $2 in gogc=*) gogc=${2#gogc=} ;; esac
+		;;
 	gomemlimit=*) memlimit=${2#gomemlimit=} ;;
 	untrusted) bin=$tmp/ldapgate.$2 ;;
 	esac
-	env ${memlimit:+GOMEMLIMIT=$memlimit} ${GATE_GOGC:+GOGC=$GATE_GOGC} \
+	env ${memlimit:+GOMEMLIMIT=$memlimit} ${gogc:+GOGC=$gogc} \
 		"$bin" serve -config "$tmp/ldapgate.yaml" >>"$tmp/gate.log" 2>&1 &
 	gate_pid=$!
 	pids+=("$gate_pid")

@@ -104,9 +104,10 @@ func TestSharedStoreOneStream(t *testing.T) {
 		t.Cleanup(func() { s.Close() })
 		return s
 	}
+	stores := []*pgstore.Store{open(), open()}
 	syncers := []*Syncer{
-		New(open(), e.dirs, config.DefaultRoles(), testLogger(t), nil),
-		New(open(), e.dirs, config.DefaultRoles(), testLogger(t), nil),
+		New(stores[0], e.dirs, config.DefaultRoles(), testLogger(t), nil),
+		New(stores[1], e.dirs, config.DefaultRoles(), testLogger(t), nil),
 	}
 	if _, err := syncers[0].Sync(context.Background(), testDirID, Options{}); err != nil {
 		t.Fatal(err) // live waits for a directory's first sync
@@ -136,6 +137,28 @@ func TestSharedStoreOneStream(t *testing.T) {
 	other := 1 - holder
 	if connected(syncers[other]) {
 		t.Fatal("both replicas follow the directory's changes")
+	}
+
+	// The holder's lock connection breaks (PostgreSQL restarted, the
+	// backend ended): within a few seconds again exactly one replica
+	// follows the directory, not both.
+	var ended bool
+	if err := stores[0].Pool().QueryRow(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_locks
+		WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND granted`, 0x6c73, testDirID).Scan(&ended); err != nil || !ended {
+		t.Fatalf("ending the stream lock's connection: %v %v", ended, err)
+	}
+	time.Sleep(3 * time.Second) // the holder's watch pings every second
+	one := func() bool { return connected(syncers[0]) != connected(syncers[1]) }
+	pollFor(t, "one replica streaming after the lock was lost", one)
+	for range 20 { // and it stays one
+		if !one() {
+			t.Fatalf("after the lock was lost: replica 0 streaming %v, replica 1 %v", connected(syncers[0]), connected(syncers[1]))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	holder, other = 0, 1
+	if connected(syncers[1]) {
+		holder, other = 1, 0
 	}
 	stops[holder]()
 	pollFor(t, "the other replica taking the stream over", func() bool { return connected(syncers[other]) })
