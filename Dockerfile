@@ -15,10 +15,15 @@ COPY config.example.yaml /etc/ldapgate/config.example.yaml
 # sync audit survive restarts. One container per volume: badger locks it.
 VOLUME ["/data"]
 # config.yaml should say data_dir: /data
-# A soft heap limit: the Go GC works harder near it instead of letting
-# garbage double the footprint (the store measured ~100 MiB live for 100k
-# users). Raise it for very large directories; it is not a hard cap.
+# Memory: a sync of 100k users holds ~100 MiB live, and badger's mapped
+# files add ~80 MiB of RSS the Go runtime does not count. GOGC=50 lets
+# garbage grow to half the live heap instead of all of it: peak RSS of a
+# 100k first sync 229-232 MiB instead of 285-293, for 5-8% more sync CPU
+# (BENCHMARKS.md, bench/e2e-sync.sh VARIANTS="docker gogc=50"). The soft
+# limit makes the GC work harder near it; it is not a hard cap: raise it
+# for very large directories.
 ENV GOMEMLIMIT=256MiB
+ENV GOGC=50
 USER nonroot:nonroot
 # 8080: login, proxy, admin API; 9090: /metrics, /healthz, /readyz
 EXPOSE 8080 9090
