@@ -347,7 +347,8 @@ for v in $VARIANTS; do
 		# Listings, after the syncs, on the last round's store.
 		printf '\n%-44s | %-8s | %-9s | %-10s | %s\n' listing time "RSS growth" "peak RSS" bytes
 		for q in "limit=$USERS" "limit=50" "limit=50&offset=$((USERS / 2))" "state=active&limit=50&offset=$((USERS - 100))" \
-			"role=user&limit=100" "directory=bulk&limit=50&offset=1000" "state=blocked"; do
+			"role=user&limit=100" "directory=bulk&limit=50&offset=1000" "state=blocked" \
+			"q=bulk0999&limit=50" "q=bulk&limit=50&offset=$((USERS - 100))"; do
 			rss0=$(status_kb VmRSS)
 			reset_peak
 			t=$(api GET "/auth/v4/user?$q")
