@@ -18,9 +18,16 @@ const (
 
 var _ cache.Locker = (*Store)(nil)
 
-// lockCheck is how often a held lock's connection is pinged: a lock whose
-// connection broke is reported lost within about this (cache.Lock.Lost).
-const lockCheck = time.Second
+// lockCheck is how often a held lock's connection is pinged. A broken
+// connection fails the ping at once; one that stops answering fails it
+// after lockPingTimeout (a slow but live server is not taken for a lost
+// lock, which would stop a long sync for nothing). A lock is therefore
+// reported lost (cache.Lock.Lost) within about 1 s of its connection
+// breaking, or 4 s of it hanging.
+const (
+	lockCheck       = time.Second
+	lockPingTimeout = 3 * time.Second
+)
 
 // TryLockDirectory takes a session-level advisory lock on a connection
 // held from the pool until release: PostgreSQL ends it with that session,
@@ -62,7 +69,7 @@ func (s *Store) tryLock(ctx context.Context, class int, dirID uint64) (cache.Loc
 				return
 			case <-t.C:
 			}
-			pctx, cancel := context.WithTimeout(context.Background(), lockCheck)
+			pctx, cancel := context.WithTimeout(context.Background(), lockPingTimeout)
 			err := conn.Ping(pctx)
 			cancel()
 			if err != nil {
