@@ -20,18 +20,10 @@ import (
 func TestSharedStoreSingleFlight(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	e := newEnv(t)
-	open := func() *pgstore.Store {
-		s, err := pgstore.Open(context.Background(), dsn, pgstore.Options{Log: testLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	storeA := open()
+	storeA := openShared(t, dsn)
 	a := New(storeA, e.dirs, config.DefaultRoles(), testLogger(t), nil)
 	a.batch = 1 // several batches: a sync to pause in the middle of
-	b := New(open(), e.dirs, config.DefaultRoles(), testLogger(t), nil)
+	b := New(openShared(t, dsn), e.dirs, config.DefaultRoles(), testLogger(t), nil)
 
 	paused, resume := make(chan struct{}), make(chan struct{})
 	var once sync.Once
@@ -96,15 +88,7 @@ func TestSharedStoreSingleFlight(t *testing.T) {
 func TestSharedStoreOneStream(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	e := newEnv(t)
-	open := func() *pgstore.Store {
-		s, err := pgstore.Open(context.Background(), dsn, pgstore.Options{Log: testLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	stores := []*pgstore.Store{open(), open()}
+	stores := []*pgstore.Store{openShared(t, dsn), openShared(t, dsn)}
 	syncers := []*Syncer{
 		New(stores[0], e.dirs, config.DefaultRoles(), testLogger(t), nil),
 		New(stores[1], e.dirs, config.DefaultRoles(), testLogger(t), nil),
@@ -183,15 +167,7 @@ func pollFor(t *testing.T, what string, ok func() bool) {
 func TestSharedStoreLockLostStopsTheSync(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	e := newEnv(t)
-	open := func() *pgstore.Store {
-		s, err := pgstore.Open(context.Background(), dsn, pgstore.Options{Log: testLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	storeA, storeB := open(), open()
+	storeA, storeB := openShared(t, dsn), openShared(t, dsn)
 	a := New(storeA, e.dirs, config.DefaultRoles(), testLogger(t), nil)
 	a.batch = 1
 	b := New(storeB, e.dirs, config.DefaultRoles(), testLogger(t), nil)
@@ -233,4 +209,15 @@ func TestSharedStoreLockLostStopsTheSync(t *testing.T) {
 	if err != nil || run.Result != cache.RunSuccess {
 		t.Fatalf("B's sync: %+v %v", run, err)
 	}
+}
+
+// openShared opens one replica's store on the shared database dsn.
+func openShared(t *testing.T, dsn string) *pgstore.Store {
+	t.Helper()
+	s, err := pgstore.Open(context.Background(), dsn, pgstore.Options{Log: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
