@@ -13,6 +13,7 @@ import (
 
 	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/badgerstore"
 	"github.com/ldapgate/ldapgate/cache/pgstore"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/internal/pgtest"
@@ -25,7 +26,7 @@ import (
 // Both stores answer alike (SPEC §12).
 func TestListUsersStreamed(t *testing.T) {
 	t.Run("badger", func(t *testing.T) {
-		store, err := cache.Open(t.TempDir(), nil, nil)
+		store, err := badgerstore.Open(t.TempDir(), nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
