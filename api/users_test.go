@@ -22,7 +22,7 @@ import (
 // TestListUsersStreamed: GET /auth/v4/user over a real socket answers
 // chunked (written while the store is read, SPEC §7), and the JSON is the
 // listing with size and total, in id order, for the whole list (more users
-// than cache.usersByIDs reads one by one) and for filtered pages.
+// than badgerstore.usersByIDs reads one by one) and for filtered pages.
 // Both stores answer alike (SPEC §12).
 func TestListUsersStreamed(t *testing.T) {
 	t.Run("badger", func(t *testing.T) {
