@@ -13,6 +13,7 @@ import (
 
 	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/badgerstore"
 	"github.com/ldapgate/ldapgate/cache/pgstore"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/internal/pgtest"
@@ -21,11 +22,11 @@ import (
 // TestListUsersStreamed: GET /auth/v4/user over a real socket answers
 // chunked (written while the store is read, SPEC §7), and the JSON is the
 // listing with size and total, in id order, for the whole list (more users
-// than cache.usersByIDs reads one by one) and for filtered pages.
+// than badgerstore.usersByIDs reads one by one) and for filtered pages.
 // Both stores answer alike (SPEC §12).
 func TestListUsersStreamed(t *testing.T) {
 	t.Run("badger", func(t *testing.T) {
-		store, err := cache.Open(t.TempDir(), nil, nil)
+		store, err := badgerstore.Open(t.TempDir(), nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/badgerstore"
 	"github.com/ldapgate/ldapgate/cache/pgstore"
 	"github.com/ldapgate/ldapgate/config"
 )
@@ -23,7 +23,7 @@ func MigrateStore(ctx context.Context, cfg *config.Config, dir string, out io.Wr
 	if cfg.Store.Postgres.DSNFile == "" {
 		return errors.New("migrate-store: the config has no store.postgres.dsn_file to copy into")
 	}
-	src, err := cache.Open(dir, log, nil)
+	src, err := badgerstore.Open(dir, log, nil)
 	if err != nil {
 		return fmt.Errorf("migrate-store: open %s: %w", dir, err)
 	}

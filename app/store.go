@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/badgerstore"
 	"github.com/ldapgate/ldapgate/cache/pgstore"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/metrics"
@@ -22,7 +23,7 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, m *met
 			MaxConns: cfg.Store.Postgres.MaxConns, Log: log, Replica: cfg.ReplicaName, Metrics: m,
 		})
 	}
-	s, err := cache.Open(cfg.DataDir, log, m)
+	s, err := badgerstore.Open(cfg.DataDir, log, m)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/badgerstore"
 	"github.com/ldapgate/ldapgate/cache/pgstore"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
@@ -151,7 +152,7 @@ func openTestStore(t testing.TB, m *metrics.Metrics) cache.Backend {
 		t.Cleanup(func() { _ = s.Close() })
 		return s
 	}
-	s, err := cache.Open(t.TempDir(), testLog, m)
+	s, err := badgerstore.Open(t.TempDir(), testLog, m)
 	if err != nil {
 		t.Fatal(err)
 	}

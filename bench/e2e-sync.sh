@@ -35,7 +35,7 @@
 #   gomemlimit=X  the same with GOMEMLIMIT=X (e.g. gomemlimit=192MiB)
 #   gogc=X      the Dockerfile's settings with GOGC=X (a candidate for them)
 #   untrusted   a build whose apply writes new users with PutUser's index
-#               lookups instead of trusted creates (cache/names.go)
+#               lookups instead of trusted creates (cache/badgerstore/names.go)
 #   postgres    the plain binary on store.backend: postgres (SPEC §12), a
 #               fresh database per round on the cluster of PG_DSN (default
 #               $LDAPGATE_TEST_PG_DSN; scripts/test-pg.sh start DIR makes one)

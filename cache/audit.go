@@ -7,19 +7,6 @@ import (
 	"unicode/utf8"
 )
 
-// encodeAudit writes e as the JSON encoding/json.Marshal makes of it, byte
-// for byte (TestEncodeAuditMatchesJSON), without reflection: a first sync
-// writes one entry per user, and json.Marshal was a quarter of the CPU of
-// applying 100k creates. Stored entries stay JSON, so RunChanges decodes
-// old and new alike.
-func encodeAudit(e *AuditEntry) ([]byte, error) {
-	n := 96 + len(e.Action) + len(e.Username) + len(e.Reason)
-	for k, v := range e.Fields {
-		n += 10 + len(k) + len(v[0]) + len(v[1])
-	}
-	return AppendAudit(make([]byte, 0, n), e)
-}
-
 // AppendAudit appends e's encoding to b (nil and the error when e cannot
 // be encoded): the stores' one audit encoder.
 func AppendAudit(b []byte, e *AuditEntry) ([]byte, error) {

@@ -2,9 +2,7 @@ package cache
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -57,14 +55,14 @@ func TestEncodeAuditMatchesJSON(t *testing.T) {
 func checkAuditEncoding(t *testing.T, e AuditEntry) {
 	t.Helper()
 	want, wantErr := json.Marshal(e)
-	got, err := encodeAudit(&e)
+	got, err := AppendAudit(nil, &e)
 	if (err != nil) != (wantErr != nil) || !bytes.Equal(got, want) {
-		t.Fatalf("encodeAudit(%+v)\n got %s, %v\nwant %s, %v", e, got, err, want, wantErr)
+		t.Fatalf("AppendAudit(%+v)\n got %s, %v\nwant %s, %v", e, got, err, want, wantErr)
 	}
 }
 
 func TestEncodeAuditRejectsYearOutOfRange(t *testing.T) {
-	if _, err := encodeAudit(&AuditEntry{At: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}); err == nil {
+	if _, err := AppendAudit(nil, &AuditEntry{At: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}); err == nil {
 		t.Fatal("year 10000 encoded; json.Marshal refuses it")
 	}
 }
@@ -74,8 +72,9 @@ func BenchmarkEncodeAudit(b *testing.B) {
 		Fields: map[string][2]string{"role": {"", "user"}, "state": {"", "active"}}}
 	b.Run("hand", func(b *testing.B) {
 		b.ReportAllocs()
+		var buf []byte
 		for b.Loop() {
-			encodeAudit(&e)
+			buf, _ = AppendAudit(buf[:0], &e)
 		}
 	})
 	b.Run("json", func(b *testing.B) {
@@ -84,74 +83,4 @@ func BenchmarkEncodeAudit(b *testing.B) {
 			json.Marshal(e)
 		}
 	})
-}
-
-// TestAuditChunks: entries are stored in chunks of consecutive entries
-// (several per key, a new key past the chunk bounds and per transaction),
-// read back one by one in seq order, next to entries stored one per key
-// by older versions.
-func TestAuditChunks(t *testing.T) {
-	ctx := context.Background()
-	s := openTest(t, "")
-	run, err := s.CreateRun(ctx, Run{DirectoryID: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// An older store's entry: one JSON object under its own seq.
-	old := AuditEntry{Seq: 1, At: time.Now().UTC(), Action: "create", Username: "old"}
-	oldJSON, _ := json.Marshal(old)
-	err = s.Update(ctx, func(tx *Tx) error {
-		if err := tx.set(key(pAudit, run.ID, 1), oldJSON); err != nil {
-			return err
-		}
-		return tx.set(key(pAuditSeq, run.ID), idBytes(1))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	long := strings.Repeat("x", 1000) // 70 of these fill a chunk by bytes
-	sizes := []int{1, auditChunkEntries, auditChunkEntries + 1, 3*auditChunkEntries - 1, 200}
-	want := []string{"old"}
-	for i, n := range sizes {
-		err := s.Update(ctx, func(tx *Tx) error {
-			for j := range n {
-				name := fmt.Sprintf("t%d-%d", i, j)
-				reason := ""
-				if i == len(sizes)-1 {
-					reason = long
-				}
-				if err := tx.AddAudit(run.ID, AuditEntry{Action: "update", Username: name, Reason: reason}); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for j := range n {
-			want = append(want, fmt.Sprintf("t%d-%d", i, j))
-		}
-	}
-	got, err := s.RunChanges(ctx, run.ID)
-	if err != nil || len(got) != len(want) {
-		t.Fatalf("RunChanges: %d entries, want %d (%v)", len(got), len(want), err)
-	}
-	for i, e := range got {
-		if e.Seq != uint64(i+1) || e.Username != want[i] {
-			t.Fatalf("entry %d: seq %d user %s, want seq %d user %s", i, e.Seq, e.Username, i+1, want[i])
-		}
-	}
-	// Fewer keys than entries, and every value within the bound.
-	keys, maxLen := 0, 0
-	txn := s.db.NewTransaction(false)
-	iterate(ctx, txn, key(pAudit, run.ID), func(_, v []byte) error {
-		keys++
-		maxLen = max(maxLen, len(v))
-		return nil
-	})
-	txn.Discard()
-	if keys >= len(want)/100 || maxLen > auditChunkBytes+2000 {
-		t.Errorf("%d keys for %d entries, largest value %d bytes", keys, len(want), maxLen)
-	}
 }

@@ -9,10 +9,11 @@ import (
 )
 
 // Backend is the store contract every caller (syncer, auth, api, app)
-// holds: badger (Store, the embedded one-box default, through
-// Store.Backend) and PostgreSQL (package cache/pgstore, several replicas
-// on one database, SPEC §12) implement it, and the conformance suite in
-// cache/storetest runs every behaviour below against both.
+// holds: badger (package cache/badgerstore, the embedded one-box default,
+// through its Store.Backend) and PostgreSQL (package cache/pgstore,
+// several replicas on one database, SPEC §12) implement it, and the
+// conformance suite in cache/storetest runs every behaviour below against
+// both.
 //
 // Transaction rules shared by every backend: Update's fn sees a
 // consistent snapshot and its writes commit together or not at all; a
@@ -24,8 +25,8 @@ type Backend interface {
 	Update(ctx context.Context, fn func(tx Txn) error) error
 	// NamesToken and TrustNames let a sync that read the store's names
 	// skip PutUser's index lookups for its creates while nobody else wrote
-	// a name meanwhile (cache/names.go). A backend without the mechanism
-	// hands out tokens that are never trusted.
+	// a name meanwhile (cache/badgerstore/names.go). A backend without
+	// the mechanism hands out tokens that are never trusted.
 	NamesToken(ctx context.Context) (NamesToken, error)
 	TrustNames() (end func(), ok bool)
 
@@ -101,26 +102,6 @@ type Txn interface {
 	SetNamingOverride(dirID uint64, naming string) error
 	// TrustNames: see Backend.NamesToken.
 	TrustNames(t NamesToken) (bool, error)
-}
-
-// Backend returns s behind the store contract.
-func (s *Store) Backend() Backend { return badgerBackend{s} }
-
-// badgerBackend adapts Store's concrete transaction types to the contract.
-type badgerBackend struct{ *Store }
-
-var _ Backend = badgerBackend{}
-
-func (b badgerBackend) Update(ctx context.Context, fn func(tx Txn) error) error {
-	return b.Store.Update(ctx, func(tx *Tx) error { return fn(tx) })
-}
-
-func (b badgerBackend) OpenUserList(ctx context.Context, f UserFilter) (UserCursor, error) {
-	l, err := b.Store.OpenUserList(ctx, f)
-	if err != nil {
-		return nil, err
-	}
-	return l, nil
 }
 
 // ErrUnavailable: the store cannot be reached, or a shared store's change

@@ -1,7 +1,10 @@
-// Package cache is ldapgate's store: badger v4 under data_dir holding users,
-// API-created directories, sync runs with their audit lists and sessions,
-// with golang-lru caches in front of the hot reads (user by id, by name).
-// It is the only package that touches badger.
+// Package cache is the store contract: what ldapgate keeps (users,
+// API-created directories, sync runs with their audit lists, sessions),
+// the Backend and Txn interfaces every store implements, the sentinel
+// errors callers branch on and the helpers the stores share. The stores
+// are cache/badgerstore (badger v4 under data_dir, the embedded default)
+// and cache/pgstore (PostgreSQL, several replicas on one database); the
+// conformance suite in cache/storetest runs on both.
 package cache
 
 import (
@@ -18,6 +21,33 @@ var (
 	// ErrLocked: the data directory is held by another process.
 	ErrLocked = errors.New("store is in use by another process")
 )
+
+// ErrUUIDTaken: another user of the same directory already has that
+// ldap_uuid. The syncer matches by uuid first (SPEC §2), so seeing this
+// means two store users claim one directory entry.
+var ErrUUIDTaken = errors.New("ldap uuid already taken")
+
+// ErrRerun, returned (wrapped) by an Update's fn, discards its transaction
+// and runs fn again in a new one: fn has changed its own input (a sync
+// drops a change whose name another writer took) and will do less next
+// time. Update and its redo paths all honour it (badgerstore's up to
+// maxReruns times).
+var ErrRerun = errors.New("store: run the update again")
+
+// ErrNewerLayout: the store was written by a newer ldapgate than this one.
+var ErrNewerLayout = errors.New("this store was written by a newer ldapgate")
+
+// NamesToken is what a caller knew of the store's names when it read them
+// (Backend.NamesToken). Only the backend that handed it out reads or sets
+// its fields (cache/badgerstore/names.go); callers pass it on unchanged.
+type NamesToken struct {
+	// Version is the raw value of badgerstore's names-version key (any
+	// bytes compare: a value that code did not write only makes writers
+	// untrusted until it changes).
+	Version string
+	// Gen is badgerstore's trust generation when the token was taken.
+	Gen uint64
+}
 
 // Run results.
 const (

@@ -13,6 +13,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/badgerstore"
 	"github.com/ldapgate/ldapgate/cache/pgstore"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
@@ -112,9 +113,9 @@ func openStore(t testing.TB) cache.Backend {
 		t.Cleanup(func() { _ = s.Close() })
 		return s
 	}
-	store, err := cache.Open(t.TempDir(), nil, nil)
+	store, err := badgerstore.Open(t.TempDir(), nil, nil)
 	if err != nil {
-		t.Fatalf("cache.Open: %v", err)
+		t.Fatalf("badgerstore.Open: %v", err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
 	return store.Backend()

@@ -14,9 +14,10 @@ import (
 // defaultBatch is how many changes one store transaction applies. Each
 // change writes about four keys (user, name, uuid and listing indexes) and
 // its audit entry (chunked, 256 per key) in under 1.5 KiB, so 1000 stay
-// well below badger's per-transaction limit (see cache/open.go; a batch
-// that still outgrows it is committed through the store's big-transaction
-// journal) while a 100k-user first sync commits 100 times.
+// well below badger's per-transaction limit (see
+// cache/badgerstore/open.go; a batch that still outgrows it is committed
+// through the store's big-transaction journal) while a 100k-user first
+// sync commits 100 times.
 const defaultBatch = 1000
 
 // A measurement switch for bench/e2e-sync.sh (issue 12: do the trusted
@@ -48,8 +49,8 @@ type applied struct {
 // the built binary: BENCHMARKS.md, "Several replicas".)
 //
 // names, when given, is the store as the plan saw it: while it holds, new
-// users are written without PutUser's index lookups (cache/names.go),
-// which the plan did already.
+// users are written without PutUser's index lookups
+// (cache/badgerstore/names.go), which the plan did already.
 func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes []Change,
 	names *cache.NamesToken) (applied, error) {
 	res := applied{counts: map[Action]int{}}
@@ -106,9 +107,9 @@ func (s *Syncer) apply(ctx context.Context, runID uint64, dirID uint64, changes 
 	return res, err
 }
 
-// applyBatch commits one batch; committed runs once it is committed, after
-// its counts are added to res. A batch badger finds too
-// big is committed by the store's big-transaction mode (cache.Store.Update).
+// applyBatch commits one batch; committed runs once it is committed, after its
+// counts are added to res. A batch badger finds too big is committed by the
+// store's big-transaction mode (badgerstore.Store.Update).
 //
 // A change whose name or uuid another user took since the plan (PutUser's
 // ErrNameTaken / ErrUUIDTaken) is dropped, logged and counted as a skip,

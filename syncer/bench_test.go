@@ -16,6 +16,7 @@ import (
 
 	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/badgerstore"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
 	"github.com/ldapgate/ldapgate/internal/ldaptest"
@@ -74,7 +75,7 @@ func BenchmarkFirstSync100k(b *testing.B) {
 	ldapsearchTime(b, srv, dir)
 
 	for range b.N {
-		store, err := cache.Open(b.TempDir(), nil, nil)
+		store, err := badgerstore.Open(b.TempDir(), nil, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -275,7 +276,7 @@ func BenchmarkApply100k(b *testing.B) {
 	ctx := context.Background()
 	for range b.N {
 		b.StopTimer()
-		store, err := cache.Open(b.TempDir(), nil, nil)
+		store, err := badgerstore.Open(b.TempDir(), nil, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

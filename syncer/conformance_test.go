@@ -7,6 +7,7 @@ import (
 
 	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/badgerstore"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
 	"github.com/ldapgate/ldapgate/internal/ldaptest"
@@ -32,7 +33,7 @@ func TestSyncConformance(t *testing.T) {
 		defer client.Close()
 		set := directory.NewSet()
 		set.Replace([]*directory.Entry{{Config: dir, Client: client}})
-		store, err := cache.Open(t.TempDir(), testLogger(t), nil)
+		store, err := badgerstore.Open(t.TempDir(), testLogger(t), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/badgerstore"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
 	"github.com/ldapgate/ldapgate/internal/ldaptest"
@@ -50,8 +51,8 @@ func bulkDir(url, base, bind, pass string) config.Directory {
 	return d
 }
 
-func openSyncer(storeDir string, dir config.Directory) (*Syncer, *cache.Store, func(), error) {
-	store, err := cache.Open(storeDir, nil, nil)
+func openSyncer(storeDir string, dir config.Directory) (*Syncer, *badgerstore.Store, func(), error) {
+	store, err := badgerstore.Open(storeDir, nil, nil)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -91,7 +92,7 @@ func crashHelper(storeDir string) int {
 
 // comparable content of a store, without ids and times (which legitimately
 // differ between two stores).
-func content(t *testing.T, s *cache.Store) map[string]string {
+func content(t *testing.T, s *badgerstore.Store) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	if err := s.ForEachUser(context.Background(), func(u account.User) error {

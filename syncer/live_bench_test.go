@@ -11,7 +11,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/ldapgate/ldapgate/account"
-	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/badgerstore"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
 	"github.com/ldapgate/ldapgate/internal/ldaptest"
@@ -85,7 +85,7 @@ func TestLiveThroughputBench(t *testing.T) {
 	defer client.Close()
 	set := directory.NewSet()
 	set.Replace([]*directory.Entry{{Config: dir, Client: client}})
-	store, err := cache.Open(t.TempDir(), testLogger(t), nil)
+	store, err := badgerstore.Open(t.TempDir(), testLogger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

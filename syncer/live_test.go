@@ -10,6 +10,7 @@ import (
 
 	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/badgerstore"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
 	"github.com/ldapgate/ldapgate/internal/ldaptest"
@@ -26,7 +27,7 @@ const liveDeadline = 5 * time.Second
 type liveEnv struct {
 	t     *testing.T
 	fx    *ldaptest.Fixture
-	store *cache.Store
+	store *badgerstore.Store
 	s     *Syncer
 	m     *metrics.Metrics
 	stop  func()
@@ -49,7 +50,7 @@ func startLive(t *testing.T, srv *ldaptest.Server, fraction float64) *liveEnv {
 	t.Cleanup(func() { client.Close() })
 	set := directory.NewSet()
 	set.Replace([]*directory.Entry{{Config: dir, Client: client}})
-	store, err := cache.Open(t.TempDir(), testLogger(t), nil)
+	store, err := badgerstore.Open(t.TempDir(), testLogger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,7 +45,8 @@ const tempNamePrefix = "\x00migrating\x00"
 // the names.
 //
 // A directory too big for one badger transaction is still renamed all or
-// nothing: cache.Store.Update commits it through its journal (bigtx.go).
+// nothing: badgerstore.Store.Update commits it through its journal
+// (cache/badgerstore/bigtx.go).
 func (s *Syncer) Migrate(ctx context.Context, dirID uint64) (MigrateResult, error) {
 	// A sync must not plan with the old naming while names change under it.
 	if err := s.lockDirectory(ctx, dirID); err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/badgerstore"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
 )
@@ -130,7 +131,7 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 func TestScheduleLogNext(t *testing.T) {
 	var buf syncBuffer
 	log := slog.New(slog.NewJSONHandler(&buf, nil))
-	store, err := cache.Open(t.TempDir(), testLogger(t), nil)
+	store, err := badgerstore.Open(t.TempDir(), testLogger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/badgerstore"
 	"github.com/ldapgate/ldapgate/cache/pgstore"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
@@ -75,7 +76,7 @@ func openTestStore(t *testing.T) cache.Backend {
 		t.Cleanup(func() { s.Close() })
 		return s
 	}
-	store, err := cache.Open(t.TempDir(), testLogger(t), nil)
+	store, err := badgerstore.Open(t.TempDir(), testLogger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -705,9 +706,9 @@ func (a *afterRead) ReadUsers(ctx context.Context, fn func(directory.User) error
 	return err
 }
 
-// A name given to another directory's user while a first sync reads is
-// not taken over: the sync writes new users without looking each name up
-// when the store is as its plan saw it (cache/names.go), and must notice
+// A name given to another directory's user while a first sync reads is not
+// taken over: the sync writes new users without looking each name up when the
+// store is as its plan saw it (cache/badgerstore/names.go), and must notice
 // that it no longer is.
 func TestSyncNameTakenDuringRead(t *testing.T) {
 	e := newEnv(t)
@@ -765,9 +766,9 @@ func TestSyncSetRoles(t *testing.T) {
 	}
 }
 
-// checkIndexes fails t unless every user's name and (directory, uuid)
-// lead back to that user and no two users share a name or a uuid: the
-// invariant the trusted creates of cache/names.go must keep under any
+// checkIndexes fails t unless every user's name and (directory, uuid) lead
+// back to that user and no two users share a name or a uuid: the invariant the
+// trusted creates of cache/badgerstore/names.go must keep under any
 // interleaving.
 func checkIndexes(t *testing.T, ctx context.Context, store cache.Backend) {
 	t.Helper()
@@ -810,7 +811,7 @@ func TestSyncTrustedCreatesRaceOtherWriters(t *testing.T) {
 		logins = append(logins, account.NormalizeName(l+"@example.com"))
 	}
 	for round := range 12 {
-		store, err := cache.Open(t.TempDir(), testLogger(t), nil)
+		store, err := badgerstore.Open(t.TempDir(), testLogger(t), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -882,7 +883,7 @@ func TestSyncTrustedCreatesRaceBulk(t *testing.T) {
 	defer func() { testHookAfterBatch = nil }()
 	won := 0
 	for round, batch := range []int{3, 5, 8} {
-		store, err := cache.Open(t.TempDir(), testLogger(t), nil)
+		store, err := badgerstore.Open(t.TempDir(), testLogger(t), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/ldapgate/ldapgate/account"
 	"github.com/ldapgate/ldapgate/auth"
 	"github.com/ldapgate/ldapgate/cache"
+	"github.com/ldapgate/ldapgate/cache/badgerstore"
 	"github.com/ldapgate/ldapgate/cache/pgstore"
 	"github.com/ldapgate/ldapgate/config"
 	"github.com/ldapgate/ldapgate/directory"
@@ -301,7 +302,7 @@ func openTestStore(t testing.TB, m *metrics.Metrics) cache.Backend {
 		t.Cleanup(func() { _ = st.Close() })
 		return st
 	}
-	st, err := cache.Open(t.TempDir(), testLog, m)
+	st, err := badgerstore.Open(t.TempDir(), testLog, m)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ type dirRecord struct {
 	BindPassword string           `json:"bind_password"`
 }
 
-// DirectoryIDForName: see cache.Store.DirectoryIDForName.
+// DirectoryIDForName: see badgerstore.Store.DirectoryIDForName.
 func (s *Store) DirectoryIDForName(ctx context.Context, name string) (uint64, error) {
 	name = strings.ToLower(strings.TrimSpace(name))
 	var id int64
@@ -39,7 +39,7 @@ func (s *Store) DirectoryIDForName(ctx context.Context, name string) (uint64, er
 	return uint64(id), nil
 }
 
-// SaveDirectory: see cache.Store.SaveDirectory.
+// SaveDirectory: see badgerstore.Store.SaveDirectory.
 func (s *Store) SaveDirectory(ctx context.Context, d config.Directory) (config.Directory, error) {
 	replace := d.ID != 0
 	d.Managed = "api"

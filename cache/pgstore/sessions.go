@@ -33,8 +33,8 @@ func (tx *Tx) putSession(sess cache.Session) error {
 	return err
 }
 
-// CreateSession: see cache.Store.CreateSession (the per-user cap ends the
-// oldest sessions in the same transaction).
+// CreateSession: see badgerstore.Store.CreateSession (the per-user cap ends
+// the oldest sessions in the same transaction).
 func (s *Store) CreateSession(ctx context.Context, sess cache.Session, maxPerUser int, check func(account.User) error) ([][32]byte, error) {
 	if !time.Now().Before(sess.ExpiresAt) {
 		return nil, fmt.Errorf("create session: already expired: %w", cache.ErrNotFound)

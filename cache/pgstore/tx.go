@@ -318,7 +318,7 @@ func (tx *Tx) UserByUUID(dirID uint64, uuid string) (account.User, error) {
 	return u, nil
 }
 
-// PutUser: see cache.Txn. The rules are cache.Tx.PutUser's.
+// PutUser: see cache.Txn. The rules are badgerstore.Tx.PutUser's.
 func (tx *Tx) PutUser(u *account.User) error {
 	u.Username = account.NormalizeName(u.Username)
 	if u.Username == "" {
@@ -525,9 +525,9 @@ func (tx *Tx) flushAudit() error {
 	return nil
 }
 
-// auditPerRow is how many consecutive entries of a run one audit row
-// holds, as on badger (cache/audit.go): a first sync of 100k users then
-// inserts 400 rows into the audit's primary key, not 100k.
+// auditPerRow is how many consecutive entries of a run one audit row holds, as
+// on badger (auditChunk, cache/badgerstore/tx.go): a first sync of 100k users
+// then inserts 400 rows into the audit's primary key, not 100k.
 const auditPerRow = 256
 
 // appendAuditEntry adds e (its Seq set) to the last chunk when it

@@ -288,7 +288,7 @@ func (s *Store) CountUsers(ctx context.Context) (map[uint64]map[account.State]in
 
 const keyConfigLocalUsers = "config_local_users"
 
-// PruneConfigLocalUsers: see cache.Store.PruneConfigLocalUsers.
+// PruneConfigLocalUsers: see badgerstore.Store.PruneConfigLocalUsers.
 func (s *Store) PruneConfigLocalUsers(ctx context.Context, names []string) ([]string, error) {
 	now := cache.ConfigLocalNames(names)
 	var deleted []string

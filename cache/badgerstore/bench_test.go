@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/cache"
 )
 
 func benchUser(i int) account.User {
@@ -99,7 +100,7 @@ func BenchmarkStore100k(b *testing.B) {
 		b.ReportMetric(time.Since(start).Seconds(), "s-usersofdir100k")
 
 		start = time.Now()
-		page, total, err := s.ListUsers(ctx, UserFilter{State: "blocked", Limit: 100, Offset: 5000})
+		page, total, err := s.ListUsers(ctx, cache.UserFilter{State: "blocked", Limit: 100, Offset: 5000})
 		if err != nil || total != n/10 || len(page) != 100 {
 			b.Fatalf("ListUsers: %d of %d, %v", len(page), total, err)
 		}

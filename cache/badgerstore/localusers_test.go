@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/ldapgate/ldapgate/cache"
 )
 
 // A local user the config file no longer names is deleted with their
@@ -21,7 +23,7 @@ func TestPruneConfigLocalUsers(t *testing.T) {
 	mustCreate(t, s, localUser("api@local", "user"))
 	mustCreate(t, s, ldapUser("was-local@example.com", 1, "uuid-w", "user"))
 	now := time.Now()
-	if err := s.PutSession(ctx, Session{TokenHash: hash("ops"), UserID: ops.ID, CreatedAt: now,
+	if err := s.PutSession(ctx, cache.Session{TokenHash: hash("ops"), UserID: ops.ID, CreatedAt: now,
 		ExpiresAt: now.Add(time.Hour), LastSeen: now}); err != nil {
 		t.Fatal(err)
 	}
@@ -34,10 +36,10 @@ func TestPruneConfigLocalUsers(t *testing.T) {
 	if err != nil || !slices.Equal(gone, []string{"ops@local"}) {
 		t.Fatalf("prune: %v %v, want ops@local deleted", gone, err)
 	}
-	if _, err := s.UserByName(ctx, "ops@local"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.UserByName(ctx, "ops@local"); !errors.Is(err, cache.ErrNotFound) {
 		t.Errorf("ops@local after prune: %v", err)
 	}
-	if _, err := s.SessionByHash(ctx, hash("ops")); !errors.Is(err, ErrNotFound) {
+	if _, err := s.SessionByHash(ctx, hash("ops")); !errors.Is(err, cache.ErrNotFound) {
 		t.Errorf("ops@local's session after prune: %v", err)
 	}
 	for _, name := range []string{"root@local", "api@local", "was-local@example.com"} {

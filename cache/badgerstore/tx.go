@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"bytes"
@@ -12,18 +12,12 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/cache"
 )
 
 // maxConflictRetries bounds Update's retries on badger.ErrConflict (two
 // writers read-modify-wrote the same keys); past it the conflict is returned.
 const maxConflictRetries = 10
-
-// ErrRerun, returned (wrapped) by an Update's fn, discards its transaction
-// and runs fn again in a new one: fn has changed its own input (a sync
-// drops a change whose name another writer took) and will do less next
-// time. Update and its redo paths all honour it, up
-// to maxReruns times.
-var ErrRerun = errors.New("store: run the update again")
 
 // maxReruns bounds ErrRerun's reruns of one Update: a sync's batch drops
 // at most one change per rerun.
@@ -149,7 +143,7 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 		switch {
 		case err == nil:
 			return nil
-		case errors.Is(err, ErrRerun) && reruns < maxReruns:
+		case errors.Is(err, cache.ErrRerun) && reruns < maxReruns:
 			reruns++
 			continue
 		case errors.Is(err, badger.ErrTxnTooBig):
@@ -171,7 +165,7 @@ func (tx *Tx) lookup(k []byte, fn func(v []byte) error) error {
 	if tx.big != nil {
 		if e, ok := tx.big.m[string(k)]; ok {
 			if e.deleted {
-				return ErrNotFound
+				return cache.ErrNotFound
 			}
 			return fn(e.value)
 		}
@@ -312,7 +306,7 @@ func (tx *Tx) PutUser(u *account.User) error {
 		switch {
 		case err == nil:
 			old = &o
-		case errors.Is(err, ErrNotFound) && tx.assigned[u.ID]:
+		case errors.Is(err, cache.ErrNotFound) && tx.assigned[u.ID]:
 			// assigned by an attempt that hit a conflict: still new.
 		default:
 			return fmt.Errorf("put user: %w", err)
@@ -335,8 +329,8 @@ func (tx *Tx) PutUser(u *account.User) error {
 			v, err := tx.get(userNameKey(u.Username))
 			switch {
 			case err == nil && bytesID(v) != u.ID:
-				return fmt.Errorf("put user %q: %w", u.Username, ErrNameTaken)
-			case err != nil && !errors.Is(err, ErrNotFound):
+				return fmt.Errorf("put user %q: %w", u.Username, cache.ErrNameTaken)
+			case err != nil && !errors.Is(err, cache.ErrNotFound):
 				return fmt.Errorf("put user %q: name index: %w", u.Username, err)
 			}
 		}
@@ -363,8 +357,8 @@ func (tx *Tx) PutUser(u *account.User) error {
 			v, err := tx.get(k)
 			switch {
 			case err == nil && bytesID(v) != u.ID:
-				return fmt.Errorf("put user %q: uuid %s of directory %d: %w", u.Username, u.LDAPUUID, u.DirectoryID, ErrUUIDTaken)
-			case err != nil && !errors.Is(err, ErrNotFound):
+				return fmt.Errorf("put user %q: uuid %s of directory %d: %w", u.Username, u.LDAPUUID, u.DirectoryID, cache.ErrUUIDTaken)
+			case err != nil && !errors.Is(err, cache.ErrNotFound):
 				return fmt.Errorf("put user %q: uuid index: %w", u.Username, err)
 			}
 		}
@@ -451,14 +445,14 @@ func (tx *Tx) DeleteUser(id uint64) error {
 
 // AddAudit appends e to the audit list of run runID, assigning e.Seq (1,
 // 2, ...; in order of the calls, across transactions). At is set if zero.
-func (tx *Tx) AddAudit(runID uint64, e AuditEntry) error {
+func (tx *Tx) AddAudit(runID uint64, e cache.AuditEntry) error {
 	seq, ok := tx.auditSeq[runID]
 	if !ok {
 		v, err := tx.get(key(pAuditSeq, runID))
 		switch {
 		case err == nil:
 			seq = bytesID(v)
-		case !errors.Is(err, ErrNotFound):
+		case !errors.Is(err, cache.ErrNotFound):
 			return fmt.Errorf("add audit to run %d: %w", runID, err)
 		}
 		if tx.auditSeq == nil {
@@ -474,7 +468,7 @@ func (tx *Tx) AddAudit(runID uint64, e AuditEntry) error {
 	// Encoded into a buffer the transaction reuses, and chunks start at the
 	// size the last one reached: a first sync of 100k users allocated
 	// ~120 MB growing these, for ~15 MB of entries.
-	b, err := AppendAudit(tx.scratch[:0], &e)
+	b, err := cache.AppendAudit(tx.scratch[:0], &e)
 	if err != nil {
 		return fmt.Errorf("add audit to run %d: %w", runID, err)
 	}

@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"bufio"
@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"syscall"
 	"testing"
+
+	"github.com/ldapgate/ldapgate/cache"
 )
 
 // bigN users renamed with an audit entry each need ~4 keys per user: far
@@ -46,7 +48,7 @@ func seedBig(t *testing.T, s *Store) uint64 {
 			t.Fatal(err)
 		}
 	}
-	r, err := s.CreateRun(ctx, Run{DirectoryID: 9, Trigger: "migrate"})
+	r, err := s.CreateRun(ctx, cache.Run{DirectoryID: 9, Trigger: "migrate"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +74,7 @@ func migrateAll(s *Store, runID uint64, failAt int) error {
 			if err := tx.PutUser(&u); err != nil {
 				return err
 			}
-			if err := tx.AddAudit(runID, AuditEntry{Action: "update", UserID: u.ID, Username: u.Username}); err != nil {
+			if err := tx.AddAudit(runID, cache.AuditEntry{Action: "update", UserID: u.ID, Username: u.Username}); err != nil {
 				return err
 			}
 		}
@@ -101,7 +103,7 @@ func checkMigrated(t *testing.T, s *Store, runID uint64, want bool) {
 		}
 	}
 	for _, i := range []int{0, bigN / 2, bigN - 1} {
-		if _, err := s.UserByName(ctx, bigName(i, gone)); !errors.Is(err, ErrNotFound) {
+		if _, err := s.UserByName(ctx, bigName(i, gone)); !errors.Is(err, cache.ErrNotFound) {
 			t.Fatalf("name %q still resolves: %v", bigName(i, gone), err)
 		}
 		if u, err := s.UserByName(ctx, bigName(i, suffix)); err != nil || u.ID != us[i].ID {
@@ -251,7 +253,7 @@ func killableMigration(dir, step string) {
 			os.Exit(1)
 		}
 	}
-	r, err := s.CreateRun(ctx, Run{DirectoryID: 9})
+	r, err := s.CreateRun(ctx, cache.Run{DirectoryID: 9})
 	if err != nil {
 		fmt.Println("run:", err)
 		os.Exit(1)

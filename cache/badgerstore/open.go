@@ -1,4 +1,9 @@
-package cache
+// Package badgerstore is ldapgate's embedded default store (cache.Backend):
+// badger v4 under data_dir holding users, API-created directories, sync
+// runs with their audit lists and sessions, with golang-lru caches in front
+// of the hot reads (user by id, by name). It is the only package that
+// touches badger.
+package badgerstore
 
 import (
 	"context"
@@ -15,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/cache"
 	"github.com/ldapgate/ldapgate/metrics"
 )
 
@@ -139,7 +145,7 @@ func Open(dir string, log *slog.Logger, m *metrics.Metrics) (*Store, error) {
 		// Badger flattens the flock error into a string (its y.Wrapf keeps no
 		// %w outside debug builds), so the message is all there is to match.
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
-			return nil, fmt.Errorf("open store %s: %w (is another ldapgate running with the same data_dir?): %v", dir, ErrLocked, err)
+			return nil, fmt.Errorf("open store %s: %w (is another ldapgate running with the same data_dir?): %v", dir, cache.ErrLocked, err)
 		}
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}

@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"bufio"
@@ -19,6 +19,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/cache"
 )
 
 // A block must be visible to every read that starts after UpdateUser
@@ -118,16 +119,16 @@ func TestCacheInvalidatedOnDeleteAndRename(t *testing.T) {
 	if err := s.DeleteUser(ctx, b.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.UserByName(ctx, "a@local"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.UserByName(ctx, "a@local"); !errors.Is(err, cache.ErrNotFound) {
 		t.Errorf("old name after rename: %v", err)
 	}
 	if got, _ := s.UserByID(ctx, a.ID); got.Username != "a2@local" {
 		t.Errorf("by id after rename: %q", got.Username)
 	}
-	if _, err := s.UserByID(ctx, b.ID); !errors.Is(err, ErrNotFound) {
+	if _, err := s.UserByID(ctx, b.ID); !errors.Is(err, cache.ErrNotFound) {
 		t.Errorf("by id after delete: %v", err)
 	}
-	if _, err := s.UserByName(ctx, "b@local"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.UserByName(ctx, "b@local"); !errors.Is(err, cache.ErrNotFound) {
 		t.Errorf("by name after delete: %v", err)
 	}
 }
@@ -194,7 +195,7 @@ func TestOpenLocked(t *testing.T) {
 	dir := t.TempDir()
 	s := openTest(t, dir)
 	_, err := Open(dir, s.log, nil)
-	if !errors.Is(err, ErrLocked) {
+	if !errors.Is(err, cache.ErrLocked) {
 		t.Fatalf("second Open: %v, want ErrLocked", err)
 	}
 	if !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "data_dir") {
@@ -265,7 +266,7 @@ func TestOpenLockedByOtherProcess(t *testing.T) {
 	if err != nil || line != "holding\n" {
 		t.Fatalf("child: %q, %v", line, err)
 	}
-	if _, err := Open(dir, nil, nil); !errors.Is(err, ErrLocked) {
+	if _, err := Open(dir, nil, nil); !errors.Is(err, cache.ErrLocked) {
 		t.Fatalf("Open of a store held by another process: %v, want ErrLocked", err)
 	}
 	stdin.Close()

@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/ldapgate/ldapgate/cache"
 )
 
 // Trusted name checks.
@@ -31,28 +33,20 @@ import (
 //     every token taken before it.
 const keyNamesVersion = "nv"
 
-// NamesToken is what a caller knew of the store's names when it read them.
-type NamesToken struct {
-	// version is the raw value of the key (any bytes compare: a value this
-	// code did not write only makes writers untrusted until it changes).
-	version string
-	gen     uint64
-}
-
 // NamesToken returns the token to take before reading the users a later
 // trusted write relies on.
-func (s *Store) NamesToken(ctx context.Context) (NamesToken, error) {
+func (s *Store) NamesToken(ctx context.Context) (cache.NamesToken, error) {
 	if err := ctx.Err(); err != nil {
-		return NamesToken{}, err
+		return cache.NamesToken{}, err
 	}
-	t := NamesToken{gen: s.trustGen.Load()}
+	t := cache.NamesToken{Gen: s.trustGen.Load()}
 	err := s.db.View(func(txn *badger.Txn) error {
 		var err error
-		t.version, err = namesVersion(txnLookup(txn))
+		t.Version, err = namesVersion(txnLookup(txn))
 		return err
 	})
 	if err != nil {
-		return NamesToken{}, fmt.Errorf("names token: %w", err)
+		return cache.NamesToken{}, fmt.Errorf("names token: %w", err)
 	}
 	return t, nil
 }
@@ -73,16 +67,16 @@ func (s *Store) TrustNames() (end func(), ok bool) {
 // TrustNames makes PutUser skip its index lookups for new users in this
 // transaction if t still holds (see names.go), and reports whether it did.
 // Call it inside a turn of Store.TrustNames, before any PutUser.
-func (tx *Tx) TrustNames(t NamesToken) (bool, error) {
+func (tx *Tx) TrustNames(t cache.NamesToken) (bool, error) {
 	tx.trusted = false
-	if tx.s.trustGen.Load() != t.gen {
+	if tx.s.trustGen.Load() != t.Gen {
 		return false, nil
 	}
 	v, err := namesVersion(tx.lookup)
 	if err != nil {
 		return false, err
 	}
-	tx.trusted = v == t.version
+	tx.trusted = v == t.Version
 	return tx.trusted, nil
 }
 
@@ -92,7 +86,7 @@ func namesVersion(lookup func([]byte, func([]byte) error) error) (string, error)
 		v = string(b)
 		return nil
 	})
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, cache.ErrNotFound) {
 		return "", nil
 	}
 	return v, err

@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"context"
@@ -6,11 +6,12 @@ import (
 	"testing"
 
 	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/cache"
 )
 
 // putTrusted writes u as a new user in one trusted Update and reports
 // whether the transaction trusted the token on its last attempt.
-func putTrusted(t *testing.T, s *Store, tok NamesToken, u account.User, during func()) (trusted bool, err error) {
+func putTrusted(t *testing.T, s *Store, tok cache.NamesToken, u account.User, during func()) (trusted bool, err error) {
 	t.Helper()
 	attempts := 0
 	err = s.Update(context.Background(), func(tx *Tx) error {
@@ -47,13 +48,13 @@ func TestTrustedNames(t *testing.T) {
 		trusted        bool // on the last attempt
 	}{
 		{name: "nothing changed: trusted, written", trusted: true},
-		{name: "name given out before the write", want: ErrNameTaken,
+		{name: "name given out before the write", want: cache.ErrNameTaken,
 			before: func(t *testing.T, s *Store) { mustCreate(t, s, localUser("bob@example.com", "user")) }},
-		{name: "uuid given out before the write", want: ErrUUIDTaken,
+		{name: "uuid given out before the write", want: cache.ErrUUIDTaken,
 			before: func(t *testing.T, s *Store) { mustCreate(t, s, ldapUser("robert@example.com", 1, "uuid-bob", "user")) }},
-		{name: "name given out while the write runs", want: ErrNameTaken,
+		{name: "name given out while the write runs", want: cache.ErrNameTaken,
 			during: func(t *testing.T, s *Store) { mustCreate(t, s, localUser("bob@example.com", "user")) }},
-		{name: "uuid given out while the write runs", want: ErrUUIDTaken,
+		{name: "uuid given out while the write runs", want: cache.ErrUUIDTaken,
 			during: func(t *testing.T, s *Store) { mustCreate(t, s, ldapUser("robert@example.com", 1, "uuid-bob", "user")) }},
 		{name: "an unrelated name given out: untrusted, still written",
 			before: func(t *testing.T, s *Store) { mustCreate(t, s, localUser("carol@example.com", "user")) }},

@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/cache"
 )
 
 func TestUserCRUD(t *testing.T) {
@@ -66,7 +67,7 @@ func TestUserCRUD(t *testing.T) {
 	if got.Role != "user" || got.Email != "root@example.com" {
 		t.Fatalf("read after update: %+v", got)
 	}
-	if _, err := s.UserByID(ctx, 999); !errors.Is(err, ErrNotFound) {
+	if _, err := s.UserByID(ctx, 999); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("UserByID(999): %v, want ErrNotFound", err)
 	}
 
@@ -74,7 +75,7 @@ func TestUserCRUD(t *testing.T) {
 	if _, err := s.UpdateUser(ctx, u.ID, func(*account.User) error { return fnErr }); !errors.Is(err, fnErr) {
 		t.Fatalf("UpdateUser with failing fn: %v", err)
 	}
-	if _, err := s.UpdateUser(ctx, 12345, func(*account.User) error { return nil }); !errors.Is(err, ErrNotFound) {
+	if _, err := s.UpdateUser(ctx, 12345, func(*account.User) error { return nil }); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("UpdateUser unknown: %v", err)
 	}
 
@@ -82,11 +83,11 @@ func TestUserCRUD(t *testing.T) {
 		t.Fatalf("DeleteUser: %v", err)
 	}
 	for _, r := range reads {
-		if _, err := r.get(); !errors.Is(err, ErrNotFound) {
+		if _, err := r.get(); !errors.Is(err, cache.ErrNotFound) {
 			t.Fatalf("%s after delete: %v, want ErrNotFound", r.name, err)
 		}
 	}
-	if err := s.DeleteUser(ctx, u.ID); !errors.Is(err, ErrNotFound) {
+	if err := s.DeleteUser(ctx, u.ID); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("second DeleteUser: %v", err)
 	}
 	// The name is free again.
@@ -104,13 +105,13 @@ func TestNameUniqueness(t *testing.T) {
 		do   func() error
 		want error
 	}{
-		{"create same name", func() error { _, err := s.CreateUser(ctx, localUser("alice@example.com", "user")); return err }, ErrNameTaken},
-		{"create other case", func() error { _, err := s.CreateUser(ctx, localUser("ALICE@Example.COM", "user")); return err }, ErrNameTaken},
+		{"create same name", func() error { _, err := s.CreateUser(ctx, localUser("alice@example.com", "user")); return err }, cache.ErrNameTaken},
+		{"create other case", func() error { _, err := s.CreateUser(ctx, localUser("ALICE@Example.COM", "user")); return err }, cache.ErrNameTaken},
 		{"rename onto other", func() error {
 			_, err := s.UpdateUser(ctx, bob.ID, func(u *account.User) error { u.Username = "Alice@example.com"; return nil })
 			return err
-		}, ErrNameTaken},
-		{"same uuid same directory", func() error { _, err := s.CreateUser(ctx, ldapUser("carol@example.com", 1, "u-a", "user")); return err }, ErrUUIDTaken},
+		}, cache.ErrNameTaken},
+		{"same uuid same directory", func() error { _, err := s.CreateUser(ctx, ldapUser("carol@example.com", 1, "u-a", "user")); return err }, cache.ErrUUIDTaken},
 		{"same uuid other directory", func() error { _, err := s.CreateUser(ctx, ldapUser("carol@example.com", 2, "u-a", "user")); return err }, nil},
 		{"keep own name", func() error {
 			_, err := s.UpdateUser(ctx, alice.ID, func(u *account.User) error { u.Username = "ALICE@example.com"; return nil })
@@ -171,7 +172,7 @@ func TestRenameUpdatesIndexes(t *testing.T) {
 	for _, c := range checks {
 		got, err := c.get()
 		if c.wantID == 0 {
-			if !errors.Is(err, ErrNotFound) {
+			if !errors.Is(err, cache.ErrNotFound) {
 				t.Errorf("%s: got %+v, %v; want ErrNotFound", c.name, got, err)
 			}
 			continue
@@ -180,10 +181,10 @@ func TestRenameUpdatesIndexes(t *testing.T) {
 			t.Errorf("%s: got %+v, %v", c.name, got, err)
 		}
 	}
-	if l, n, _ := s.ListUsers(ctx, UserFilter{DirectoryID: 3}); n != 0 || len(l) != 0 {
+	if l, n, _ := s.ListUsers(ctx, cache.UserFilter{DirectoryID: 3}); n != 0 || len(l) != 0 {
 		t.Errorf("directory 3 still lists %d users", n)
 	}
-	if l, n, _ := s.ListUsers(ctx, UserFilter{DirectoryID: 4}); n != 1 || l[0].ID != u.ID {
+	if l, n, _ := s.ListUsers(ctx, cache.UserFilter{DirectoryID: 4}); n != 1 || l[0].ID != u.ID {
 		t.Errorf("directory 4 lists %d users", n)
 	}
 	// The old name and uuid are free for someone else.
@@ -225,7 +226,7 @@ func TestIDsNeverReused(t *testing.T) {
 		t.Fatalf("Update: %v (drawn %d)", err, drawn)
 	}
 	seen[drawn], last = true, drawn
-	if _, err := s.UserByName(ctx, "c@local"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.UserByName(ctx, "c@local"); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("user of a failed transaction exists: %v", err)
 	}
 	if err := s.Close(); err != nil {
@@ -291,7 +292,7 @@ func TestUpdateRetriesConflictWithReusedUser(t *testing.T) {
 		x.ID = u.ID + 1000
 		return tx.PutUser(&x)
 	})
-	if !errors.Is(err, ErrNotFound) {
+	if !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("PutUser with a forged id: %v, want ErrNotFound", err)
 	}
 }
@@ -329,30 +330,30 @@ func TestListUsers(t *testing.T) {
 	}
 	tests := []struct {
 		name      string
-		f         UserFilter
+		f         cache.UserFilter
 		wantPage  []string
 		wantTotal int
 	}{
-		{"all", UserFilter{}, []string{"root@local", "a@seven", "b@five", "c@seven", "d@five", "e@seven", "f@local"}, 7},
-		{"page", UserFilter{Limit: 2, Offset: 2}, []string{"b@five", "c@seven"}, 7},
-		{"offset past end", UserFilter{Offset: 50}, nil, 7},
-		{"negative offset", UserFilter{Offset: -3, Limit: 1}, []string{"root@local"}, 7},
-		{"directory", UserFilter{DirectoryID: 7}, []string{"a@seven", "c@seven", "e@seven"}, 3},
-		{"directory page", UserFilter{DirectoryID: 7, Offset: 1, Limit: 1}, []string{"c@seven"}, 3},
-		{"state active", UserFilter{State: "active"}, []string{"root@local", "a@seven", "b@five", "e@seven"}, 4},
-		{"state blocked", UserFilter{State: "blocked"}, []string{"c@seven", "f@local"}, 2},
-		{"role admin", UserFilter{Role: "admin"}, []string{"root@local", "b@five"}, 2},
-		{"source local", UserFilter{Source: "local"}, []string{"root@local", "f@local"}, 2},
-		{"combined", UserFilter{Source: "ldap", State: "active", Role: "user"}, []string{"a@seven"}, 1},
-		{"directory and state", UserFilter{DirectoryID: 5, State: "blocked_in_ldap"}, []string{"d@five"}, 1},
-		{"no match", UserFilter{Role: "nobody"}, nil, 0},
-		{"unknown directory", UserFilter{DirectoryID: 99}, nil, 0},
-		{"text in username", UserFilter{Query: "seven"}, []string{"a@seven", "c@seven", "e@seven"}, 3},
-		{"text page", UserFilter{Query: "seven", Offset: 1, Limit: 1}, []string{"c@seven"}, 3},
-		{"text ignores case, display name", UserFilter{Query: "erin EX"}, []string{"e@seven"}, 1},
-		{"text in email", UserFilter{Query: "person@corp"}, []string{"f@local"}, 1},
-		{"text and state", UserFilter{Query: "seven", State: "active"}, []string{"a@seven", "e@seven"}, 2},
-		{"text no match", UserFilter{Query: "nobody"}, nil, 0},
+		{"all", cache.UserFilter{}, []string{"root@local", "a@seven", "b@five", "c@seven", "d@five", "e@seven", "f@local"}, 7},
+		{"page", cache.UserFilter{Limit: 2, Offset: 2}, []string{"b@five", "c@seven"}, 7},
+		{"offset past end", cache.UserFilter{Offset: 50}, nil, 7},
+		{"negative offset", cache.UserFilter{Offset: -3, Limit: 1}, []string{"root@local"}, 7},
+		{"directory", cache.UserFilter{DirectoryID: 7}, []string{"a@seven", "c@seven", "e@seven"}, 3},
+		{"directory page", cache.UserFilter{DirectoryID: 7, Offset: 1, Limit: 1}, []string{"c@seven"}, 3},
+		{"state active", cache.UserFilter{State: "active"}, []string{"root@local", "a@seven", "b@five", "e@seven"}, 4},
+		{"state blocked", cache.UserFilter{State: "blocked"}, []string{"c@seven", "f@local"}, 2},
+		{"role admin", cache.UserFilter{Role: "admin"}, []string{"root@local", "b@five"}, 2},
+		{"source local", cache.UserFilter{Source: "local"}, []string{"root@local", "f@local"}, 2},
+		{"combined", cache.UserFilter{Source: "ldap", State: "active", Role: "user"}, []string{"a@seven"}, 1},
+		{"directory and state", cache.UserFilter{DirectoryID: 5, State: "blocked_in_ldap"}, []string{"d@five"}, 1},
+		{"no match", cache.UserFilter{Role: "nobody"}, nil, 0},
+		{"unknown directory", cache.UserFilter{DirectoryID: 99}, nil, 0},
+		{"text in username", cache.UserFilter{Query: "seven"}, []string{"a@seven", "c@seven", "e@seven"}, 3},
+		{"text page", cache.UserFilter{Query: "seven", Offset: 1, Limit: 1}, []string{"c@seven"}, 3},
+		{"text ignores case, display name", cache.UserFilter{Query: "erin EX"}, []string{"e@seven"}, 1},
+		{"text in email", cache.UserFilter{Query: "person@corp"}, []string{"f@local"}, 1},
+		{"text and state", cache.UserFilter{Query: "seven", State: "active"}, []string{"a@seven", "e@seven"}, 2},
+		{"text no match", cache.UserFilter{Query: "nobody"}, nil, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -373,7 +374,7 @@ func TestListUsers(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if page, total, _ := s.ListUsers(ctx, UserFilter{DirectoryID: 7, State: "blocked"}); total != 2 || page[0].Username != "a@seven" {
+	if page, total, _ := s.ListUsers(ctx, cache.UserFilter{DirectoryID: 7, State: "blocked"}); total != 2 || page[0].Username != "a@seven" {
 		t.Fatalf("after block: %v total %d", names(page), total)
 	}
 
@@ -419,7 +420,7 @@ func TestListUsers(t *testing.T) {
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, _, err := s.ListUsers(cctx, UserFilter{}); !errors.Is(err, context.Canceled) {
+	if _, _, err := s.ListUsers(cctx, cache.UserFilter{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("ListUsers with cancelled ctx: %v", err)
 	}
 }
@@ -436,7 +437,7 @@ func TestDeleteUserDeletesSessions(t *testing.T) {
 		if i == 2 {
 			owner = keep.ID
 		}
-		if err := s.PutSession(ctx, Session{TokenHash: h, UserID: owner, ExpiresAt: exp}); err != nil {
+		if err := s.PutSession(ctx, cache.Session{TokenHash: h, UserID: owner, ExpiresAt: exp}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -445,7 +446,7 @@ func TestDeleteUserDeletesSessions(t *testing.T) {
 	}
 	for i, h := range hs {
 		_, err := s.SessionByHash(ctx, h)
-		if gone := errors.Is(err, ErrNotFound); gone != (i < 2) {
+		if gone := errors.Is(err, cache.ErrNotFound); gone != (i < 2) {
 			t.Errorf("session %d: err %v", i, err)
 		}
 	}
@@ -475,7 +476,7 @@ func TestMigrationInOneTx(t *testing.T) {
 		})
 	}
 	err := migrate(map[string]string{"ann@mail.example": "ann@example.com", "ben@mail.example": "ben@example.com"})
-	if !errors.Is(err, ErrNameTaken) {
+	if !errors.Is(err, cache.ErrNameTaken) {
 		t.Fatalf("migration with a taken name: %v", err)
 	}
 	if n, _ := s.NamingOverride(ctx, dir); n != "" {
@@ -558,16 +559,16 @@ func TestLargeListings(t *testing.T) {
 	if err != nil || !slices.Equal(names(got), want1) {
 		t.Fatalf("UsersOfDirectory(1): %d users, %v; want %d", len(got), err, len(want1))
 	}
-	page, total, err := s.ListUsers(ctx, UserFilter{DirectoryID: 1, Limit: pointLookupMax + 10, Offset: 5})
+	page, total, err := s.ListUsers(ctx, cache.UserFilter{DirectoryID: 1, Limit: pointLookupMax + 10, Offset: 5})
 	if err != nil || total != len(want1) || !slices.Equal(names(page), want1[5:5+pointLookupMax+10]) {
 		t.Fatalf("ListUsers big page: %d of %d, %v", len(page), total, err)
 	}
 	// A text search past pointLookupMax candidates takes the walk path.
-	page, total, err = s.ListUsers(ctx, UserFilter{Query: "U0000", Limit: 3, Offset: 1})
+	page, total, err = s.ListUsers(ctx, cache.UserFilter{Query: "U0000", Limit: 3, Offset: 1})
 	if err != nil || total != 10 || !slices.Equal(names(page), []string{"u00001@x", "u00002@x", "u00003@x"}) {
 		t.Fatalf("ListUsers text: %v of %d, %v", names(page), total, err)
 	}
-	page, total, err = s.ListUsers(ctx, UserFilter{State: "active"})
+	page, total, err = s.ListUsers(ctx, cache.UserFilter{State: "active"})
 	wantActive := n - (n+9)/10
 	if err != nil || total != wantActive || len(page) != wantActive || page[0].Username != "u00001@x" {
 		t.Fatalf("ListUsers active: %d of %d (want %d), %v", len(page), total, wantActive, err)
@@ -611,7 +612,7 @@ func TestRenameSwapInOneTx(t *testing.T) {
 			t.Errorf("%s → user %d, want %d", name, got.ID, want)
 		}
 	}
-	if _, err := s.UserByName(ctx, "tmp@x"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.UserByName(ctx, "tmp@x"); !errors.Is(err, cache.ErrNotFound) {
 		t.Errorf("temporary name left behind: %v", err)
 	}
 }
@@ -641,7 +642,7 @@ func TestTxUserReadBackMatchesStore(t *testing.T) {
 		if err := tx.DeleteUser(other.ID); err != nil {
 			return err
 		}
-		if _, err := tx.UserByID(other.ID); !errors.Is(err, ErrNotFound) {
+		if _, err := tx.UserByID(other.ID); !errors.Is(err, cache.ErrNotFound) {
 			t.Errorf("a user deleted in the transaction reads back: %v", err)
 		}
 		return nil

@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ldapgate/ldapgate/cache"
 	"github.com/ldapgate/ldapgate/config"
 )
 
@@ -79,13 +80,13 @@ func TestDirectoryRoundTrip(t *testing.T) {
 	}
 	ghost := fullDirectory()
 	ghost.ID = 777
-	if _, err := s.SaveDirectory(ctx, ghost); !errors.Is(err, ErrNotFound) {
+	if _, err := s.SaveDirectory(ctx, ghost); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("save with unknown id: %v", err)
 	}
 	if err := s.DeleteDirectory(ctx, second.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeleteDirectory(ctx, second.ID); !errors.Is(err, ErrNotFound) {
+	if err := s.DeleteDirectory(ctx, second.ID); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("second delete: %v", err)
 	}
 	list, _ = s.Directories(ctx)

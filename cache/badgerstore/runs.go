@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"context"
@@ -8,25 +8,27 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/ldapgate/ldapgate/cache"
 )
 
 // CreateRun stores a new run (r.ID is ignored) and returns it with its id.
 // StartedAt is set if zero and Result defaults to RunRunning.
-func (s *Store) CreateRun(ctx context.Context, r Run) (Run, error) {
+func (s *Store) CreateRun(ctx context.Context, r cache.Run) (cache.Run, error) {
 	id, err := nextID(s.runSeq)
 	if err != nil {
-		return Run{}, fmt.Errorf("create run: %w", err)
+		return cache.Run{}, fmt.Errorf("create run: %w", err)
 	}
 	r.ID = id
 	if r.StartedAt.IsZero() {
 		r.StartedAt = time.Now().UTC()
 	}
 	if r.Result == "" {
-		r.Result = RunRunning
+		r.Result = cache.RunRunning
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
-		return Run{}, fmt.Errorf("create run: %w", err)
+		return cache.Run{}, fmt.Errorf("create run: %w", err)
 	}
 	err = s.Update(ctx, func(tx *Tx) error {
 		if err := tx.set(key(pRun, id), b); err != nil {
@@ -35,7 +37,7 @@ func (s *Store) CreateRun(ctx context.Context, r Run) (Run, error) {
 		return tx.set(key(pRunDir, r.DirectoryID, id), nil)
 	})
 	if err != nil {
-		return Run{}, fmt.Errorf("create run: %w", err)
+		return cache.Run{}, fmt.Errorf("create run: %w", err)
 	}
 	// History is bounded so an hourly schedule cannot grow the store
 	// forever; failing to prune is not a reason to refuse a sync.
@@ -129,7 +131,7 @@ func (s *Store) deleteRun(ctx context.Context, dirID, runID uint64) error {
 
 // FinishRun stores the final state of a run created by CreateRun
 // (FinishedAt set if zero). ErrNotFound.
-func (s *Store) FinishRun(ctx context.Context, r Run) error {
+func (s *Store) FinishRun(ctx context.Context, r cache.Run) error {
 	if r.FinishedAt.IsZero() {
 		r.FinishedAt = time.Now().UTC()
 	}
@@ -138,7 +140,7 @@ func (s *Store) FinishRun(ctx context.Context, r Run) error {
 		if err != nil {
 			return err
 		}
-		var old Run
+		var old cache.Run
 		if err := json.Unmarshal(v, &old); err != nil {
 			return err
 		}
@@ -158,15 +160,15 @@ func (s *Store) FinishRun(ctx context.Context, r Run) error {
 }
 
 // Run returns one run. ErrNotFound.
-func (s *Store) Run(ctx context.Context, runID uint64) (Run, error) {
+func (s *Store) Run(ctx context.Context, runID uint64) (cache.Run, error) {
 	if err := ctx.Err(); err != nil {
-		return Run{}, err
+		return cache.Run{}, err
 	}
-	var r Run
+	var r cache.Run
 	err := s.db.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(key(pRun, runID))
 		if errors.Is(err, badger.ErrKeyNotFound) {
-			return ErrNotFound
+			return cache.ErrNotFound
 		}
 		if err != nil {
 			return err
@@ -174,15 +176,15 @@ func (s *Store) Run(ctx context.Context, runID uint64) (Run, error) {
 		return it.Value(func(v []byte) error { return json.Unmarshal(v, &r) })
 	})
 	if err != nil {
-		return Run{}, fmt.Errorf("run %d: %w", runID, err)
+		return cache.Run{}, fmt.Errorf("run %d: %w", runID, err)
 	}
 	return r, nil
 }
 
 // Runs returns the runs of directory dirID (0: of all directories), newest
 // first, at most limit (0: all).
-func (s *Store) Runs(ctx context.Context, dirID uint64, limit int) ([]Run, error) {
-	var out []Run
+func (s *Store) Runs(ctx context.Context, dirID uint64, limit int) ([]cache.Run, error) {
+	var out []cache.Run
 	err := s.db.View(func(txn *badger.Txn) error {
 		prefix := []byte(pRun)
 		if dirID != 0 {
@@ -203,7 +205,7 @@ func (s *Store) Runs(ctx context.Context, dirID uint64, limit int) ([]Run, error
 				return err
 			}
 			item := it.Item()
-			var r Run
+			var r cache.Run
 			if dirID == 0 {
 				if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &r) }); err != nil {
 					return err
@@ -229,19 +231,19 @@ func (s *Store) Runs(ctx context.Context, dirID uint64, limit int) ([]Run, error
 
 // RunChanges returns the audit entries of a run in Seq order. ErrNotFound
 // if the run does not exist.
-func (s *Store) RunChanges(ctx context.Context, runID uint64) ([]AuditEntry, error) {
-	out := []AuditEntry{}
+func (s *Store) RunChanges(ctx context.Context, runID uint64) ([]cache.AuditEntry, error) {
+	out := []cache.AuditEntry{}
 	err := s.db.View(func(txn *badger.Txn) error {
 		if _, err := txn.Get(key(pRun, runID)); err != nil {
 			if errors.Is(err, badger.ErrKeyNotFound) {
-				return ErrNotFound
+				return cache.ErrNotFound
 			}
 			return err
 		}
 		return iterate(ctx, txn, key(pAudit, runID), func(_, v []byte) error {
 			if len(v) > 0 && v[0] == '[' {
 				// A chunk of consecutive entries.
-				var es []AuditEntry
+				var es []cache.AuditEntry
 				if err := json.Unmarshal(v, &es); err != nil {
 					return err
 				}
@@ -249,7 +251,7 @@ func (s *Store) RunChanges(ctx context.Context, runID uint64) ([]AuditEntry, err
 				return nil
 			}
 			// One entry per key: stores written before chunks.
-			var e AuditEntry
+			var e cache.AuditEntry
 			if err := json.Unmarshal(v, &e); err != nil {
 				return err
 			}

@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"encoding/binary"

@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/ldapgate/ldapgate/cache"
 	"github.com/ldapgate/ldapgate/config"
 )
 
@@ -32,7 +33,7 @@ func (s *Store) DirectoryIDForName(ctx context.Context, name string) (uint64, er
 		case err == nil:
 			id = bytesID(v)
 			return nil
-		case !errors.Is(err, ErrNotFound):
+		case !errors.Is(err, cache.ErrNotFound):
 			return err
 		}
 		if id, err = nextID(s.dirSeq); err != nil {

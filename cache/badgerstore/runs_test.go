@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"context"
@@ -6,23 +6,25 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/ldapgate/ldapgate/cache"
 )
 
 func TestRunsAndAudit(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t, "")
-	var runs []Run
+	var runs []cache.Run
 	for i, dir := range []uint64{1, 2, 1, 1} {
-		r, err := s.CreateRun(ctx, Run{DirectoryID: dir, Directory: "d", Trigger: "api"})
+		r, err := s.CreateRun(ctx, cache.Run{DirectoryID: dir, Directory: "d", Trigger: "api"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Result != RunRunning || r.StartedAt.IsZero() || (i > 0 && r.ID <= runs[i-1].ID) {
+		if r.Result != cache.RunRunning || r.StartedAt.IsZero() || (i > 0 && r.ID <= runs[i-1].ID) {
 			t.Fatalf("CreateRun: %+v", r)
 		}
 		runs = append(runs, r)
 	}
-	ids := func(rs []Run) []uint64 {
+	ids := func(rs []cache.Run) []uint64 {
 		var out []uint64
 		for _, r := range rs {
 			out = append(out, r.ID)
@@ -59,7 +61,7 @@ func TestRunsAndAudit(t *testing.T) {
 	for _, batch := range [][]string{actions[:3], actions[3:]} {
 		err := s.Update(ctx, func(tx *Tx) error {
 			for _, a := range batch {
-				if err := tx.AddAudit(r.ID, AuditEntry{Action: a, Username: a + "@x", Fields: map[string][2]string{"role": {"user", "admin"}}}); err != nil {
+				if err := tx.AddAudit(r.ID, cache.AuditEntry{Action: a, Username: a + "@x", Fields: map[string][2]string{"role": {"user", "admin"}}}); err != nil {
 					return err
 				}
 			}
@@ -71,10 +73,10 @@ func TestRunsAndAudit(t *testing.T) {
 	}
 	// An aborted batch leaves no entries and no gap.
 	s.Update(ctx, func(tx *Tx) error {
-		tx.AddAudit(r.ID, AuditEntry{Action: "ghost"})
+		tx.AddAudit(r.ID, cache.AuditEntry{Action: "ghost"})
 		return errors.New("abort")
 	})
-	if err := s.Update(ctx, func(tx *Tx) error { return tx.AddAudit(runs[3].ID, AuditEntry{Action: "other-run"}) }); err != nil {
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.AddAudit(runs[3].ID, cache.AuditEntry{Action: "other-run"}) }); err != nil {
 		t.Fatal(err)
 	}
 	changes, err := s.RunChanges(ctx, r.ID)
@@ -89,24 +91,24 @@ func TestRunsAndAudit(t *testing.T) {
 	if c, _ := s.RunChanges(ctx, runs[0].ID); c == nil || len(c) != 0 {
 		t.Fatalf("changes of a run without any: %#v (want empty, non-nil for JSON [])", c)
 	}
-	if _, err := s.RunChanges(ctx, 9999); !errors.Is(err, ErrNotFound) {
+	if _, err := s.RunChanges(ctx, 9999); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("changes of unknown run: %v", err)
 	}
 
-	r.Result = RunSuccess
+	r.Result = cache.RunSuccess
 	r.Counts = map[string]int{"create": 1}
 	r.DirectoryUsers = 10
 	if err := s.FinishRun(ctx, r); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Run(ctx, r.ID)
-	if err != nil || got.Result != RunSuccess || got.FinishedAt.Before(got.StartedAt) || got.Counts["create"] != 1 || got.DirectoryUsers != 10 {
+	if err != nil || got.Result != cache.RunSuccess || got.FinishedAt.Before(got.StartedAt) || got.Counts["create"] != 1 || got.DirectoryUsers != 10 {
 		t.Fatalf("Run after finish: %+v, %v", got, err)
 	}
-	if err := s.FinishRun(ctx, Run{ID: 9999, FinishedAt: time.Now()}); !errors.Is(err, ErrNotFound) {
+	if err := s.FinishRun(ctx, cache.Run{ID: 9999, FinishedAt: time.Now()}); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("finish unknown run: %v", err)
 	}
-	if _, err := s.Run(ctx, 9999); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Run(ctx, 9999); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("unknown run: %v", err)
 	}
 }
@@ -116,14 +118,14 @@ func TestRunsPruned(t *testing.T) {
 	s := openTest(t, "")
 	var ids []uint64
 	for i := 0; i < 5; i++ {
-		r, err := s.CreateRun(ctx, Run{DirectoryID: 1})
+		r, err := s.CreateRun(ctx, cache.Run{DirectoryID: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, r.ID)
 		err = s.Update(ctx, func(tx *Tx) error {
 			for j := 0; j < 3; j++ {
-				if err := tx.AddAudit(r.ID, AuditEntry{Action: "create"}); err != nil {
+				if err := tx.AddAudit(r.ID, cache.AuditEntry{Action: "create"}); err != nil {
 					return err
 				}
 			}
@@ -133,7 +135,7 @@ func TestRunsPruned(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	other, _ := s.CreateRun(ctx, Run{DirectoryID: 2})
+	other, _ := s.CreateRun(ctx, cache.Run{DirectoryID: 2})
 	if err := s.pruneRuns(ctx, 1, 2); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +147,7 @@ func TestRunsPruned(t *testing.T) {
 		_, err := s.Run(ctx, id)
 		c, cerr := s.RunChanges(ctx, id)
 		if i < 3 {
-			if !errors.Is(err, ErrNotFound) || !errors.Is(cerr, ErrNotFound) {
+			if !errors.Is(err, cache.ErrNotFound) || !errors.Is(cerr, cache.ErrNotFound) {
 				t.Errorf("pruned run %d: %v / %v", id, err, cerr)
 			}
 		} else if err != nil || len(c) != 3 {

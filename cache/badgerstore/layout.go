@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"strconv"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/ldapgate/ldapgate/cache"
 )
 
 // Store layout versions (SPEC §12: upgrades keep the store).
@@ -74,9 +76,6 @@ var layoutSteps = []layoutStep{
 // layoutCurrent is the layout this binary writes.
 func layoutCurrent() int { return len(layoutSteps) + 1 }
 
-// ErrNewerLayout: the store was written by a newer ldapgate than this one.
-var ErrNewerLayout = errors.New("this store was written by a newer ldapgate")
-
 // readLayout returns the stored layout version: 0 for a new (empty) store,
 // 1 for a store written before versions existed.
 func (s *Store) readLayout() (int, error) {
@@ -115,7 +114,7 @@ func (s *Store) readLayout() (int, error) {
 
 func newerLayoutErr(found int) error {
 	return fmt.Errorf("%w (layout %d); this binary knows up to layout %d: run the newer ldapgate, "+
-		"or restore the copy of data_dir taken before the upgrade", ErrNewerLayout, found, layoutCurrent())
+		"or restore the copy of data_dir taken before the upgrade", cache.ErrNewerLayout, found, layoutCurrent())
 }
 
 // stampLayout records the current layout in a store that holds nothing

@@ -1,9 +1,10 @@
-package cache
+package badgerstore
 
 import (
 	"strings"
 
 	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/cache"
 )
 
 // listValue is the value of a ul/ key: what ListUsers and CountUsers filter
@@ -22,7 +23,7 @@ func parseListValue(b []byte) listEntry {
 	return listEntry{state, role, source}
 }
 
-func (e listEntry) match(f UserFilter) bool {
+func (e listEntry) match(f cache.UserFilter) bool {
 	return (f.State == "" || e.state == f.State) &&
 		(f.Role == "" || e.role == f.Role) &&
 		(f.Source == "" || e.source == f.Source)

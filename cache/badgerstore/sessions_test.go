@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/cache"
 )
 
 func TestSessions(t *testing.T) {
@@ -16,10 +17,10 @@ func TestSessions(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	hash := func(tok string) [32]byte { return sha256.Sum256([]byte(tok)) }
 
-	long := Session{TokenHash: hash("long"), UserID: 1, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeen: now}
-	short := Session{TokenHash: hash("short"), UserID: 1, CreatedAt: now, ExpiresAt: now.Add(1200 * time.Millisecond), LastSeen: now}
-	other := Session{TokenHash: hash("other"), UserID: 2, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeen: now}
-	for _, sess := range []Session{long, short, other} {
+	long := cache.Session{TokenHash: hash("long"), UserID: 1, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeen: now}
+	short := cache.Session{TokenHash: hash("short"), UserID: 1, CreatedAt: now, ExpiresAt: now.Add(1200 * time.Millisecond), LastSeen: now}
+	other := cache.Session{TokenHash: hash("other"), UserID: 2, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeen: now}
+	for _, sess := range []cache.Session{long, short, other} {
 		if err := s.PutSession(ctx, sess); err != nil {
 			t.Fatalf("PutSession: %v", err)
 		}
@@ -43,17 +44,17 @@ func TestSessions(t *testing.T) {
 	// Expiry: the exact time is honoured at once; badger's TTL (whole
 	// seconds, rounded up) removes the entry shortly after.
 	time.Sleep(time.Until(short.ExpiresAt) + 10*time.Millisecond)
-	if _, err := s.SessionByHash(ctx, short.TokenHash); !errors.Is(err, ErrNotFound) {
+	if _, err := s.SessionByHash(ctx, short.TokenHash); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("expired session: %v, want ErrNotFound", err)
 	}
 	time.Sleep(time.Until(time.Unix(int64(badgerExpiry(short.ExpiresAt)), 0)) + 10*time.Millisecond)
 	if n, _ := s.CountSessions(ctx); n != 2 {
 		t.Fatalf("CountSessions after expiry = %d, want 2", n)
 	}
-	if err := s.PutSession(ctx, short); !errors.Is(err, ErrNotFound) {
+	if err := s.PutSession(ctx, short); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("PutSession of an expired session: %v, want ErrNotFound", err)
 	}
-	if _, err := s.SessionByHash(ctx, short.TokenHash); !errors.Is(err, ErrNotFound) {
+	if _, err := s.SessionByHash(ctx, short.TokenHash); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("expired session came back: %v", err)
 	}
 
@@ -68,7 +69,7 @@ func TestSessions(t *testing.T) {
 		t.Fatalf("DeleteUserSessions = %d, %v; want 2 (the expired one is gone already)", n, err)
 	}
 	for _, h := range [][32]byte{long.TokenHash, second.TokenHash} {
-		if _, err := s.SessionByHash(ctx, h); !errors.Is(err, ErrNotFound) {
+		if _, err := s.SessionByHash(ctx, h); !errors.Is(err, cache.ErrNotFound) {
 			t.Fatalf("session of user 1 survived: %v", err)
 		}
 	}
@@ -88,7 +89,7 @@ func TestSessions(t *testing.T) {
 	if n, _ := s.CountSessions(ctx); n != 0 {
 		t.Fatalf("CountSessions at end = %d", n)
 	}
-	if err := s.PutSession(ctx, Session{TokenHash: hash("x"), ExpiresAt: now.Add(time.Hour)}); err == nil {
+	if err := s.PutSession(ctx, cache.Session{TokenHash: hash("x"), ExpiresAt: now.Add(time.Hour)}); err == nil {
 		t.Fatal("session without user accepted")
 	}
 }
@@ -99,7 +100,7 @@ func TestSessionsPersist(t *testing.T) {
 	dir := t.TempDir()
 	s := openTest(t, dir)
 	h := sha256.Sum256([]byte("tok"))
-	if err := s.PutSession(ctx, Session{TokenHash: h, UserID: 5, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+	if err := s.PutSession(ctx, cache.Session{TokenHash: h, UserID: 5, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -121,12 +122,12 @@ func TestCreateSessionCap(t *testing.T) {
 	s := openTest(t, "")
 	u := mustCreate(t, s, localUser("capped@local", "user"))
 	now := time.Now().UTC()
-	mk := func(tok string, age time.Duration, user uint64) Session {
-		return Session{TokenHash: sha256.Sum256([]byte(tok)), UserID: user, CreatedAt: now.Add(-age),
+	mk := func(tok string, age time.Duration, user uint64) cache.Session {
+		return cache.Session{TokenHash: sha256.Sum256([]byte(tok)), UserID: user, CreatedAt: now.Add(-age),
 			ExpiresAt: now.Add(time.Hour), LastSeen: now}
 	}
 	// Written by PutSession, as before the cap existed; "b" is the oldest.
-	for _, sess := range []Session{mk("a", 2*time.Minute, u.ID), mk("b", 3*time.Minute, u.ID), mk("x", time.Hour, u.ID+1)} {
+	for _, sess := range []cache.Session{mk("a", 2*time.Minute, u.ID), mk("b", 3*time.Minute, u.ID), mk("x", time.Hour, u.ID+1)} {
 		if err := s.PutSession(ctx, sess); err != nil {
 			t.Fatal(err)
 		}
@@ -162,7 +163,7 @@ func TestPasswordHashChangeEndsSessions(t *testing.T) {
 	u := mustCreate(t, s, localUser("pw@local", "user"))
 	now := time.Now().UTC()
 	h := sha256.Sum256([]byte("tok"))
-	if err := s.PutSession(ctx, Session{TokenHash: h, UserID: u.ID, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeen: now}); err != nil {
+	if err := s.PutSession(ctx, cache.Session{TokenHash: h, UserID: u.ID, CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeen: now}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.UpdateUser(ctx, u.ID, func(x *account.User) error { x.Email = "pw@example.com"; return nil }); err != nil {
@@ -174,7 +175,7 @@ func TestPasswordHashChangeEndsSessions(t *testing.T) {
 	if _, err := s.UpdateUser(ctx, u.ID, func(x *account.User) error { x.PasswordHash += "x"; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.SessionByHash(ctx, h); !errors.Is(err, ErrNotFound) {
+	if _, err := s.SessionByHash(ctx, h); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("session after a password change: %v", err)
 	}
 }

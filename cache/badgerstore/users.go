@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"context"
@@ -10,12 +10,8 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/cache"
 )
-
-// ErrUUIDTaken: another user of the same directory already has that
-// ldap_uuid. The syncer matches by uuid first (SPEC §2), so seeing this
-// means two store users claim one directory entry.
-var ErrUUIDTaken = errors.New("ldap uuid already taken")
 
 // lookupFn calls fn with the value stored under k, or returns ErrNotFound.
 // It lets the user readers serve both badger read transactions and a Tx
@@ -26,7 +22,7 @@ func txnLookup(txn *badger.Txn) lookupFn {
 	return func(k []byte, fn func(v []byte) error) error {
 		it, err := txn.Get(k)
 		if errors.Is(err, badger.ErrKeyNotFound) {
-			return ErrNotFound
+			return cache.ErrNotFound
 		}
 		if err != nil {
 			return err
@@ -195,7 +191,7 @@ func (s *Store) UpdateUser(ctx context.Context, id uint64, fn func(*account.User
 	var out account.User
 	err := s.Update(ctx, func(tx *Tx) error {
 		var err error
-		out, err = UpdateUserTx(tx, id, fn)
+		out, err = cache.UpdateUserTx(tx, id, fn)
 		return err
 	})
 	if err != nil {
@@ -212,7 +208,7 @@ func (s *Store) DeleteUser(ctx context.Context, id uint64) error {
 // ListUsers returns the page of users matching f, ordered by id, and the
 // number of all matching users. Filtering reads only the small listing
 // index; only the users of the page are decoded.
-func (s *Store) ListUsers(ctx context.Context, f UserFilter) ([]account.User, int, error) {
+func (s *Store) ListUsers(ctx context.Context, f cache.UserFilter) ([]account.User, int, error) {
 	l, err := s.OpenUserList(ctx, f)
 	if err != nil {
 		return nil, 0, err
@@ -252,7 +248,7 @@ func (l *UserList) Total() int { return l.total }
 
 // OpenUserList reads the listing index for f and keeps the snapshot open
 // for Each.
-func (s *Store) OpenUserList(ctx context.Context, f UserFilter) (*UserList, error) {
+func (s *Store) OpenUserList(ctx context.Context, f cache.UserFilter) (*UserList, error) {
 	txn := s.db.NewTransaction(false)
 	prefix := []byte(pUserList)
 	if f.DirectoryID != 0 {
@@ -413,7 +409,7 @@ func usersByIDs(ctx context.Context, txn *badger.Txn, ids []uint64, fn func(acco
 			continue
 		}
 		if id > ids[j] {
-			return fmt.Errorf("listing index: user %d: %w", ids[j], ErrNotFound)
+			return fmt.Errorf("listing index: user %d: %w", ids[j], cache.ErrNotFound)
 		}
 		if j++; j%1024 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -434,7 +430,7 @@ func usersByIDs(ctx context.Context, txn *badger.Txn, ids []uint64, fn func(acco
 		}
 	}
 	if j < len(ids) {
-		return fmt.Errorf("listing index: user %d: %w", ids[j], ErrNotFound)
+		return fmt.Errorf("listing index: user %d: %w", ids[j], cache.ErrNotFound)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/ldapgate/ldapgate/cache"
 )
 
 // Big transactions.
@@ -82,7 +84,7 @@ func (s *Store) updateBig(ctx context.Context, fn func(tx *Tx) error, assigned m
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, ErrRerun) || reruns >= maxReruns {
+		if !errors.Is(err, cache.ErrRerun) || reruns >= maxReruns {
 			return err
 		}
 	}

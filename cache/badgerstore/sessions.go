@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/cache"
 )
 
 type sessionRecord struct {
@@ -34,9 +35,9 @@ func badgerExpiry(t time.Time) uint64 {
 // PutSession stores (or refreshes, e.g. LastSeen) a session under its token
 // hash; badger drops it at ExpiresAt. A session already expired is not
 // stored: ErrNotFound, so a refresh cannot bring an ended session back.
-func (s *Store) PutSession(ctx context.Context, sess Session) error {
+func (s *Store) PutSession(ctx context.Context, sess cache.Session) error {
 	if !time.Now().Before(sess.ExpiresAt) {
-		return fmt.Errorf("put session: already expired: %w", ErrNotFound)
+		return fmt.Errorf("put session: already expired: %w", cache.ErrNotFound)
 	}
 	if sess.UserID == 0 {
 		return errors.New("put session: no user")
@@ -66,9 +67,9 @@ func (s *Store) PutSession(ctx context.Context, sess Session) error {
 // the cap existed need nothing new. check, if not nil, sees the user as
 // the transaction does; its error cancels the creation (a login whose
 // password was changed while it was being checked).
-func (s *Store) CreateSession(ctx context.Context, sess Session, maxPerUser int, check func(account.User) error) ([][32]byte, error) {
+func (s *Store) CreateSession(ctx context.Context, sess cache.Session, maxPerUser int, check func(account.User) error) ([][32]byte, error) {
 	if !time.Now().Before(sess.ExpiresAt) {
-		return nil, fmt.Errorf("create session: already expired: %w", ErrNotFound)
+		return nil, fmt.Errorf("create session: already expired: %w", cache.ErrNotFound)
 	}
 	if sess.UserID == 0 {
 		return nil, errors.New("create session: no user")
@@ -127,7 +128,7 @@ func (tx *Tx) trimUserSessions(userID uint64, keep int) ([][32]byte, error) {
 		var r sessionRecord
 		err := tx.lookup(sessionKey(h), func(v []byte) error { return json.Unmarshal(v, &r) })
 		switch {
-		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, cache.ErrNotFound):
 			if err := tx.del(k); err != nil {
 				return nil, err
 			}
@@ -156,9 +157,9 @@ func (tx *Tx) trimUserSessions(userID uint64, keep int) ([][32]byte, error) {
 
 // SessionByHash returns the session whose token hashes to h. ErrNotFound if
 // there is none or it has expired.
-func (s *Store) SessionByHash(ctx context.Context, h [32]byte) (Session, error) {
+func (s *Store) SessionByHash(ctx context.Context, h [32]byte) (cache.Session, error) {
 	if err := ctx.Err(); err != nil {
-		return Session{}, err
+		return cache.Session{}, err
 	}
 	var r sessionRecord
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -169,12 +170,12 @@ func (s *Store) SessionByHash(ctx context.Context, h [32]byte) (Session, error) 
 		return it.Value(func(v []byte) error { return json.Unmarshal(v, &r) })
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) || (err == nil && !time.Now().Before(r.ExpiresAt)) {
-		return Session{}, fmt.Errorf("session: %w", ErrNotFound)
+		return cache.Session{}, fmt.Errorf("session: %w", cache.ErrNotFound)
 	}
 	if err != nil {
-		return Session{}, fmt.Errorf("session: %w", err)
+		return cache.Session{}, fmt.Errorf("session: %w", err)
 	}
-	return Session{TokenHash: h, UserID: r.UserID, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, LastSeen: r.LastSeen}, nil
+	return cache.Session{TokenHash: h, UserID: r.UserID, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, LastSeen: r.LastSeen}, nil
 }
 
 // DeleteSession ends one session. Deleting an unknown session is not an
@@ -182,7 +183,7 @@ func (s *Store) SessionByHash(ctx context.Context, h [32]byte) (Session, error) 
 func (s *Store) DeleteSession(ctx context.Context, h [32]byte) error {
 	err := s.Update(ctx, func(tx *Tx) error {
 		v, err := tx.get(sessionKey(h))
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, cache.ErrNotFound) {
 			return nil
 		}
 		if err != nil {

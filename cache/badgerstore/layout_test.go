@@ -1,4 +1,4 @@
-package cache
+package badgerstore
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/ldapgate/ldapgate/account"
+	"github.com/ldapgate/ldapgate/cache"
 )
 
 // seedLayout writes a store at layout version (1: no version key, as
@@ -140,7 +141,7 @@ func TestLayoutNewerRefused(t *testing.T) {
 	seedLayout(t, dir, newer, func(s *Store) { mustCreate(t, s, localUser("ops@local", "admin")) })
 	before := rawKeys(t, dir)
 	_, _, err := openLogged(t, dir)
-	if !errors.Is(err, ErrNewerLayout) {
+	if !errors.Is(err, cache.ErrNewerLayout) {
 		t.Fatalf("Open of a layout %d store: %v, want ErrNewerLayout", newer, err)
 	}
 	for _, want := range []string{fmt.Sprintf("(layout %d)", newer), fmt.Sprintf("knows up to layout %d", layoutCurrent())} {
