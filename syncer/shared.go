@@ -226,6 +226,10 @@ func (s *Syncer) holdStream(ctx context.Context, st *stream) (cache.Lock, bool) 
 // replica may run the same work now; this one stops.
 var ErrLockLost = errors.New("the cross-replica lock was lost")
 
+// testHookLockLost, when set (tests only), is called once a lost lock has
+// cancelled the work under it.
+var testHookLockLost func()
+
 // underLock returns ctx, cancelled with cause ErrLockLost when l is lost.
 // stop ends the watch (call it before releasing l).
 func underLock(ctx context.Context, l cache.Lock) (context.Context, func()) {
@@ -239,6 +243,9 @@ func underLock(ctx context.Context, l cache.Lock) (context.Context, func()) {
 		select {
 		case <-l.Lost:
 			cancel(ErrLockLost)
+			if testHookLockLost != nil {
+				testHookLockLost()
+			}
 		case <-done:
 		}
 	}()

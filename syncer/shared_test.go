@@ -126,12 +126,20 @@ func TestSharedStoreOneStream(t *testing.T) {
 	// The holder's lock connection breaks (PostgreSQL restarted, the
 	// backend ended): within a few seconds again exactly one replica
 	// follows the directory, not both.
+	lost := make(chan struct{})
+	var lostOnce sync.Once
+	testHookLockLost = func() { lostOnce.Do(func() { close(lost) }) }
+	t.Cleanup(func() { testHookLockLost = nil })
 	var ended bool
 	if err := stores[0].Pool().QueryRow(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_locks
 		WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND granted`, 0x6c73, testDirID).Scan(&ended); err != nil || !ended {
 		t.Fatalf("ending the stream lock's connection: %v %v", ended, err)
 	}
-	time.Sleep(3 * time.Second) // the holder's watch pings every second
+	select {
+	case <-lost:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the holder never heard that its stream lock ended")
+	}
 	one := func() bool { return connected(syncers[0]) != connected(syncers[1]) }
 	pollFor(t, "one replica streaming after the lock was lost", one)
 	for range 20 { // and it stays one
@@ -176,6 +184,10 @@ func TestSharedStoreLockLostStopsTheSync(t *testing.T) {
 	var once sync.Once
 	testHookAfterBatch = func(int) { once.Do(func() { close(paused); <-resume }) }
 	t.Cleanup(func() { testHookAfterBatch = nil })
+	lost := make(chan struct{})
+	var lostOnce sync.Once
+	testHookLockLost = func() { lostOnce.Do(func() { close(lost) }) }
+	t.Cleanup(func() { testHookLockLost = nil })
 	done := make(chan error, 1)
 	go func() {
 		_, err := a.Sync(context.Background(), testDirID, Options{Trigger: TriggerAPI})
@@ -187,7 +199,11 @@ func TestSharedStoreLockLostStopsTheSync(t *testing.T) {
 		WHERE locktype = 'advisory' AND objid = $1 AND granted`, testDirID).Scan(&ended); err != nil || !ended {
 		t.Fatalf("ending A's lock connection: %v %v", ended, err)
 	}
-	time.Sleep(3 * time.Second) // A's watch pings its lock every second
+	select {
+	case <-lost:
+	case <-time.After(30 * time.Second):
+		t.Fatal("A never heard that its lock ended")
+	}
 	close(resume)
 	var err error
 	select {
