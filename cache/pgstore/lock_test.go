@@ -36,7 +36,7 @@ func TestLockLostWithItsConnection(t *testing.T) {
 	}
 	select {
 	case <-lock.Lost:
-	case <-time.After(5 * time.Second):
+	case <-time.After(15 * time.Second):
 		t.Fatal("A never heard that its lock ended")
 	}
 	lockB, ok, err := b.TryLockDirectory(ctx, dir)
