@@ -31,30 +31,12 @@ CONNS=${CONNS:-32}
 PPROF=${PPROF:-}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-tmp=$(mktemp -d /tmp/ldapgate-e2e-proxy.XXXXXX)
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${pids[@]}"; do
-		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$pid" 2>/dev/null || true
-	done
-	if [ -n "${pg_db:-}" ]; then
-		timeout 60 psql -q -d "$PG_DSN" -c "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null || true
-	fi
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. "$root/bench/lib.sh"
 
 for cmd in go nginx wrk curl bc python3; do
 	command -v "$cmd" >/dev/null || { echo "e2e-proxy.sh: $cmd not found" >&2; exit 1; }
 done
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 PG_DSN=${PG_DSN:-}
-pg_db=
 up_port=$(free_port) gate_port=$(free_port) metrics_port=$(free_port) nginx_port=$(free_port)
 pg_port=$(free_port) pg_metrics_port=$(free_port)
 bare_port=$(free_port) bare_pprof=$(free_port)
@@ -88,10 +70,7 @@ gate_pid=$!
 # The same ldapgate on a PostgreSQL store (SPEC §12): a session check is
 # still a memory hit there; this shows what the shared store costs.
 if [ -n "$PG_DSN" ]; then
-	pg_db=ldapgate_bench_$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
-	timeout 60 psql -q -d "$PG_DSN" -c "CREATE DATABASE $pg_db" >/dev/null
-	python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))' \
-		"$PG_DSN" "$pg_db" >"$tmp/pg_dsn"
+	pg_fresh
 	sed -e "s/127.0.0.1:$gate_port/127.0.0.1:$pg_port/; s/127.0.0.1:$metrics_port/127.0.0.1:$pg_metrics_port/" \
 		"$tmp/ldapgate.yaml" >"$tmp/ldapgate-pg.yaml"
 	printf 'store: {backend: postgres, postgres: {dsn_file: "%s"}}\n' "$tmp/pg_dsn" >>"$tmp/ldapgate-pg.yaml"

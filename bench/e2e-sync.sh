@@ -58,27 +58,12 @@ GATE_GOGC=${GOGC:-}
 unset GOMEMLIMIT GOGC # not for go build, slapd or the tools
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-tmp=$(mktemp -d /tmp/ldapgate-e2e-sync.XXXXXX)
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${pids[@]}"; do
-		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$pid" 2>/dev/null || true
-	done
-	[ -z "${pg_db:-}" ] || pg_drop
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. "$root/bench/lib.sh"
 
 for cmd in go slapadd ldapsearch curl awk bc; do
 	command -v "$cmd" >/dev/null || [ -x "/usr/sbin/$cmd" ] || { echo "e2e-sync.sh: $cmd not found" >&2; exit 1; }
 done
 
-free_port() { # a free loopback port, from the kernel
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 echo "building ldapgate..." >&2
 for v in $VARIANTS; do
@@ -101,18 +86,6 @@ case " $VARIANTS " in *" postgres "*)
 	command -v psql >/dev/null || { echo "e2e-sync.sh: psql not found" >&2; exit 1; }
 	;;
 esac
-pg_db= # the database of the running postgres variant
-pg_fresh() { # a new database on PG_DSN's cluster; its DSN in $tmp/pg_dsn
-	pg_db=ldapgate_bench_$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
-	timeout 60 psql -q -d "$PG_DSN" -c "CREATE DATABASE $pg_db" >/dev/null
-	python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))' \
-		"$PG_DSN" "$pg_db" >"$tmp/pg_dsn"
-}
-pg_drop() {
-	[ -n "$pg_db" ] || return 0
-	timeout 60 psql -q -d "$PG_DSN" -c "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null || true
-	pg_db=
-}
 
 # --- slapd with the bulk directory ----------------------------------------
 base=dc=example,dc=com
