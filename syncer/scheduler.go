@@ -127,29 +127,10 @@ func (s *Syncer) RecoverRuns(ctx context.Context) {
 			if err != nil || !held {
 				continue
 			}
-			s.closeInterrupted(ctx, e.Config.ID)
+			s.closeInterrupted(ctx, e.Config.ID, false)
 			lock.Release()
 			continue
 		}
-		runs, err := s.store.Runs(ctx, e.Config.ID, 20)
-		if err != nil {
-			s.log.Warn("reading runs failed", "directory", e.Config.Name, "err", err)
-			continue
-		}
-		for _, r := range runs {
-			if r.Result != cache.RunRunning {
-				continue
-			}
-			s.mu.Lock()
-			live := s.live[r.ID]
-			s.mu.Unlock()
-			if live {
-				continue
-			}
-			r.Result, r.Error = cache.RunFailed, "interrupted: the process stopped during the run"
-			if err := s.store.FinishRun(ctx, r); err != nil {
-				s.log.Warn("closing an interrupted run failed", "run", r.ID, "err", err)
-			}
-		}
+		s.closeInterrupted(ctx, e.Config.ID, true)
 	}
 }

@@ -84,7 +84,7 @@ func (s *Syncer) syncHeld(ctx context.Context, dirID uint64, opt Options, releas
 			return r, runError(r)
 		}
 	}
-	s.closeInterrupted(ctx, dirID)
+	s.closeInterrupted(ctx, dirID, false)
 	if opt.Trigger == TriggerSchedule {
 		slack := scheduleSlack
 		if opt.firing > 0 {
@@ -111,35 +111,37 @@ func (s *Syncer) foreignRunning(ctx context.Context, dirID uint64) (cache.Run, b
 		return cache.Run{}, false
 	}
 	for _, r := range runs {
-		if r.Result != cache.RunRunning || r.DryRun {
-			continue
-		}
-		s.mu.Lock()
-		live := s.live[r.ID]
-		s.mu.Unlock()
-		if !live {
+		if !r.DryRun && s.orphaned(r) {
 			return r, true
 		}
 	}
 	return cache.Run{}, false
 }
 
-// closeInterrupted records as failed the real runs left "running" by a
-// process that no longer holds the lock (the caller holds it).
-func (s *Syncer) closeInterrupted(ctx context.Context, dirID uint64) {
+// orphaned reports whether r is recorded as running but is not one of
+// this process's runs.
+func (s *Syncer) orphaned(r cache.Run) bool {
+	if r.Result != cache.RunRunning {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.live[r.ID]
+}
+
+// closeInterrupted records as failed the runs left "running" by a process
+// that no longer runs them. On a shared store the caller holds the
+// directory's lock, which covers real runs only: a dry run takes no lock,
+// so another replica's may still be going and is left alone (dryToo
+// false). On a store of its own this process is the only one (dryToo true).
+func (s *Syncer) closeInterrupted(ctx context.Context, dirID uint64, dryToo bool) {
 	runs, err := s.store.Runs(ctx, dirID, 20)
 	if err != nil {
 		s.log.Warn("reading runs failed", "directory_id", dirID, "err", err)
 		return
 	}
 	for _, r := range runs {
-		if r.Result != cache.RunRunning || r.DryRun {
-			continue
-		}
-		s.mu.Lock()
-		live := s.live[r.ID]
-		s.mu.Unlock()
-		if live {
+		if !s.orphaned(r) || (r.DryRun && !dryToo) {
 			continue
 		}
 		r.Result, r.Error = cache.RunFailed, "interrupted: the process stopped during the run"
