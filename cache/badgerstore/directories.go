@@ -2,7 +2,6 @@ package badgerstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,14 +11,6 @@ import (
 	"github.com/ldapgate/ldapgate/cache"
 	"github.com/ldapgate/ldapgate/config"
 )
-
-// dirRecord is how an API-created directory is stored. config.Secret
-// marshals to "" on purpose (answers must never carry it), so the bind
-// password travels in a field of its own.
-type dirRecord struct {
-	Directory    config.Directory `json:"directory"`
-	BindPassword string           `json:"bind_password"`
-}
 
 // DirectoryIDForName returns the stable id of a config-file directory,
 // assigning one on first sight. Names compare case-insensitively. The ids
@@ -60,7 +51,7 @@ func (s *Store) SaveDirectory(ctx context.Context, d config.Directory) (config.D
 		d.ID = id
 	}
 	d.Managed = "api"
-	b, err := json.Marshal(dirRecord{Directory: d, BindPassword: d.BindPassword.Reveal()})
+	b, err := cache.EncodeDirectory(d)
 	if err != nil {
 		return config.Directory{}, fmt.Errorf("save directory %q: %w", d.Name, err)
 	}
@@ -86,7 +77,7 @@ func (s *Store) Directories(ctx context.Context) ([]config.Directory, error) {
 	var out []config.Directory
 	err := s.db.View(func(txn *badger.Txn) error {
 		return iterate(ctx, txn, []byte(pDir), func(_, v []byte) error {
-			d, err := decodeDir(v)
+			d, err := cache.DecodeDirectory(v)
 			if err != nil {
 				return err
 			}
@@ -98,15 +89,6 @@ func (s *Store) Directories(ctx context.Context) ([]config.Directory, error) {
 		return nil, fmt.Errorf("directories: %w", err)
 	}
 	return out, nil
-}
-
-func decodeDir(v []byte) (config.Directory, error) {
-	var r dirRecord
-	if err := json.Unmarshal(v, &r); err != nil {
-		return config.Directory{}, fmt.Errorf("decode directory: %w", err)
-	}
-	r.Directory.BindPassword = config.Secret(r.BindPassword)
-	return r.Directory, nil
 }
 
 // DeleteDirectory removes an API-created directory and any naming override

@@ -36,11 +36,8 @@ func badgerExpiry(t time.Time) uint64 {
 // hash; badger drops it at ExpiresAt. A session already expired is not
 // stored: ErrNotFound, so a refresh cannot bring an ended session back.
 func (s *Store) PutSession(ctx context.Context, sess cache.Session) error {
-	if !time.Now().Before(sess.ExpiresAt) {
-		return fmt.Errorf("put session: already expired: %w", cache.ErrNotFound)
-	}
-	if sess.UserID == 0 {
-		return errors.New("put session: no user")
+	if err := cache.CheckNewSession(sess); err != nil {
+		return fmt.Errorf("put session: %w", err)
 	}
 	b, err := json.Marshal(sessionRecord{sess.UserID, sess.CreatedAt, sess.ExpiresAt, sess.LastSeen})
 	if err != nil {
@@ -68,11 +65,8 @@ func (s *Store) PutSession(ctx context.Context, sess cache.Session) error {
 // the transaction does; its error cancels the creation (a login whose
 // password was changed while it was being checked).
 func (s *Store) CreateSession(ctx context.Context, sess cache.Session, maxPerUser int, check func(account.User) error) ([][32]byte, error) {
-	if !time.Now().Before(sess.ExpiresAt) {
-		return nil, fmt.Errorf("create session: already expired: %w", cache.ErrNotFound)
-	}
-	if sess.UserID == 0 {
-		return nil, errors.New("create session: no user")
+	if err := cache.CheckNewSession(sess); err != nil {
+		return nil, fmt.Errorf("create session: %w", err)
 	}
 	b, err := json.Marshal(sessionRecord{sess.UserID, sess.CreatedAt, sess.ExpiresAt, sess.LastSeen})
 	if err != nil {

@@ -276,50 +276,16 @@ func (tx *Tx) UserByUUID(dirID uint64, uuid string) (account.User, error) {
 	return readUserByIndex(tx.lookup, userUUIDKey(dirID, uuid), fmt.Sprintf("user uuid %d/%s", dirID, uuid))
 }
 
-// PutUser creates (ID 0: a new id is assigned into u, CreatedAt set if
-// zero) or replaces a user, keeping the name, (directory, uuid) and listing
-// indexes in step. The username is normalised into u. UpdatedAt is set.
-// ErrNameTaken if another user holds the name, ErrUUIDTaken if another user
+// PutUser creates (ID 0) or replaces a user, keeping the name, (directory,
+// uuid) and listing indexes in step; cache.PrepareUser says what it sets
+// in u first (id, normalised name, timestamps). ErrNameTaken if another user holds the name, ErrUUIDTaken if another user
 // of the directory holds the ldap_uuid, ErrNotFound for an unknown non-zero
 // id (ids are only ever assigned here, never chosen by callers).
 func (tx *Tx) PutUser(u *account.User) error {
-	u.Username = account.NormalizeName(u.Username)
-	if u.Username == "" {
-		return fmt.Errorf("put user %d: empty username", u.ID)
+	old, err := cache.PrepareUser(tx, u, tx.now, func() (uint64, error) { return nextID(tx.s.userSeq) }, tx.assigned)
+	if err != nil {
+		return err
 	}
-	if u.State != account.StateBlockedInLDAP {
-		// ldap_status explains blocked_in_ldap only (SPEC §2): an admin
-		// block or unblock, or any other state, clears it here, once.
-		u.LDAPStatus = account.LDAPStatusNone
-	}
-	var old *account.User
-	switch {
-	case u.ID == 0:
-		id, err := nextID(tx.s.userSeq)
-		if err != nil {
-			return fmt.Errorf("put user %q: %w", u.Username, err)
-		}
-		tx.assigned[id] = true
-		u.ID = id
-	default:
-		o, err := tx.UserByID(u.ID)
-		switch {
-		case err == nil:
-			old = &o
-		case errors.Is(err, cache.ErrNotFound) && tx.assigned[u.ID]:
-			// assigned by an attempt that hit a conflict: still new.
-		default:
-			return fmt.Errorf("put user: %w", err)
-		}
-	}
-	if old == nil {
-		if u.CreatedAt.IsZero() {
-			u.CreatedAt = tx.now
-		}
-	} else if u.CreatedAt.IsZero() {
-		u.CreatedAt = old.CreatedAt
-	}
-	u.UpdatedAt = tx.now
 
 	// A new user in a trusted transaction: the caller's plan checked the
 	// name and uuid against the store as it still is (names.go).

@@ -169,35 +169,14 @@ func (s *Store) UserByUUID(ctx context.Context, dirID uint64, uuid string) (acco
 	return u, err
 }
 
-// CreateUser stores a new user (u.ID is ignored) and returns it with its
-// id and timestamps. ErrNameTaken.
+// CreateUser: see cache.CreateUser.
 func (s *Store) CreateUser(ctx context.Context, u account.User) (account.User, error) {
-	var out account.User
-	err := s.Update(ctx, func(tx *Tx) error {
-		out = u
-		out.ID = 0
-		return tx.PutUser(&out)
-	})
-	if err != nil {
-		return account.User{}, fmt.Errorf("create user: %w", err)
-	}
-	return out, nil
+	return cache.CreateUser(ctx, badgerBackend{s}, u)
 }
 
-// UpdateUser applies fn to user id in one transaction and stores the
-// result (the id cannot change). fn may run more than once on conflicts.
-// ErrNotFound, ErrNameTaken on a rename clash, or fn's error.
+// UpdateUser: see cache.UpdateUser.
 func (s *Store) UpdateUser(ctx context.Context, id uint64, fn func(*account.User) error) (account.User, error) {
-	var out account.User
-	err := s.Update(ctx, func(tx *Tx) error {
-		var err error
-		out, err = cache.UpdateUserTx(tx, id, fn)
-		return err
-	})
-	if err != nil {
-		return account.User{}, fmt.Errorf("update user %d: %w", id, err)
-	}
-	return out, nil
+	return cache.UpdateUser(ctx, badgerBackend{s}, id, fn)
 }
 
 // DeleteUser deletes user id and all its sessions. ErrNotFound.

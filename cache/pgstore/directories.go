@@ -2,7 +2,6 @@ package pgstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -10,12 +9,6 @@ import (
 	"github.com/ldapgate/ldapgate/cache"
 	"github.com/ldapgate/ldapgate/config"
 )
-
-// dirRecord keeps the bind password, which config.Directory's JSON hides.
-type dirRecord struct {
-	Directory    config.Directory `json:"directory"`
-	BindPassword string           `json:"bind_password"`
-}
 
 // DirectoryIDForName: see badgerstore.Store.DirectoryIDForName.
 func (s *Store) DirectoryIDForName(ctx context.Context, name string) (uint64, error) {
@@ -52,7 +45,7 @@ func (s *Store) SaveDirectory(ctx context.Context, d config.Directory) (config.D
 			}
 			d.ID = uint64(id)
 		}
-		b, err := json.Marshal(dirRecord{Directory: d, BindPassword: d.BindPassword.Reveal()})
+		b, err := cache.EncodeDirectory(d)
 		if err != nil {
 			return err
 		}
@@ -82,15 +75,14 @@ func (s *Store) Directories(ctx context.Context) ([]config.Directory, error) {
 	var out []config.Directory
 	for rows.Next() {
 		var b []byte
-		var r dirRecord
 		if err := rows.Scan(&b); err != nil {
 			return nil, fmt.Errorf("directories: %w", err)
 		}
-		if err := json.Unmarshal(b, &r); err != nil {
-			return nil, fmt.Errorf("decode directory: %w", err)
+		d, err := cache.DecodeDirectory(b)
+		if err != nil {
+			return nil, err
 		}
-		r.Directory.BindPassword = config.Secret(r.BindPassword)
-		out = append(out, r.Directory)
+		out = append(out, d)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("directories: %w", err)

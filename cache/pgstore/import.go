@@ -87,7 +87,7 @@ func (s *Store) Import(ctx context.Context, src ImportSource) (ImportReport, err
 	}
 	for _, d := range dirs {
 		dirIDs[d.ID] = true
-		b, err := json.Marshal(dirRecord{Directory: d, BindPassword: d.BindPassword.Reveal()})
+		b, err := cache.EncodeDirectory(d)
 		if err != nil {
 			return rep, err
 		}

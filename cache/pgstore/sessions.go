@@ -2,7 +2,6 @@ package pgstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -12,11 +11,8 @@ import (
 
 // PutSession stores a session as it is (migrate-store, tests).
 func (s *Store) PutSession(ctx context.Context, sess cache.Session) error {
-	if !time.Now().Before(sess.ExpiresAt) {
-		return fmt.Errorf("put session: already expired: %w", cache.ErrNotFound)
-	}
-	if sess.UserID == 0 {
-		return errors.New("put session: no user")
+	if err := cache.CheckNewSession(sess); err != nil {
+		return fmt.Errorf("put session: %w", err)
 	}
 	err := s.Update(ctx, func(t cache.Txn) error { return t.(*Tx).putSession(sess) })
 	if err != nil {
@@ -36,11 +32,8 @@ func (tx *Tx) putSession(sess cache.Session) error {
 // CreateSession: see badgerstore.Store.CreateSession (the per-user cap ends
 // the oldest sessions in the same transaction).
 func (s *Store) CreateSession(ctx context.Context, sess cache.Session, maxPerUser int, check func(account.User) error) ([][32]byte, error) {
-	if !time.Now().Before(sess.ExpiresAt) {
-		return nil, fmt.Errorf("create session: already expired: %w", cache.ErrNotFound)
-	}
-	if sess.UserID == 0 {
-		return nil, errors.New("create session: no user")
+	if err := cache.CheckNewSession(sess); err != nil {
+		return nil, fmt.Errorf("create session: %w", err)
 	}
 	var ended [][32]byte
 	err := s.Update(ctx, func(t cache.Txn) error {

@@ -318,42 +318,16 @@ func (tx *Tx) UserByUUID(dirID uint64, uuid string) (account.User, error) {
 	return u, nil
 }
 
-// PutUser: see cache.Txn. The rules are badgerstore.Tx.PutUser's.
+// PutUser: see cache.Txn; cache.PrepareUser applies the rules both stores share.
 func (tx *Tx) PutUser(u *account.User) error {
-	u.Username = account.NormalizeName(u.Username)
-	if u.Username == "" {
-		return fmt.Errorf("put user %d: empty username", u.ID)
-	}
-	if u.State != account.StateBlockedInLDAP {
-		u.LDAPStatus = account.LDAPStatusNone
-	}
-	var old *account.User
-	if u.ID == 0 {
+	old, err := cache.PrepareUser(tx, u, tx.now, func() (uint64, error) {
 		id, err := tx.nextUserID()
-		if err != nil {
-			return fmt.Errorf("put user %q: %w", u.Username, err)
-		}
-		u.ID = uint64(id)
-		tx.assigned[u.ID] = true
-	} else {
-		o, err := tx.UserByID(u.ID)
-		switch {
-		case err == nil:
-			old = &o
-		case errors.Is(err, cache.ErrNotFound) && tx.assigned[u.ID]:
-		default:
-			return fmt.Errorf("put user: %w", err)
-		}
-	}
-	if old == nil {
-		if u.CreatedAt.IsZero() {
-			u.CreatedAt = tx.now
-		}
-	} else if u.CreatedAt.IsZero() {
-		u.CreatedAt = old.CreatedAt
+		return uint64(id), err
+	}, tx.assigned)
+	if err != nil {
+		return err
 	}
 	u.CreatedAt = pgTime(u.CreatedAt)
-	u.UpdatedAt = tx.now
 	u.LastLoginAt, u.LastSyncedAt = zeroOrPg(u.LastLoginAt), zeroOrPg(u.LastSyncedAt)
 	tx.last.ok = false
 

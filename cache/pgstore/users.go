@@ -2,7 +2,6 @@ package pgstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -73,32 +72,14 @@ func (s *Store) oneRead(ctx context.Context, fn func(tx *Tx) error) error {
 	return unavailable(fn(&Tx{ctx: ctx, s: s, tx: s.pool, now: now()}))
 }
 
-// CreateUser: see cache.Backend.
+// CreateUser: see cache.CreateUser.
 func (s *Store) CreateUser(ctx context.Context, u account.User) (account.User, error) {
-	var out account.User
-	err := s.Update(ctx, func(tx cache.Txn) error {
-		out = u
-		out.ID = 0
-		return tx.PutUser(&out)
-	})
-	if err != nil {
-		return account.User{}, fmt.Errorf("create user: %w", err)
-	}
-	return out, nil
+	return cache.CreateUser(ctx, s, u)
 }
 
-// UpdateUser: see cache.Backend.
+// UpdateUser: see cache.UpdateUser.
 func (s *Store) UpdateUser(ctx context.Context, id uint64, fn func(*account.User) error) (account.User, error) {
-	var out account.User
-	err := s.Update(ctx, func(tx cache.Txn) error {
-		var err error
-		out, err = cache.UpdateUserTx(tx, id, fn)
-		return err
-	})
-	if err != nil {
-		return account.User{}, fmt.Errorf("update user %d: %w", id, err)
-	}
-	return out, nil
+	return cache.UpdateUser(ctx, s, id, fn)
 }
 
 // DeleteUser: see cache.Backend.
@@ -288,34 +269,22 @@ func (s *Store) CountUsers(ctx context.Context) (map[uint64]map[account.State]in
 
 const keyConfigLocalUsers = "config_local_users"
 
-// PruneConfigLocalUsers: see badgerstore.Store.PruneConfigLocalUsers.
+// PruneConfigLocalUsers: see cache.PruneLocalUsers.
 func (s *Store) PruneConfigLocalUsers(ctx context.Context, names []string) ([]string, error) {
-	now := cache.ConfigLocalNames(names)
 	var deleted []string
 	err := s.Update(ctx, func(t cache.Txn) error {
 		tx := t.(*Tx)
-		deleted = nil
-		var raw []byte
-		var before []string
-		err := tx.queryRow(`SELECT value FROM meta WHERE key = $1`, []any{keyConfigLocalUsers}, &raw)
-		switch {
-		case err == nil:
-			if json.Unmarshal(raw, &before) != nil {
-				before = nil
-			}
-		case !errors.Is(err, cache.ErrNotFound):
+		var stored []byte
+		err := tx.queryRow(`SELECT value FROM meta WHERE key = $1`, []any{keyConfigLocalUsers}, &stored)
+		if err != nil && !errors.Is(err, cache.ErrNotFound) {
 			return fmt.Errorf("config local users: %w", err)
 		}
-		var err2 error
-		if deleted, err2 = cache.DeleteDroppedLocalUsers(tx, before, now); err2 != nil {
-			return err2
-		}
-		b, err := json.Marshal(now)
-		if err != nil {
+		var record []byte
+		if deleted, record, err = cache.PruneLocalUsers(tx, stored, names); err != nil {
 			return err
 		}
 		_, err = tx.exec(`INSERT INTO meta (key, value) VALUES ($1, $2)
-			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, keyConfigLocalUsers, b)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, keyConfigLocalUsers, record)
 		return err
 	})
 	if err != nil {
