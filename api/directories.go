@@ -227,9 +227,6 @@ func (a *API) sync(c context.Context, ctx *fasthttp.RequestCtx, id uint64) {
 		internal(ctx, err)
 		return
 	}
-	if changes == nil {
-		changes = []cache.AuditEntry{}
-	}
 	respond.OK(ctx, struct {
 		cache.Run
 		Changes []cache.AuditEntry `json:"changes"`
@@ -277,9 +274,6 @@ func (a *API) runChanges(c context.Context, ctx *fasthttp.RequestCtx, dirID uint
 	if err != nil {
 		internal(ctx, err)
 		return
-	}
-	if changes == nil {
-		changes = []cache.AuditEntry{}
 	}
 	respond.OK(ctx, struct {
 		Run  cache.Run          `json:"run"`

@@ -64,6 +64,8 @@ type Backend interface {
 	FinishRun(ctx context.Context, r Run) error
 	Run(ctx context.Context, runID uint64) (Run, error)
 	Runs(ctx context.Context, dirID uint64, limit int) ([]Run, error)
+	// RunChanges lists a run's audit entries in seq order: an empty,
+	// never nil, list for a run without changes (answers say [], not null).
 	RunChanges(ctx context.Context, runID uint64) ([]AuditEntry, error)
 
 	PutSession(ctx context.Context, sess Session) error

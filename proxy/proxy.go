@@ -19,10 +19,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -298,14 +300,8 @@ func (p *Proxy) forget(c *idleConn) {
 func (p *Proxy) Cut() {
 	p.mu.Lock()
 	p.cut = true
-	conns := make([]*idleConn, 0, len(p.conns))
-	for c := range p.conns {
-		conns = append(conns, c)
-	}
-	ts := make([]*tunnel, 0, len(p.tunnels))
-	for t := range p.tunnels {
-		ts = append(ts, t)
-	}
+	conns := slices.Collect(maps.Keys(p.conns))
+	ts := slices.Collect(maps.Keys(p.tunnels))
 	p.mu.Unlock()
 	for _, t := range ts {
 		t.close()
@@ -481,10 +477,7 @@ func requestPath(ctx *fasthttp.RequestCtx) []byte {
 func (p *Proxy) Close() error {
 	p.mu.Lock()
 	p.closed = true
-	ts := make([]*tunnel, 0, len(p.tunnels))
-	for t := range p.tunnels {
-		ts = append(ts, t)
-	}
+	ts := slices.Collect(maps.Keys(p.tunnels))
 	p.mu.Unlock()
 	for _, t := range ts {
 		t.close()
