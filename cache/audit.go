@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"encoding/json"
 	"slices"
 	"strconv"
 	"time"
@@ -121,4 +122,22 @@ func appendJSONString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// DecodeAudit appends the entries of one stored audit record to out: a
+// JSON array of consecutive entries (a chunk), or one entry (records both
+// stores wrote before chunks).
+func DecodeAudit(out []AuditEntry, v []byte) ([]AuditEntry, error) {
+	if len(v) > 0 && v[0] == '[' {
+		var es []AuditEntry
+		if err := json.Unmarshal(v, &es); err != nil {
+			return out, err
+		}
+		return append(out, es...), nil
+	}
+	var e AuditEntry
+	if err := json.Unmarshal(v, &e); err != nil {
+		return out, err
+	}
+	return append(out, e), nil
 }

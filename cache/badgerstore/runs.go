@@ -241,22 +241,9 @@ func (s *Store) RunChanges(ctx context.Context, runID uint64) ([]cache.AuditEntr
 			return err
 		}
 		return iterate(ctx, txn, key(pAudit, runID), func(_, v []byte) error {
-			if len(v) > 0 && v[0] == '[' {
-				// A chunk of consecutive entries.
-				var es []cache.AuditEntry
-				if err := json.Unmarshal(v, &es); err != nil {
-					return err
-				}
-				out = append(out, es...)
-				return nil
-			}
-			// One entry per key: stores written before chunks.
-			var e cache.AuditEntry
-			if err := json.Unmarshal(v, &e); err != nil {
-				return err
-			}
-			out = append(out, e)
-			return nil
+			var err error
+			out, err = cache.DecodeAudit(out, v)
+			return err
 		})
 	})
 	if err != nil {

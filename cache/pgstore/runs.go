@@ -144,19 +144,9 @@ func (s *Store) RunChanges(ctx context.Context, runID uint64) ([]cache.AuditEntr
 			if err := rows.Scan(&b); err != nil {
 				return err
 			}
-			if len(b) > 0 && b[0] == '[' { // a chunk (auditChunks)
-				var es []cache.AuditEntry
-				if err := json.Unmarshal(b, &es); err != nil {
-					return err
-				}
-				out = append(out, es...)
-				continue
-			}
-			var e cache.AuditEntry
-			if err := json.Unmarshal(b, &e); err != nil {
+			if out, err = cache.DecodeAudit(out, b); err != nil {
 				return err
 			}
-			out = append(out, e)
 		}
 		return rows.Err()
 	})
